@@ -1,0 +1,5 @@
+"""StreamHouse: an S3-native event-streaming agent with a Rust hot path."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

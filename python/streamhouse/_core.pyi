@@ -1,0 +1,287 @@
+# The storage engine's Python API. Two implementations export exactly these names with the same
+# behaviour and byte-identical files: `streamhouse._core` (Rust, this stub) and `streamhouse.pyengine`
+# (pure Python). Formats: docs/format.md. Errors: streamhouse/errors.py (both engines raise those
+# classes; a wrong Python type raises `InvalidArgumentType`).
+#
+# Conventions: offsets are ints in [0, 2**63); `*_next_offset` and `end_offset` are exclusive (one past
+# the last record). Timestamps are ms since the epoch. Heavy calls release the GIL in the Rust engine.
+
+from collections.abc import Sequence
+from typing import Final, Literal
+
+Codec = Literal["none", "lz4", "zstd", "snappy"]
+SyncPolicy = Literal["batch", "interval", "never"]
+Header = tuple[str, bytes]
+# (key, value, timestamp_ms or None for default, headers or None)
+RecordIn = tuple[bytes | None, bytes, int | None, Sequence[Header] | None]
+# (offset, timestamp_ms, key, value, headers)
+RecordOut = tuple[int, int, bytes | None, bytes, tuple[Header, ...]]
+
+ENGINE: Final[str]  # "rust" or "python"
+FORMAT_VERSION: Final[int]  # 1
+DEFAULT_MAX_RECORD_BYTES: Final[int]  # 1 MiB
+DEFAULT_BLOCK_SIZE_BYTES: Final[int]  # 256 KiB
+DEFAULT_WAL_MAX_FILE_BYTES: Final[int]  # 64 MiB
+MAX_FRAME_BYTES: Final[int]  # 64 MiB: a frame payload above this is refused on append and on read
+
+# ---- checksums and codecs ---------------------------------------------------------------------
+
+def crc32c(data: bytes) -> int: ...
+def compress(codec: Codec, data: bytes, level: int = 3) -> bytes:
+    """Compress like a segment block body (docs/format.md 5.2). `level` is used by zstd only."""
+
+def decompress(codec: Codec, data: bytes, uncompressed_length: int) -> bytes:
+    """Inverse of `compress`; raises SegmentCorrupted if the bytes do not decompress to exactly
+    `uncompressed_length` bytes (never allocates more than that)."""
+
+# ---- batch codec --------------------------------------------------------------------------------
+
+def encode_batch(records: Sequence[RecordIn], default_timestamp_ms: int) -> bytes:
+    """Encode records into one produce batch (format section 2). Raises EmptyBatch for no records,
+    InvalidArgumentType for wrong types, InvalidArgument for out-of-range values."""
+
+class BatchInfo:
+    @property
+    def record_count(self) -> int: ...
+    @property
+    def base_timestamp_ms(self) -> int: ...
+    @property
+    def max_timestamp_ms(self) -> int: ...
+    @property
+    def payload_length(self) -> int: ...
+    @property
+    def max_record_size(self) -> int:
+        """Size of the largest record, as the max_record_bytes limit counts it."""
+
+def batch_info(batch: bytes, max_record_bytes: int = ...) -> BatchInfo:
+    """Validate a produce batch fully (format section 2) and describe it; raises InvalidBatch,
+    EmptyBatch or RecordTooLarge."""
+
+def decode_batch(batch: bytes, base_offset: int = 0) -> list[RecordOut]:
+    """Decode a produce batch, numbering records from `base_offset`."""
+
+def decode_records(
+    record_set: bytes, start_offset: int = 0, max_records: int | None = None
+) -> list[RecordOut]:
+    """Decode a record set (format section 3), dropping records below `start_offset` and stopping
+    after `max_records`. Raises InvalidBatch on malformed input."""
+
+# ---- WAL ----------------------------------------------------------------------------------------
+
+class WalFrame:
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def end_offset(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def record_count(self) -> int: ...
+    @property
+    def base_timestamp_ms(self) -> int: ...
+    @property
+    def batch(self) -> bytes:
+        """The frame's records as a produce batch (format section 2), ready for SegmentBuffer.append."""
+
+class WalRecovery:
+    @property
+    def frames(self) -> list[WalFrame]:
+        """Valid frames not wholly below committed_next_offset, in offset order."""
+    @property
+    def next_offset(self) -> int: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def torn_tail_bytes(self) -> int:
+        """Bytes cut from the last file as a torn tail (by `open`), or that would be cut (by `inspect`)."""
+
+class WalStats:
+    @property
+    def bytes_on_disk(self) -> int: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def frames(self) -> int:
+        """Frames held in the files still on disk."""
+    @property
+    def first_offset(self) -> int:
+        """Lowest offset still held in a file (== next_offset when the WAL is empty)."""
+    @property
+    def next_offset(self) -> int: ...
+    @property
+    def synced_offset(self) -> int:
+        """Every offset below this is fsynced."""
+
+class Wal:
+    @staticmethod
+    def open(
+        directory: str,
+        *,
+        epoch: int,
+        committed_next_offset: int = 0,
+        max_file_bytes: int = ...,
+        sync_policy: SyncPolicy = "batch",
+        sync_interval_ms: int = 50,
+        max_record_bytes: int = ...,
+    ) -> tuple[Wal, WalRecovery]:
+        """Create the directory if needed, recover (format 4.3: cut a torn tail, raise WalCorrupted on
+        corruption before it) and open for appends. Frames written later carry `epoch`."""
+    @staticmethod
+    def inspect(directory: str, *, committed_next_offset: int = 0) -> WalRecovery:
+        """Recovery without changing anything on disk (what `streamhouse wal verify` prints)."""
+    def append(self, batch: bytes) -> int:
+        """Validate the batch, write one frame, and return its base offset. Durable on return under
+        sync_policy 'batch' (group commit). Raises InvalidBatch/EmptyBatch/RecordTooLarge (nothing
+        written), DiskFull (nothing written, WAL still valid), WalClosed, WalPoisoned."""
+    def sync(self) -> None:
+        """fdatasync everything appended so far (shared with concurrent callers)."""
+    def truncate(self, committed_next_offset: int) -> int:
+        """Delete the files whose frames are all below `committed_next_offset`; returns how many."""
+    def set_epoch(self, epoch: int) -> None:
+        """Frames appended from now on carry `epoch`; raises InvalidArgument if it would decrease."""
+    def stats(self) -> WalStats: ...
+    def close(self) -> None:
+        """Sync and close. Idempotent."""
+    @property
+    def next_offset(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def directory(self) -> str: ...
+
+# ---- segments -----------------------------------------------------------------------------------
+
+class SealedSegment:
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def end_offset(self) -> int: ...
+    @property
+    def record_count(self) -> int: ...
+    @property
+    def min_timestamp_ms(self) -> int: ...
+    @property
+    def max_timestamp_ms(self) -> int: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def crc32c(self) -> int:
+        """CRC32C of the whole file."""
+    @property
+    def compression(self) -> Codec: ...
+    @property
+    def block_count(self) -> int: ...
+
+class SegmentBuffer:
+    """Collects appended batches into blocks, compressing each block as it closes, so that it holds at
+    most its closed (compressed) blocks plus one open block."""
+
+    def __init__(
+        self,
+        base_offset: int,
+        *,
+        compression: Codec = "zstd",
+        compression_level: int = 3,
+        block_size_bytes: int = ...,
+        max_record_bytes: int = ...,
+    ) -> None: ...
+    def append(self, base_offset: int, batch: bytes) -> int:
+        """Append a validated batch whose first record has `base_offset` (must equal next_offset, else
+        OffsetMismatch). Returns the new next_offset. Raises InvalidArgument after seal()."""
+    def read(self, offset: int, max_bytes: int = 1048576) -> bytes:
+        """Record set of whole entries starting with the one holding `offset`, stopping before an entry
+        that would pass `max_bytes` (but always at least one). Empty at or past next_offset;
+        InvalidArgument below base_offset."""
+    def seal(self) -> SealedSegment:
+        """Build the segment file. Raises InvalidArgument if empty; the buffer is spent afterwards."""
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def next_offset(self) -> int: ...
+    @property
+    def record_count(self) -> int: ...
+    @property
+    def size_bytes(self) -> int:
+        """Size of the file if sealed now with the open block stored uncompressed."""
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of memory this buffer holds (capacity, not length)."""
+    @property
+    def min_timestamp_ms(self) -> int | None: ...
+    @property
+    def max_timestamp_ms(self) -> int | None: ...
+    @property
+    def is_empty(self) -> bool: ...
+    @property
+    def sealed(self) -> bool: ...
+
+class SegmentFooter:
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def end_offset(self) -> int: ...
+    @property
+    def min_timestamp_ms(self) -> int: ...
+    @property
+    def max_timestamp_ms(self) -> int: ...
+    @property
+    def index_position(self) -> int: ...
+    @property
+    def index_length(self) -> int: ...
+    @property
+    def block_count(self) -> int: ...
+    @property
+    def compression(self) -> Codec: ...
+
+class BlockLocation:
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def end_offset(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def record_count(self) -> int: ...
+    @property
+    def max_timestamp_ms(self) -> int: ...
+
+FOOTER_SIZE: Final[int]  # 64
+
+def parse_segment_footer(tail: bytes) -> SegmentFooter:
+    """Parse the footer from the last 64 bytes of a segment (a longer `tail` is fine: its last 64
+    bytes are used)."""
+
+def parse_segment_index(footer: SegmentFooter, index: bytes) -> list[BlockLocation]:
+    """Parse and check the index bytes `[index_position, index_position + index_length)`."""
+
+def decode_block(block: bytes, compression: Codec) -> bytes:
+    """Check and decompress one block (header and body, as located by the index) into a record set."""
+
+class SegmentReader:
+    def __init__(self, data: bytes) -> None:
+        """Check header, footer and index (not the block bodies); raises SegmentCorrupted or
+        UnsupportedVersion."""
+    def verify(self) -> None:
+        """Check every block's CRC and decode every record; raises SegmentCorrupted with the position."""
+    def read(self, offset: int, max_bytes: int = 1048576) -> bytes:
+        """Record set of whole entries from the one holding `offset`, like SegmentBuffer.read;
+        InvalidArgument outside [base_offset, end_offset)."""
+    def locate(self, offset: int) -> BlockLocation: ...
+    @property
+    def footer(self) -> SegmentFooter: ...
+    @property
+    def blocks(self) -> list[BlockLocation]: ...
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def end_offset(self) -> int: ...
+    @property
+    def record_count(self) -> int: ...
+    @property
+    def compression(self) -> Codec: ...
