@@ -98,7 +98,98 @@ class UnsupportedVersion(CorruptionError):
     """A file uses a format version this build does not know."""
 
 
+# --- topics, partitions, offsets -------------------------------------------------------------------
+
+
+class UnknownTopic(InvalidArgument):
+    """The topic does not exist."""
+
+
+class UnknownPartition(InvalidArgument):
+    """The partition number is outside the topic's partitions."""
+
+
+class TopicExists(InvalidArgument):
+    """A topic with that name exists already."""
+
+
+class OffsetOutOfRange(InvalidArgument):
+    """The requested offset is below the log start or above the high watermark."""
+
+
+# --- coordination: the metadata catalog and leases -------------------------------------------------
+
+
+class CatalogError(StreamhouseError):
+    """The metadata store failed an operation."""
+
+
+class CatalogUnavailable(CatalogError):
+    """The metadata store cannot be reached right now."""
+
+    retriable = True
+
+
+class StaleEpoch(CatalogError):
+    """A compare-and-set failed because another owner holds a newer leader epoch: this agent no
+    longer owns the partition and must stop writing to it."""
+
+
+class OffsetConflict(CatalogError):
+    """A segment commit's base offset is not the partition's high watermark."""
+
+
+class LeaseLost(CatalogError):
+    """The partition lease expired or moved to another agent."""
+
+
+class NotLeader(StreamhouseError):
+    """This agent does not own the partition; ``owner_address`` says which agent does, if known."""
+
+    retriable = True
+
+    def __init__(self, message: str, owner_address: str | None = None) -> None:
+        super().__init__(message)
+        self.owner_address = owner_address
+
+
+# --- object store ----------------------------------------------------------------------------------
+
+
+class ObjectStoreError(StreamhouseError):
+    """The object store failed a request (timeout, 5xx, throttling, connection refused)."""
+
+    retriable = True
+
+
+class ObjectNotFound(ObjectStoreError):
+    """No object at that key."""
+
+    retriable = False
+
+
+class ObjectExists(ObjectStoreError):
+    """A conditional put found an object at the key already."""
+
+    retriable = False
+
+
+# --- admission control -----------------------------------------------------------------------------
+
+
+class ResourceExhausted(StreamhouseError):
+    """The agent is out of memory or disk budget; retry after ``retry_after_ms``."""
+
+    retriable = True
+
+    def __init__(self, message: str, retry_after_ms: int = 1000) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
 __all__ = [
+    "CatalogError",
+    "CatalogUnavailable",
     "ConfigError",
     "CorruptionError",
     "DiskFull",
@@ -106,11 +197,23 @@ __all__ = [
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidBatch",
+    "LeaseLost",
+    "NotLeader",
+    "ObjectExists",
+    "ObjectNotFound",
+    "ObjectStoreError",
+    "OffsetConflict",
     "OffsetMismatch",
+    "OffsetOutOfRange",
     "RecordTooLarge",
+    "ResourceExhausted",
     "SegmentCorrupted",
+    "StaleEpoch",
     "StorageError",
     "StreamhouseError",
+    "TopicExists",
+    "UnknownPartition",
+    "UnknownTopic",
     "UnsupportedVersion",
     "WalClosed",
     "WalCorrupted",
