@@ -1,0 +1,86 @@
+"""What the gRPC layer asks of an agent: the seam between serving (server.py) and storage (agent.py).
+
+The server turns RPCs into these calls and exceptions from ``streamhouse.errors`` into status codes;
+the agent implements them over the WAL, segment buffers, the object store and the catalog. Tests can
+drive either side alone.
+
+Offsets: ``high_watermark`` is the next offset a consumer will be able to read (records acknowledged at
+``buffered`` or higher are visible); ``committed_offset`` is the next offset not yet in a committed
+segment (what survives the loss of the agent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from streamhouse.catalog.base import TopicInfo
+
+AckMode = Literal["none", "buffered", "wal", "durable"]
+ACK_MODES: tuple[AckMode, ...] = ("none", "buffered", "wal", "durable")
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceResult:
+    base_offset: int
+    record_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    record_set: bytes  # docs/format.md section 3; the first entry may start below the requested offset
+    high_watermark: int
+    log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionDescription:
+    partition: int
+    log_start_offset: int
+    committed_offset: int
+    high_watermark: int
+    leader_epoch: int
+    owner_agent_id: str | None
+    owner_address: str | None
+    wal_size_bytes: int  # 0 when another agent owns it
+    buffer_size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    topic: TopicInfo
+    partitions: tuple[PartitionDescription, ...]
+
+
+class Broker(Protocol):
+    async def create_topic(
+        self, name: str, partitions: int, config: Mapping[str, str] | None = None
+    ) -> TopicInfo: ...
+
+    async def delete_topic(self, name: str) -> None: ...
+
+    async def list_topics(self) -> list[TopicInfo]: ...
+
+    async def describe_topic(self, name: str) -> TopicDescription: ...
+
+    async def produce(self, topic: str, partition: int, batch: bytes, acks: AckMode) -> ProduceResult:
+        """Append one produce batch (docs/format.md section 2) and return once ``acks`` is met.
+
+        Raises UnknownTopic, UnknownPartition, InvalidBatch/EmptyBatch/RecordTooLarge (nothing written),
+        NotLeader (with the owner's address), ResourceExhausted or DiskFull (retriable, nothing written),
+        ObjectStoreError/CatalogUnavailable for ``durable`` when the commit cannot be made in time
+        (retriable; the records stay in the WAL and will be committed)."""
+
+    async def fetch(
+        self, topic: str, partition: int, offset: int, max_bytes: int, max_wait_ms: int
+    ) -> FetchResult:
+        """Records from ``offset``; waits up to ``max_wait_ms`` for some to arrive when ``offset`` is the
+        high watermark. Raises OffsetOutOfRange below the log start or above the high watermark."""
+
+    async def list_offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """``(log_start_offset, high_watermark)``."""
+
+    async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None: ...
+
+    async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None: ...

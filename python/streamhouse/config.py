@@ -1,0 +1,282 @@
+"""Every configuration knob, defined once.
+
+Each knob has a default, an environment variable ``STREAMHOUSE_<NAME>`` and a CLI flag ``--<name-with-
+dashes>``; precedence is flag > environment > default. ``docs/configuration.md`` lists them all and a test
+(tests/unit/test_config.py) checks the document against this table. Invalid values fail at start with a
+message naming the knob, its environment variable and what is allowed.
+
+The runbook's knob names are kept as they are (``segment_max_size``, ``segment_max_age_ms``,
+``compression``, ``wal_max_size``, ``max_partitions_per_agent``); sizes accept ``64MiB``-style suffixes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamhouse.errors import ConfigError
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
+
+def parse_size(text: str | int) -> int:
+    """``"64MiB"`` → 67108864. KB/MB/GB are decimal, KiB/MiB/GiB binary, a bare number is bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a size (examples: 1048576, 512KiB, 64MiB, 2GiB)")
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "B").upper()]
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (example: 127.0.0.1:50051)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    check: Callable[[Any], str | None] = lambda _v: None  # returns a complaint, or None
+    choices: Sequence[str] | None = None
+    group: str = "agent"
+
+    @property
+    def env(self) -> str:
+        return "STREAMHOUSE_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _positive(v: int) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]"
+
+
+def _address(v: str) -> str | None:
+    try:
+        parse_host_port(v)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _default_agent_id() -> str:
+    return socket.gethostname() or "streamhouse-agent"
+
+
+KNOBS: tuple[Knob, ...] = (
+    # -- where things live --
+    Knob("data_dir", "./streamhouse-data", "Directory for the WAL, and in embedded mode the SQLite "
+         "catalog and local objects.", group="storage"),
+    Knob("metadata_url", "", "Metadata store: empty for SQLite in the data directory, "
+         "`sqlite:///path`, or `postgres://user:pass@host:5432/db`.", group="storage"),
+    Knob("object_store", "", "Object store: empty for `<data_dir>/objects`, a directory "
+         "(`file:///path`), or `s3://bucket/prefix`.", group="storage"),
+    Knob("s3_endpoint_url", "", "Endpoint of an S3-compatible server (MinIO, moto, R2...); empty for "
+         "AWS S3.", group="storage"),
+    Knob("engine", "rust", "Storage engine: `rust` (the `_core` extension) or `python` (the pure-Python "
+         "reference).", choices=("rust", "python"), group="storage"),
+    # -- network --
+    Knob("listen", "127.0.0.1:50051", "gRPC listen address HOST:PORT.", check=_address, group="network"),
+    Knob("advertised_address", "", "Address other agents and clients use to reach this agent; empty "
+         "for the listen address.", group="network"),
+    Knob("metrics_listen", "127.0.0.1:9090", "Prometheus metrics HOST:PORT (`/metrics`); empty "
+         "disables the endpoint.", check=lambda v: _address(v) if v else None, group="network"),
+    Knob("agent_id", "", "This agent's identity in the catalog and its leases; empty for the host name. "
+         "A restarted agent with the same id reclaims its leases.", group="network"),
+    Knob("max_request_size", 64 * 2**20, "Largest gRPC message accepted or sent.", parse_size,
+         _positive, group="network"),
+    # -- write path --
+    Knob("default_acks", "durable", "Ack mode when a produce request does not name one.",
+         choices=("none", "buffered", "wal", "durable"), group="write"),
+    Knob("segment_max_size", 32 * 2**20, "Seal a partition's segment when its buffer reaches this size.",
+         parse_size, _positive, group="write"),
+    Knob("segment_max_age_ms", 250, "Seal a non-empty segment this long after its first record: the "
+         "bound on `durable` ack latency and the driver of object PUT rate.", int, _positive,
+         group="write"),
+    Knob("compression", "zstd", "Segment block codec.", choices=("none", "lz4", "zstd", "snappy"),
+         group="write"),
+    Knob("compression_level", 3, "zstd level (1-19); ignored by the other codecs.", int,
+         lambda v: None if 1 <= v <= 19 else "must be between 1 and 19", group="write"),
+    Knob("block_size", 256 * 2**10, "Target uncompressed size of a segment block (the unit of range "
+         "reads).", parse_size, _positive, group="write"),
+    Knob("max_record_size", 2**20, "Largest record accepted (key, value and headers encoded).",
+         parse_size, _positive, group="write"),
+    Knob("wal_max_size", 256 * 2**20, "Most WAL bytes one partition may hold while its segments wait "
+         "for upload; beyond it produce to the partition is refused (RESOURCE_EXHAUSTED).", parse_size,
+         _positive, group="write"),
+    Knob("wal_file_size", 16 * 2**20, "WAL file rotation size; committed files are deleted whole.",
+         parse_size, _positive, group="write"),
+    Knob("wal_sync_policy", "batch", "`batch`: fsync before a `wal` ack (group commit); `interval`: "
+         "fsync every wal_sync_interval_ms; `never`: leave it to the OS.",
+         choices=("batch", "interval", "never"), group="write"),
+    Knob("wal_sync_interval_ms", 50, "fsync period for wal_sync_policy=interval.", int, _positive,
+         group="write"),
+    # -- uploads --
+    Knob("upload_concurrency", 4, "Segment uploads in flight at once.", int, _positive, group="upload"),
+    Knob("upload_retry_initial_ms", 100, "First retry delay after a failed upload or commit (doubles, "
+         "with jitter).", int, _positive, group="upload"),
+    Knob("upload_retry_max_ms", 10_000, "Longest delay between upload retries.", int, _positive,
+         group="upload"),
+    Knob("s3_multipart_threshold", 16 * 2**20, "Segments at least this large go up as multipart "
+         "uploads.", parse_size, lambda v: None if v >= 5 * 2**20 else "must be at least 5MiB",
+         group="upload"),
+    # -- read path --
+    Knob("segment_cache_size", 256 * 2**20, "Bytes of fetched segment blocks kept for consumers.",
+         parse_size, _non_negative, group="read"),
+    Knob("max_fetch_size", 4 * 2**20, "Largest record set one consume request returns (at least one "
+         "batch is always returned).", parse_size, _positive, group="read"),
+    # -- coordination --
+    Knob("max_partitions_per_agent", 50, "Most partitions one agent owns.", int, _positive,
+         group="coordination"),
+    Knob("lease_ttl_ms", 10_000, "Partition lease lifetime; renewed at a third of it.", int,
+         lambda v: None if v >= 1000 else "must be at least 1000", group="coordination"),
+    # -- operations --
+    Knob("log_level", "info", "Log verbosity.", choices=("debug", "info", "warning", "error"),
+         group="operations"),
+    Knob("shutdown_timeout_ms", 30_000, "On SIGTERM, how long to wait for the last segments to upload "
+         "before exiting anyway (the WAL keeps what is left).", int, _positive, group="operations"),
+)
+
+KNOBS_BY_NAME: Mapping[str, Knob] = {k.name: k for k in KNOBS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved configuration. Build with ``Config.load`` (or ``Config.from_mapping`` in tests)."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> Config:
+        """Defaults, then ``overrides`` (values may be strings, parsed like the environment)."""
+        return cls.load(args=None, env={}, overrides=overrides)
+
+    @classmethod
+    def load(
+        cls,
+        args: argparse.Namespace | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Config:
+        env = os.environ if env is None else env
+        unknown = set(overrides or ()) - set(KNOBS_BY_NAME)
+        if unknown:
+            raise ConfigError(f"unknown configuration knob(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for knob in KNOBS:
+            raw: Any = knob.default
+            source = "default"
+            if knob.env in env:
+                raw, source = env[knob.env], f"environment variable {knob.env}"
+            if args is not None and getattr(args, knob.name, None) is not None:
+                raw, source = getattr(args, knob.name), f"flag {knob.flag}"
+            if overrides and knob.name in overrides:
+                raw, source = overrides[knob.name], f"setting {knob.name}"
+            values[knob.name] = _resolve(knob, raw, source)
+        if not values["agent_id"]:
+            values["agent_id"] = _default_agent_id()
+        if not values["advertised_address"]:
+            values["advertised_address"] = values["listen"]
+        if values["wal_file_size"] > values["wal_max_size"]:
+            raise ConfigError(
+                f"wal_file_size ({format_size(values['wal_file_size'])}) must not exceed wal_max_size "
+                f"({format_size(values['wal_max_size'])}) (STREAMHOUSE_WAL_FILE_SIZE, STREAMHOUSE_WAL_MAX_SIZE)"
+            )
+        if values["max_record_size"] > values["segment_max_size"]:
+            raise ConfigError("max_record_size must not exceed segment_max_size")
+        return cls(values)
+
+    def replace(self, **changes: Any) -> Config:
+        return Config.from_mapping({**self.values, **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _resolve(knob: Knob, raw: Any, source: str) -> Any:
+    where = f"{knob.name} (from {source}; env {knob.env}, flag {knob.flag})"
+    try:
+        value = knob.parse(raw) if isinstance(raw, str) and knob.parse is not str else raw
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"invalid {where}: {e}") from None
+    if knob.parse is not str and isinstance(value, str):
+        raise ConfigError(f"invalid {where}: {value!r}")
+    if knob.choices is not None and value not in knob.choices:
+        raise ConfigError(f"invalid {where}: {value!r}; allowed: {', '.join(knob.choices)}")
+    complaint = knob.check(value)
+    if complaint:
+        raise ConfigError(f"invalid {where}: {value!r} {complaint}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per knob (default None, so the environment and defaults apply underneath)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for knob in KNOBS:
+        group = groups.setdefault(knob.group, parser.add_argument_group(f"{knob.group} options"))
+        shown = format_size(knob.default) if knob.parse is parse_size else knob.default
+        group.add_argument(
+            knob.flag,
+            dest=knob.name,
+            default=None,
+            metavar=knob.name.upper() if knob.choices is None else None,
+            choices=knob.choices,
+            help=f"{knob.help} [env {knob.env}; default: {shown!s}]".replace("%", "%%"),
+        )
+
+
+def knob_table_markdown() -> str:
+    """The reference table in docs/configuration.md is this text (the test compares them)."""
+    lines = ["| knob | flag | environment | default | meaning |", "| --- | --- | --- | --- | --- |"]
+    for k in KNOBS:
+        default = format_size(k.default) if k.parse is parse_size else k.default
+        default_text = f"`{default}`" if default != "" else "(empty)"
+        allowed = f" One of: {', '.join(f'`{c}`' for c in k.choices)}." if k.choices else ""
+        lines.append(f"| `{k.name}` | `{k.flag}` | `{k.env}` | {default_text} | {k.help}{allowed} |")
+    return "\n".join(lines) + "\n"
+
