@@ -1,0 +1,74 @@
+# StreamHouse: one command for each job. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+UV      := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+RUST_SOURCES := $(shell find rust bench -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock pyproject.toml
+# Where `make run` keeps its data; delete it to start over.
+DATA_DIR ?= ./streamhouse-data
+
+.PHONY: help venv build run test test-rust test-python bench bench-quick lint format proto clean lock
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.deps: requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	@touch $@
+
+venv: $(VENV)/.deps ## Create .venv with the pinned dependencies (requirements.lock)
+
+$(VENV)/.built: $(VENV)/.deps $(RUST_SOURCES)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release --uv -q
+	@touch $@
+
+build: $(VENV)/.built ## Build the Rust extension (release) and install streamhouse into .venv
+
+run: build ## Run the agent on the embedded default (SQLite + local objects in ./streamhouse-data)
+	$(VENV)/bin/streamhouse agent --data-dir $(DATA_DIR)
+
+test: build test-rust test-python ## Build, then run cargo test and the whole pytest suite (starts PostgreSQL and S3)
+
+test-rust: ## Rust tests, with and without the Python bindings
+	cargo test --release --no-default-features
+	cargo test --release
+
+test-python: build ## pytest: unit, engine (both engines) and integration (real PostgreSQL + S3 server)
+	$(PY) -m pytest -q
+
+bench: build ## Full benchmarks: engine (Rust vs Python vs raw disk/codec), end to end, criterion
+	$(VENV)/bin/streamhouse bench engine
+	$(VENV)/bin/streamhouse bench produce
+	cargo bench --no-default-features
+
+bench-quick: build ## Benchmark smoke run (what CI runs)
+	$(VENV)/bin/streamhouse bench engine --quick
+	$(VENV)/bin/streamhouse bench produce --quick
+
+lint: venv ## ruff, mypy --strict, rustfmt, clippy -D warnings
+	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/ruff format --check python tests bench examples
+	$(VENV)/bin/mypy
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+format: venv ## Format Python and Rust code
+	$(VENV)/bin/ruff format python tests bench examples
+	$(VENV)/bin/ruff check --fix python tests bench examples
+	cargo fmt
+
+proto: venv ## Regenerate the gRPC Python code from proto/
+	$(PY) scripts/gen_proto.py
+
+lock: venv ## Re-resolve requirements.lock from pyproject.toml
+	$(UV) pip compile -q pyproject.toml --extra dev -o requirements.lock --python $(PY)
+
+clean: ## Remove build outputs (keeps .venv)
+	cargo clean
+	rm -f $(VENV)/.built python/streamhouse/_core*.so

@@ -1,0 +1,72 @@
+"""Configuration: one table of knobs, documented, validated, with env and flag layering."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from streamhouse import config
+from streamhouse.config import KNOBS, Config, parse_size
+from streamhouse.errors import ConfigError
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_docs_configuration_lists_every_knob_exactly() -> None:
+    text = DOC.read_text()
+    begin, end = "<!-- knobs:begin -->\n", "<!-- knobs:end -->"
+    table = text[text.index(begin) + len(begin) : text.index(end)]
+    assert table == config.knob_table_markdown(), "regenerate the table in docs/configuration.md"
+
+
+def test_runbook_knob_names_are_kept() -> None:
+    names = {k.name for k in KNOBS}
+    for name in ("segment_max_size", "segment_max_age_ms", "compression", "wal_max_size",
+                 "max_partitions_per_agent"):
+        assert name in names
+
+
+def test_flag_beats_environment_beats_default() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    env = {"STREAMHOUSE_SEGMENT_MAX_SIZE": "50MiB", "STREAMHOUSE_COMPRESSION": "lz4"}
+    c = Config.load(parser.parse_args(["--compression", "snappy"]), env=env)
+    assert c.segment_max_size == 50 * 2**20
+    assert c.compression == "snappy"
+    assert Config.load(parser.parse_args([]), env={}).compression == "zstd"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"compression": "gzip"}, "compression"),
+        ({"segment_max_size": "lots"}, "segment_max_size"),
+        ({"segment_max_age_ms": "-5"}, "segment_max_age_ms"),
+        ({"listen": "nowhere"}, "listen"),
+        ({"compression_level": "40"}, "compression_level"),
+        ({"wal_file_size": "1GiB", "wal_max_size": "10MiB"}, "wal_file_size"),
+        ({"lease_ttl_ms": "10"}, "lease_ttl_ms"),
+    ],
+)
+def test_bad_configuration_names_the_knob(overrides: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Config.from_mapping(overrides)
+
+
+def test_unknown_knob_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown"):
+        Config.from_mapping({"segment_max_sise": "1MiB"})
+
+
+@pytest.mark.parametrize(("text", "value"), [("1048576", 2**20), ("64MiB", 64 * 2**20), ("50MB", 50 * 10**6),
+                                             ("2 GiB", 2 * 2**30), ("512kib", 512 * 2**10)])
+def test_sizes_parse(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+def test_defaults_fill_agent_id_and_advertised_address() -> None:
+    c = Config.from_mapping({"listen": "0.0.0.0:6000"})
+    assert c.agent_id
+    assert c.advertised_address == "0.0.0.0:6000"
