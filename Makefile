@@ -55,6 +55,7 @@ lint: venv ## ruff, mypy --strict, rustfmt, clippy -D warnings
 	$(VENV)/bin/ruff check python tests bench examples
 	$(VENV)/bin/ruff format --check python tests bench examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint deploy/Dockerfile
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
@@ -66,8 +67,9 @@ format: venv ## Format Python and Rust code
 proto: venv ## Regenerate the gRPC Python code from proto/
 	$(PY) scripts/gen_proto.py
 
-lock: venv ## Re-resolve requirements.lock from pyproject.toml
+lock: venv ## Re-resolve requirements.lock (dev) and requirements-runtime.lock (image) from pyproject.toml
 	$(UV) pip compile -q pyproject.toml --extra dev -o requirements.lock --python $(PY)
+	$(UV) pip compile -q pyproject.toml -o requirements-runtime.lock --python $(PY)
 
 clean: ## Remove build outputs (keeps .venv)
 	cargo clean
