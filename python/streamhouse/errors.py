@@ -162,6 +162,13 @@ class ObjectStoreError(StreamhouseError):
     retriable = True
 
 
+class ObjectStoreRejected(ObjectStoreError):
+    """The object store refused the request for a reason retrying will not fix (missing bucket, access
+    denied, missing credentials, another 4xx): an operator has to act."""
+
+    retriable = False
+
+
 class ObjectNotFound(ObjectStoreError):
     """No object at that key."""
 
@@ -202,6 +209,7 @@ __all__ = [
     "ObjectExists",
     "ObjectNotFound",
     "ObjectStoreError",
+    "ObjectStoreRejected",
     "OffsetConflict",
     "OffsetMismatch",
     "OffsetOutOfRange",
