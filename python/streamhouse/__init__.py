@@ -3,3 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from streamhouse.client import Client, Consumer, Producer, Record
+
+__all__ = ["Client", "Consumer", "Producer", "Record", "__version__"]

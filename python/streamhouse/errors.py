@@ -181,6 +181,24 @@ class ObjectExists(ObjectStoreError):
     retriable = False
 
 
+# --- seen by clients -------------------------------------------------------------------------------
+
+
+class Unavailable(StreamhouseError):
+    """The agent cannot be reached, is shutting down, or cannot reach its storage right now."""
+
+    retriable = True
+
+
+class RpcError(StreamhouseError):
+    """A call failed with a status the client has no better class for (INTERNAL, DEADLINE_EXCEEDED...)."""
+
+    def __init__(self, message: str, code: object = None, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+
+
 # --- admission control -----------------------------------------------------------------------------
 
 
@@ -215,11 +233,13 @@ __all__ = [
     "OffsetOutOfRange",
     "RecordTooLarge",
     "ResourceExhausted",
+    "RpcError",
     "SegmentCorrupted",
     "StaleEpoch",
     "StorageError",
     "StreamhouseError",
     "TopicExists",
+    "Unavailable",
     "UnknownPartition",
     "UnknownTopic",
     "UnsupportedVersion",

@@ -1,0 +1,229 @@
+"""``streamhouse bench produce``: end-to-end produce and consume through gRPC on loopback, per engine.
+
+For each engine (rust, python: whichever is available) an agent subprocess is started with the embedded
+default (SQLite, local objects) in a temporary directory on free ports. For each ack mode (buffered, wal,
+durable) 100-byte records go out in batches of 1000 with several requests in flight, then are consumed
+back. Reported per (engine, acks): records/s, MB/s, request latency p50/p99, consume records/s, and
+``object_puts_per_gib`` (objects in the local object directory per GiB produced). ``--json`` prints one
+object ``{"results": [...]}``; ``--quick`` is a CI smoke of a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RECORD_SIZE = 100
+BATCH_RECORDS = 1000
+PARTITIONS = 4
+ACK_MODES = ("buffered", "wal", "durable")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def available_engines() -> list[str]:
+    engines = ["python"]
+    if importlib.util.find_spec("streamhouse._core") is not None:
+        engines.insert(0, "rust")
+    return engines
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+class _Agent:
+    def __init__(self, engine: str, root: Path) -> None:
+        self.data_dir = root / f"data-{engine}"
+        self.server = f"127.0.0.1:{_free_port()}"
+        env = dict(os.environ, STREAMHOUSE_ENGINE=engine)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
+        self.log = (root / f"agent-{engine}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamhouse",
+                "agent",
+                "--engine",
+                engine,
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                self.server,
+                "--metrics-listen",
+                "",
+                "--agent-id",
+                f"bench-{engine}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env=env,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _wait_ready(client: Any, agent: _Agent, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if agent.proc.poll() is not None:
+            raise RuntimeError(f"agent exited with status {agent.proc.returncode}; see {agent.log.name}")
+        try:
+            client.list_topics()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Path) -> dict[str, Any]:
+    from streamhouse.client import Consumer, Producer
+
+    topic = f"bench-{acks}"
+    client.create_topic(topic, PARTITIONS)
+    value = bytes(range(256)) * (RECORD_SIZE // 256 + 1)
+    batch = [(None, value[:RECORD_SIZE], None, None)] * BATCH_RECORDS
+    producer = Producer(client, acks=acks, max_in_flight=16, max_buffered_records=BATCH_RECORDS * 64)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    futures = []
+    for i in range(0, records, BATCH_RECORDS):
+        n = min(BATCH_RECORDS, records - i)
+        futures.append(producer.send_batch(topic, (i // BATCH_RECORDS) % PARTITIONS, batch[:n]))
+    producer.flush()
+    elapsed = time.perf_counter() - started
+    for f in futures:
+        f.result()
+    latencies = list(producer.request_latencies_s)
+    producer.close()
+
+    consumer = Consumer(client, topic, auto_offset_reset="earliest")
+    got = 0
+    c_started = time.perf_counter()
+    while got < records:
+        polled = consumer.poll(100_000, timeout_ms=1000)
+        if not polled:
+            raise RuntimeError(f"consume of {topic} stalled at {got}/{records} records")
+        got += len(polled)
+    c_elapsed = time.perf_counter() - c_started
+
+    # Segments of buffered/wal produce are committed after segment_max_age_ms: wait for them before counting.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        d = client.describe_topic(topic)
+        if all(p.committed_offset == p.high_watermark for p in d.partitions):
+            break
+        time.sleep(0.05)
+    puts = (
+        sum(1 for p in (objects_dir / "topics" / topic).rglob("*") if p.is_file())
+        if objects_dir.exists()
+        else 0
+    )
+    gib = records * RECORD_SIZE / 2**30
+    return {
+        "engine": engine,
+        "acks": acks,
+        "record_size": RECORD_SIZE,
+        "records": records,
+        "records_per_s": records / elapsed,
+        "mb_per_s": records * RECORD_SIZE / elapsed / 1e6,
+        "p50_ms": _percentile(latencies, 0.5) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "consume_records_per_s": records / c_elapsed,
+        "object_puts_per_gib": puts / gib,
+    }
+
+
+def run(engines: list[str], records: int) -> list[dict[str, Any]]:
+    from streamhouse.client import Client
+
+    results: list[dict[str, Any]] = []
+    root = Path(tempfile.mkdtemp(prefix="streamhouse-bench-"))
+    try:
+        for engine in engines:
+            agent = _Agent(engine, root)
+            try:
+                with Client(agent.server, timeout_s=120) as client:
+                    _wait_ready(client, agent)
+                    for acks in ACK_MODES:
+                        results.append(_run_mode(client, engine, acks, records, agent.data_dir / "objects"))
+            finally:
+                agent.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="streamhouse bench produce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a few seconds in total (CI smoke)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--records", type=int, default=None, help="records per ack mode")
+    parser.add_argument("--engines", default=None, help="comma-separated (default: every available engine)")
+    args = parser.parse_args(argv)
+    engines = args.engines.split(",") if args.engines else available_engines()
+    records = args.records or (20_000 if args.quick else 500_000)
+    results = run(engines, records)
+    if args.json:
+        print(json.dumps({"results": results}))
+        return 0
+    print(
+        f"{records} records of {RECORD_SIZE} bytes per ack mode, batches of {BATCH_RECORDS}, "
+        f"{PARTITIONS} partitions, 16 requests in flight"
+    )
+    print(
+        f"{'engine':<7} {'acks':<9} {'records/s':>11} {'MB/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'consume rec/s':>14} {'puts/GiB':>9}"
+    )
+    for r in results:
+        print(
+            f"{r['engine']:<7} {r['acks']:<9} {r['records_per_s']:>11,.0f} {r['mb_per_s']:>7.1f} "
+            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['consume_records_per_s']:>14,.0f} "
+            f"{r['object_puts_per_gib']:>9.0f}"
+        )
+    by = {(r["engine"], r["acks"]): r for r in results}
+    for acks in ACK_MODES:
+        rust, py = by.get(("rust", acks)), by.get(("python", acks))
+        if rust and py:
+            print(
+                f"rust/python ratio ({acks}): produce {rust['records_per_s'] / py['records_per_s']:.2f}x, "
+                f"consume {rust['consume_records_per_s'] / py['consume_records_per_s']:.2f}x"
+            )
+    if "rust" not in engines:
+        print("rust/python ratio: n/a (the Rust engine is not built; run `make build`)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

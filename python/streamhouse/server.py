@@ -1,0 +1,371 @@
+"""gRPC serving: the StreamHouse service over a ``Broker``, plus the standard health and reflection services.
+
+What this module owns:
+
+- Translating RPCs into ``Broker`` calls. Batches and record sets pass through as ``bytes``: the server
+  never makes a Python object per record.
+- The one table (``STATUS_BY_ERROR``) that maps exceptions from ``streamhouse.errors`` to status codes.
+  The most specific class in an exception's MRO wins; anything unmapped is INTERNAL and logged.
+- Graceful shutdown (``GrpcServer.stop``): health goes NOT_SERVING, new produce is refused, in-flight
+  RPCs get a grace period, then the broker is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, NoReturn, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from streamhouse import errors, names
+from streamhouse.broker import ACK_MODES, AckMode, Broker, PartitionDescription
+from streamhouse.catalog.base import TopicInfo
+from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
+from streamhouse.proto.streamhouse.v1 import streamhouse_pb2_grpc as pb_grpc
+
+log = logging.getLogger("streamhouse.server")
+
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["StreamHouse"].full_name
+"""``streamhouse.v1.StreamHouse``: the name health checks and reflection use."""
+
+RETRY_AFTER_MS_KEY: Final = "retry-after-ms"
+OWNER_ADDRESS_KEY: Final = "owner-address"
+MAX_WAIT_MS: Final = 30_000
+"""Longest long poll the server honours, so a graceful shutdown never waits on an idle consumer."""
+
+# The one table. Lookup walks the exception's MRO, so the most specific entry wins (UnknownTopic is an
+# InvalidArgument but maps to NOT_FOUND). Corruption maps to DATA_LOSS: the partition refuses writes until an
+# operator runs `streamhouse wal verify/repair`, and retrying cannot help. A poisoned WAL (failed fsync) is
+# DATA_LOSS too: what the disk holds is unknown until the agent restarts and recovers.
+STATUS_BY_ERROR: Final[Mapping[type[BaseException], grpc.StatusCode]] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.UnknownTopic: grpc.StatusCode.NOT_FOUND,
+    errors.UnknownPartition: grpc.StatusCode.NOT_FOUND,
+    errors.TopicExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.OffsetOutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.NotLeader: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ObjectStoreError: grpc.StatusCode.UNAVAILABLE,
+    errors.ObjectNotFound: grpc.StatusCode.DATA_LOSS,  # a committed segment's object is missing
+    errors.ObjectExists: grpc.StatusCode.ABORTED,
+    errors.CatalogError: grpc.StatusCode.INTERNAL,
+    errors.CatalogUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.StaleEpoch: grpc.StatusCode.ABORTED,
+    errors.LeaseLost: grpc.StatusCode.ABORTED,
+    errors.OffsetConflict: grpc.StatusCode.ABORTED,
+    errors.StorageError: grpc.StatusCode.INTERNAL,
+    errors.WalClosed: grpc.StatusCode.UNAVAILABLE,  # the agent is shutting down: retry, maybe elsewhere
+    errors.WalPoisoned: grpc.StatusCode.DATA_LOSS,
+    errors.CorruptionError: grpc.StatusCode.DATA_LOSS,
+    errors.StreamhouseError: grpc.StatusCode.INTERNAL,
+}
+
+_ACKS_FROM_PB: Final[Mapping[int, AckMode]] = {
+    pb.ACK_MODE_NONE: "none",
+    pb.ACK_MODE_BUFFERED: "buffered",
+    pb.ACK_MODE_WAL: "wal",
+    pb.ACK_MODE_DURABLE: "durable",
+}
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code for ``exc`` from ``STATUS_BY_ERROR`` (INTERNAL when nothing matches)."""
+    for cls in type(exc).__mro__:
+        code = STATUS_BY_ERROR.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def trailing_metadata_for(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """Hints a client acts on: when to retry, and where the partition's owner is."""
+    md: list[tuple[str, str]] = []
+    if isinstance(exc, errors.ResourceExhausted):
+        md.append((RETRY_AFTER_MS_KEY, str(exc.retry_after_ms)))
+    elif isinstance(exc, errors.DiskFull):
+        md.append((RETRY_AFTER_MS_KEY, "1000"))
+    if isinstance(exc, errors.NotLeader) and exc.owner_address:
+        md.append((OWNER_ADDRESS_KEY, exc.owner_address))
+    return tuple(md)
+
+
+class _AbortContext(Protocol):
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> NoReturn: ...
+
+
+T = TypeVar("T")
+
+
+async def _call(context: _AbortContext, method: str, work: Awaitable[T]) -> T:
+    """Await ``work``, turning exceptions into a status through the table (abort raises)."""
+    try:
+        return await work
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except errors.StreamhouseError as exc:
+        code = status_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("%s failed: %s: %s", method, type(exc).__name__, exc)
+        await context.abort(code, f"{exc}", trailing_metadata_for(exc))
+    except Exception as exc:
+        log.exception("%s failed with an unexpected error", method)
+        await context.abort(
+            grpc.StatusCode.INTERNAL,
+            f"internal error in {method} ({type(exc).__name__}); see the agent's log",
+        )
+
+
+def _topic_pb(info: TopicInfo) -> pb.Topic:
+    return pb.Topic(
+        name=info.name, partitions=info.partitions, config=dict(info.config), created_at_ms=info.created_at_ms
+    )
+
+
+def _partition_pb(p: PartitionDescription) -> pb.PartitionInfo:
+    return pb.PartitionInfo(
+        partition=p.partition,
+        log_start_offset=p.log_start_offset,
+        committed_offset=p.committed_offset,
+        high_watermark=p.high_watermark,
+        leader_epoch=p.leader_epoch,
+        owner_agent_id=p.owner_agent_id or "",
+        owner_address=p.owner_address or "",
+        wal_size_bytes=p.wal_size_bytes,
+        buffer_size_bytes=p.buffer_size_bytes,
+    )
+
+
+def _check_topic(name: str) -> str:
+    return names.validate_topic_name(name)
+
+
+def _check_partition(partition: int) -> int:
+    return names.validate_partition(partition)
+
+
+def _check_offset(offset: int) -> int:
+    if offset < 0:
+        raise errors.OffsetOutOfRange(f"offset {offset} is negative: offsets start at 0")
+    return offset
+
+
+class StreamHouseServicer(pb_grpc.StreamHouseServicer):
+    """RPC handlers; validation of names and numbers happens here, before the broker sees them."""
+
+    def __init__(self, broker: Broker, *, default_acks: AckMode = "durable", max_fetch_bytes: int = 4 << 20):
+        if default_acks not in ACK_MODES:
+            raise errors.ConfigError(f"default_acks must be one of {', '.join(ACK_MODES)}")
+        self._broker = broker
+        self._default_acks: AckMode = default_acks
+        self._max_fetch_bytes = max_fetch_bytes
+        self.draining = False
+
+    async def CreateTopic(self, request: pb.CreateTopicRequest, context: Any) -> pb.CreateTopicResponse:
+        async def work() -> pb.CreateTopicResponse:
+            name = _check_topic(request.name)
+            if request.partitions < 1:
+                raise errors.InvalidArgument(
+                    f"topic {name!r} needs at least 1 partition (got {request.partitions}); "
+                    "pass partitions >= 1"
+                )
+            info = await self._broker.create_topic(name, request.partitions, dict(request.config) or None)
+            return pb.CreateTopicResponse(topic=_topic_pb(info))
+
+        return await _call(context, "CreateTopic", work())
+
+    async def DeleteTopic(self, request: pb.DeleteTopicRequest, context: Any) -> pb.DeleteTopicResponse:
+        async def work() -> pb.DeleteTopicResponse:
+            await self._broker.delete_topic(_check_topic(request.name))
+            return pb.DeleteTopicResponse()
+
+        return await _call(context, "DeleteTopic", work())
+
+    async def ListTopics(self, request: pb.ListTopicsRequest, context: Any) -> pb.ListTopicsResponse:
+        async def work() -> pb.ListTopicsResponse:
+            topics = await self._broker.list_topics()
+            return pb.ListTopicsResponse(topics=[_topic_pb(t) for t in topics])
+
+        return await _call(context, "ListTopics", work())
+
+    async def DescribeTopic(self, request: pb.DescribeTopicRequest, context: Any) -> pb.DescribeTopicResponse:
+        async def work() -> pb.DescribeTopicResponse:
+            d = await self._broker.describe_topic(_check_topic(request.name))
+            return pb.DescribeTopicResponse(
+                topic=_topic_pb(d.topic), partitions=[_partition_pb(p) for p in d.partitions]
+            )
+
+        return await _call(context, "DescribeTopic", work())
+
+    async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
+        async def work() -> pb.ProduceResponse:
+            if self.draining:
+                raise errors.WalClosed(
+                    "the agent is shutting down and accepts no more produce; retry shortly"
+                )
+            topic = _check_topic(request.topic)
+            partition = _check_partition(request.partition)
+            if not request.batch:
+                raise errors.EmptyBatch(
+                    f"produce to {topic}/{partition} carried an empty batch: send at least one record "
+                    "encoded as a produce batch (docs/format.md section 2)"
+                )
+            acks = (
+                self._default_acks
+                if request.acks == pb.ACK_MODE_UNSPECIFIED
+                else _ACKS_FROM_PB.get(request.acks)
+            )
+            if acks is None:
+                raise errors.InvalidArgument(
+                    f"unknown ack mode {request.acks}; use NONE, BUFFERED, WAL or DURABLE"
+                )
+            result = await self._broker.produce(topic, partition, request.batch, acks)
+            return pb.ProduceResponse(base_offset=result.base_offset, record_count=result.record_count)
+
+        return await _call(context, "Produce", work())
+
+    async def Consume(self, request: pb.ConsumeRequest, context: Any) -> pb.ConsumeResponse:
+        async def work() -> pb.ConsumeResponse:
+            topic = _check_topic(request.topic)
+            partition = _check_partition(request.partition)
+            offset = _check_offset(request.offset)
+            if request.max_bytes < 0 or request.max_wait_ms < 0:
+                raise errors.InvalidArgument("max_bytes and max_wait_ms must be 0 or more")
+            max_bytes = min(request.max_bytes or self._max_fetch_bytes, self._max_fetch_bytes)
+            max_wait_ms = min(request.max_wait_ms, MAX_WAIT_MS)
+            r = await self._broker.fetch(topic, partition, offset, max_bytes, max_wait_ms)
+            return pb.ConsumeResponse(
+                record_set=r.record_set, high_watermark=r.high_watermark, log_start_offset=r.log_start_offset
+            )
+
+        return await _call(context, "Consume", work())
+
+    async def ListOffsets(self, request: pb.ListOffsetsRequest, context: Any) -> pb.ListOffsetsResponse:
+        async def work() -> pb.ListOffsetsResponse:
+            start, high = await self._broker.list_offsets(
+                _check_topic(request.topic), _check_partition(request.partition)
+            )
+            return pb.ListOffsetsResponse(log_start_offset=start, high_watermark=high)
+
+        return await _call(context, "ListOffsets", work())
+
+    async def CommitOffset(self, request: pb.CommitOffsetRequest, context: Any) -> pb.CommitOffsetResponse:
+        async def work() -> pb.CommitOffsetResponse:
+            group = names.validate_group_id(request.group)
+            await self._broker.commit_offset(
+                group,
+                _check_topic(request.topic),
+                _check_partition(request.partition),
+                _check_offset(request.offset),
+            )
+            return pb.CommitOffsetResponse()
+
+        return await _call(context, "CommitOffset", work())
+
+    async def FetchOffset(self, request: pb.FetchOffsetRequest, context: Any) -> pb.FetchOffsetResponse:
+        async def work() -> pb.FetchOffsetResponse:
+            group = names.validate_group_id(request.group)
+            offset = await self._broker.fetch_offset(
+                group, _check_topic(request.topic), _check_partition(request.partition)
+            )
+            if offset is None:
+                return pb.FetchOffsetResponse(found=False, offset=0)
+            return pb.FetchOffsetResponse(found=True, offset=offset)
+
+        return await _call(context, "FetchOffset", work())
+
+
+class GrpcServer:
+    """A running ``grpc.aio`` server with the StreamHouse, health and reflection services.
+
+    ``await GrpcServer.start(broker, listen=..., ...)``; ``port`` is the bound port (useful with ``:0``).
+    """
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        servicer: StreamHouseServicer,
+        health_servicer: Any,
+        port: int,
+        broker: Broker,
+        stop_broker: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        self.server = server
+        self.servicer = servicer
+        self.health = health_servicer
+        self.port = port
+        self._broker = broker
+        self._stop_broker = stop_broker
+        self._stopped = False
+
+    @classmethod
+    async def start(
+        cls,
+        broker: Broker,
+        *,
+        listen: str = "127.0.0.1:50051",
+        max_request_size: int = 64 << 20,
+        default_acks: AckMode = "durable",
+        max_fetch_bytes: int = 4 << 20,
+        stop_broker: Callable[[], Awaitable[None]] | None = None,
+    ) -> GrpcServer:
+        """Bind ``listen`` and start serving. ``stop_broker`` (for example ``agent.stop``) runs at the end of
+        ``stop``, after in-flight RPCs have finished."""
+        options = [
+            ("grpc.max_receive_message_length", max_request_size),
+            ("grpc.max_send_message_length", max_request_size),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        servicer = StreamHouseServicer(broker, default_acks=default_acks, max_fetch_bytes=max_fetch_bytes)
+        pb_grpc.add_StreamHouseServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            raise errors.ConfigError(f"cannot listen on {listen} (listen): address in use or not available")
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return cls(server, servicer, health_servicer, port, broker, stop_broker)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Graceful shutdown: NOT_SERVING, refuse new produce, let in-flight RPCs finish within ``grace_s``,
+        then stop the broker. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        if self._stop_broker is not None:
+            await self._stop_broker()
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+__all__ = [
+    "OWNER_ADDRESS_KEY",
+    "RETRY_AFTER_MS_KEY",
+    "SERVICE_NAME",
+    "STATUS_BY_ERROR",
+    "GrpcServer",
+    "StreamHouseServicer",
+    "status_for",
+    "trailing_metadata_for",
+]

@@ -1,0 +1,157 @@
+"""The one exception → status-code table (server.STATUS_BY_ERROR), through a fake broker over loopback."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+
+import grpc
+import pytest
+from streamhouse import errors
+from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
+from streamhouse.proto.streamhouse.v1 import streamhouse_pb2_grpc as pb_grpc
+from streamhouse.server import (
+    OWNER_ADDRESS_KEY,
+    RETRY_AFTER_MS_KEY,
+    STATUS_BY_ERROR,
+    GrpcServer,
+    status_for,
+    trailing_metadata_for,
+)
+
+from tests.unit.test_server_fake_broker import FakeBroker
+
+ERROR_CLASSES = [
+    cls
+    for _, cls in inspect.getmembers(errors, inspect.isclass)
+    if issubclass(cls, errors.StreamhouseError) and cls.__module__ == errors.__name__
+]
+
+EXPECTED = {
+    errors.UnknownTopic: grpc.StatusCode.NOT_FOUND,
+    errors.UnknownPartition: grpc.StatusCode.NOT_FOUND,
+    errors.TopicExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.OffsetOutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.InvalidBatch: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.EmptyBatch: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.RecordTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.NotLeader: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ObjectStoreError: grpc.StatusCode.UNAVAILABLE,
+    errors.CatalogUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.StaleEpoch: grpc.StatusCode.ABORTED,
+    errors.LeaseLost: grpc.StatusCode.ABORTED,
+    errors.WalCorrupted: grpc.StatusCode.DATA_LOSS,
+    errors.WalPoisoned: grpc.StatusCode.DATA_LOSS,
+}
+
+
+def test_every_error_class_has_an_entry_in_its_mro() -> None:
+    assert len(ERROR_CLASSES) > 20
+    for cls in ERROR_CLASSES:
+        assert any(k in STATUS_BY_ERROR for k in cls.__mro__), cls
+
+
+@pytest.mark.parametrize("cls", list(EXPECTED))
+def test_expected_codes(cls: type[errors.StreamhouseError]) -> None:
+    assert status_for(cls("x")) == EXPECTED[cls]
+
+
+def test_retriable_errors_map_to_retriable_codes() -> None:
+    retriable_codes = {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+    for cls in ERROR_CLASSES:
+        if cls.retriable:
+            assert status_for(cls("x")) in retriable_codes, cls
+
+
+def test_unknown_exceptions_are_internal() -> None:
+    assert status_for(RuntimeError("boom")) == grpc.StatusCode.INTERNAL
+
+
+def test_trailing_metadata_hints() -> None:
+    assert trailing_metadata_for(errors.ResourceExhausted("full", retry_after_ms=250)) == (
+        (RETRY_AFTER_MS_KEY, "250"),
+    )
+    assert trailing_metadata_for(errors.NotLeader("moved", owner_address="10.0.0.2:50051")) == (
+        (OWNER_ADDRESS_KEY, "10.0.0.2:50051"),
+    )
+    assert trailing_metadata_for(errors.NotLeader("moved")) == ()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize(
+    "exc, code, metadata",
+    [
+        (
+            errors.ResourceExhausted("memory budget full", retry_after_ms=300),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            (RETRY_AFTER_MS_KEY, "300"),
+        ),
+        (
+            errors.NotLeader("owned elsewhere", owner_address="h:1"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            (OWNER_ADDRESS_KEY, "h:1"),
+        ),
+        (errors.CatalogUnavailable("db down"), grpc.StatusCode.UNAVAILABLE, None),
+        (errors.WalPoisoned("fsync failed"), grpc.StatusCode.DATA_LOSS, None),
+        (RuntimeError("bug"), grpc.StatusCode.INTERNAL, None),
+    ],
+)
+async def test_errors_over_the_wire(
+    exc: BaseException, code: grpc.StatusCode, metadata: tuple[str, str] | None
+) -> None:
+    broker = FakeBroker()
+    await broker.create_topic("t", 1)
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen, stop_broker=broker.stop)
+    try:
+        async with grpc.aio.insecure_channel(listen) as channel:
+            stub = pb_grpc.StreamHouseStub(channel)
+            broker.fail_next = exc
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await stub.ListOffsets(pb.ListOffsetsRequest(topic="t", partition=0), timeout=10)
+            assert ei.value.code() == code
+            if code == grpc.StatusCode.INTERNAL:
+                assert "see the agent's log" in (ei.value.details() or "")
+            else:
+                assert str(exc) in (ei.value.details() or "")
+            if metadata is not None:
+                assert metadata in tuple(ei.value.trailing_metadata() or ())
+    finally:
+        await server.stop(grace_s=1)
+    assert broker.stopped
+
+
+async def test_unspecified_acks_use_the_default_and_draining_refuses_produce() -> None:
+    from streamhouse import pyengine
+
+    broker = FakeBroker()
+    await broker.create_topic("t", 1)
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen, default_acks="wal")
+    batch = pyengine.encode_batch([(None, b"v", None, None)], 0)
+    try:
+        async with grpc.aio.insecure_channel(listen) as channel:
+            stub = pb_grpc.StreamHouseStub(channel)
+            await stub.Produce(pb.ProduceRequest(topic="t", partition=0, batch=batch), timeout=10)
+            await stub.Produce(
+                pb.ProduceRequest(topic="t", partition=0, batch=batch, acks=pb.ACK_MODE_NONE), timeout=10
+            )
+            assert broker.acks_seen == ["wal", "none"]
+            server.servicer.draining = True
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await stub.Produce(pb.ProduceRequest(topic="t", partition=0, batch=batch), timeout=10)
+            assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(grace_s=1)
