@@ -1,0 +1,201 @@
+//! Byte-level codec shared by every format: little-endian integers, LEB128 varints and zig-zag,
+//! CRC32C, records (format section 1), produce batches (2) and record sets (3).
+//!
+//! Invariants: decoders never index out of bounds or allocate from a length they have not checked
+//! against the bytes actually present; encoders always write the shortest varint.
+pub mod batch;
+pub mod record;
+pub mod record_set;
+
+use crate::error::{Error, Result};
+
+pub use batch::{batch_info, encode_batch, BatchEncoder, BatchInfo, RecordIn};
+pub use record::{HeaderIter, RecordView};
+pub use record_set::{
+    decode_record_set, visit_record_set, write_entry_header, EntryView, OwnedRecord,
+    ENTRY_HEADER_LEN,
+};
+
+/// CRC32C (Castagnoli), hardware accelerated where the CPU has it.
+#[inline]
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
+}
+
+/// Number of bytes `v` takes as a varint.
+#[inline]
+pub fn varint_len(v: u64) -> usize {
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Append `v` as a shortest-form LEB128 varint.
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Zig-zag map a signed integer.
+#[inline]
+pub fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+/// Inverse of [`zigzag`].
+#[inline]
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// A bounds-checked cursor over a byte slice. Errors are `InvalidBatch`; callers that parse other
+/// structures remap them.
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+    #[inline]
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+    /// Take the next `n` bytes.
+    #[inline]
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| Error::batch("length overflows"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| Error::batch(format!("truncated: needs {n} bytes at {}", self.pos)))?;
+        self.pos = end;
+        Ok(s)
+    }
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.bytes(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    #[inline]
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+    #[inline]
+    pub fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    #[inline]
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    #[inline]
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    #[inline]
+    pub fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+    /// Unsigned LEB128, at most 10 bytes, no overflow past 64 bits.
+    #[inline]
+    pub fn varint(&mut self) -> Result<u64> {
+        let mut value: u64 = 0;
+        for i in 0..10u32 {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| Error::batch(format!("truncated varint at {}", self.pos)))?;
+            self.pos += 1;
+            let low = u64::from(b & 0x7f);
+            if i == 9 && low > 1 {
+                return Err(Error::batch("varint overflows 64 bits"));
+            }
+            value |= low << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(Error::batch("varint longer than 10 bytes"))
+    }
+    /// Zig-zag varint.
+    #[inline]
+    pub fn zvarint(&mut self) -> Result<i64> {
+        self.varint().map(unzigzag)
+    }
+    /// A varint used as a length, checked against the bytes left.
+    #[inline]
+    pub fn len_varint(&mut self) -> Result<usize> {
+        let v = self.varint()?;
+        usize::try_from(v)
+            .ok()
+            .filter(|&n| n <= self.remaining())
+            .ok_or_else(|| Error::batch(format!("length {v} runs past the end")))
+    }
+}
+
+/// Little-endian field read at a fixed position of a slice already known to be long enough
+/// (returns 0 otherwise; callers check lengths first).
+#[inline]
+pub fn le_u32(buf: &[u8], at: usize) -> u32 {
+    buf.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0)
+}
+
+/// See [`le_u32`].
+#[inline]
+pub fn le_u64(buf: &[u8], at: usize) -> u64 {
+    buf.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn varint_roundtrip_and_limits() {
+        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v));
+            assert_eq!(Reader::new(&out).varint().unwrap(), v);
+        }
+        let eleven = [0x80u8; 10].iter().copied().chain([0]).collect::<Vec<_>>();
+        assert!(Reader::new(&eleven).varint().is_err());
+        let mut over = vec![0xffu8; 9];
+        over.push(0x02);
+        assert!(Reader::new(&over).varint().is_err());
+        for n in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            assert_eq!(unzigzag(zigzag(n)), n);
+        }
+    }
+}
