@@ -1,0 +1,113 @@
+"""Argument checks shared by both catalog backends.
+
+Every check runs before any SQL, so a bad argument raises ``InvalidArgument`` (or a subclass) and changes
+nothing (DESIGN.md section 3, item 9). Topic names and object keys go into keys and file names, so they are
+held to the one rule in ``streamhouse.names`` (topic: 1-249 of ``[A-Za-z0-9._-]``, not ``.`` or ``..``).
+Consumer group ids and agent ids never become keys or paths, so they only need to be 1-255 printable
+characters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from streamhouse.errors import InvalidArgument, InvalidArgumentType
+from streamhouse.names import MAX_PARTITION, validate_object_key, validate_topic_name
+
+from .base import SegmentRecord
+
+MAX_ID_CHARS = 255
+MAX_PARTITIONS = MAX_PARTITION + 1
+COMPRESSIONS = frozenset({"none", "lz4", "zstd", "snappy"})
+_UINT32_MAX = 0xFFFFFFFF
+_INT64_MAX = 2**63 - 1
+
+
+def check_topic_name(name: object) -> str:
+    return validate_topic_name(name)
+
+
+def _check_id(kind: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"{kind} must be str, not {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_ID_CHARS or not value.isprintable():
+        raise InvalidArgument(
+            f"invalid {kind} {value!r}: use 1-{MAX_ID_CHARS} printable characters (no control characters)"
+        )
+    return value
+
+
+def check_group_id(group: object) -> str:
+    return _check_id("consumer group id", group)
+
+
+def check_agent_id(agent_id: object) -> str:
+    return _check_id("agent id", agent_id)
+
+
+def check_int(kind: str, value: object, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentType(f"{kind} must be int, not {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise InvalidArgument(f"{kind} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def check_partition(partition: object) -> int:
+    return check_int("partition", partition, 0, MAX_PARTITIONS - 1)
+
+
+def check_partition_count(partitions: object) -> int:
+    return check_int("partitions", partitions, 1, MAX_PARTITIONS)
+
+
+def check_ttl_ms(ttl_ms: object) -> int:
+    return check_int("ttl_ms", ttl_ms, 1, 24 * 3600 * 1000)
+
+
+def encode_str_map(kind: str, mapping: Mapping[str, str] | None) -> str:
+    """Validate a ``str -> str`` mapping and encode it as canonical JSON text."""
+    items = dict(mapping or {})
+    for key, value in items.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidArgumentType(f"{kind} must map str to str, got {key!r}: {value!r}")
+    return json.dumps(items, sort_keys=True, separators=(",", ":"))
+
+
+def decode_str_map(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    raw = json.loads(text)
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def check_segment(segment: SegmentRecord, expected_epoch: object) -> None:
+    """The row-level rules; the compare-and-set against the partition is the backend's job."""
+    if not isinstance(segment, SegmentRecord):
+        raise InvalidArgumentType(f"segment must be a SegmentRecord, not {type(segment).__name__}")
+    check_topic_name(segment.topic)
+    check_partition(segment.partition)
+    check_int("expected_epoch", expected_epoch)
+    base = check_int("segment base_offset", segment.base_offset)
+    end = check_int("segment end_offset", segment.end_offset)
+    if end <= base:
+        raise InvalidArgument(f"segment end_offset {end} must be greater than base_offset {base}")
+    count = check_int("segment record_count", segment.record_count)
+    if count != end - base:
+        raise InvalidArgument(
+            f"segment record_count {count} must equal end_offset - base_offset = {end - base} "
+            "(offsets are dense)"
+        )
+    check_int("segment size_bytes", segment.size_bytes)
+    check_int("segment epoch", segment.epoch)
+    lo = check_int("segment min_timestamp_ms", segment.min_timestamp_ms)
+    hi = check_int("segment max_timestamp_ms", segment.max_timestamp_ms)
+    if lo > hi:
+        raise InvalidArgument(f"segment min_timestamp_ms {lo} is above max_timestamp_ms {hi}")
+    check_int("segment crc32c", segment.crc32c, 0, _UINT32_MAX)
+    validate_object_key(segment.object_key)
+    if segment.compression not in COMPRESSIONS:
+        raise InvalidArgument(
+            f"unknown segment compression {segment.compression!r}: one of {', '.join(sorted(COMPRESSIONS))}"
+        )

@@ -1,0 +1,118 @@
+"""Versioned schema migrations for both catalog backends.
+
+A migration is applied once, in one transaction, and recorded in ``schema_migrations``; applying the list
+again is a no-op. Append new migrations at the end, never edit an applied one. The SQL below is the common
+subset of SQLite and PostgreSQL (``BIGINT`` is a 64-bit integer in both), so both backends run the same
+statements and cannot drift apart. Offsets, epochs and millisecond timestamps are ``BIGINT``; ``config`` and
+``metadata`` are JSON text. Table and column names are part of the operator interface (the runbook queries
+``partition_leases`` directly), so they do not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     BIGINT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  BIGINT NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial schema",
+        (
+            """
+            CREATE TABLE topics (
+                name        TEXT PRIMARY KEY,
+                partitions  INTEGER NOT NULL CHECK (partitions >= 1),
+                config      TEXT NOT NULL DEFAULT '{}',
+                created_at  BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE partitions (
+                topic             TEXT NOT NULL REFERENCES topics (name) ON DELETE CASCADE,
+                partition         INTEGER NOT NULL CHECK (partition >= 0),
+                high_watermark    BIGINT NOT NULL DEFAULT 0 CHECK (high_watermark >= 0),
+                log_start_offset  BIGINT NOT NULL DEFAULT 0 CHECK (log_start_offset >= 0),
+                leader_epoch      BIGINT NOT NULL DEFAULT 0 CHECK (leader_epoch >= 0),
+                leader_agent_id   TEXT,
+                PRIMARY KEY (topic, partition)
+            )
+            """,
+            """
+            CREATE TABLE segments (
+                topic         TEXT NOT NULL,
+                partition     INTEGER NOT NULL,
+                base_offset   BIGINT NOT NULL CHECK (base_offset >= 0),
+                end_offset    BIGINT NOT NULL,
+                record_count  BIGINT NOT NULL,
+                size_bytes    BIGINT NOT NULL CHECK (size_bytes >= 0),
+                object_key    TEXT NOT NULL UNIQUE,
+                epoch         BIGINT NOT NULL CHECK (epoch >= 0),
+                min_ts        BIGINT NOT NULL,
+                max_ts        BIGINT NOT NULL,
+                crc32c        BIGINT NOT NULL CHECK (crc32c >= 0 AND crc32c <= 4294967295),
+                compression   TEXT NOT NULL,
+                created_at    BIGINT NOT NULL,
+                PRIMARY KEY (topic, partition, base_offset),
+                FOREIGN KEY (topic, partition) REFERENCES partitions (topic, partition) ON DELETE CASCADE,
+                CHECK (end_offset > base_offset),
+                CHECK (record_count = end_offset - base_offset)
+            )
+            """,
+            "CREATE INDEX segments_end_offset ON segments (topic, partition, end_offset)",
+            """
+            CREATE TABLE consumer_offsets (
+                group_id          TEXT NOT NULL,
+                topic             TEXT NOT NULL,
+                partition         INTEGER NOT NULL,
+                committed_offset  BIGINT NOT NULL CHECK (committed_offset >= 0),
+                updated_at        BIGINT NOT NULL,
+                PRIMARY KEY (group_id, topic, partition),
+                FOREIGN KEY (topic, partition) REFERENCES partitions (topic, partition) ON DELETE CASCADE
+            )
+            """,
+            """
+            CREATE TABLE agents (
+                agent_id      TEXT PRIMARY KEY,
+                address       TEXT NOT NULL,
+                started_at    BIGINT NOT NULL,
+                heartbeat_at  BIGINT NOT NULL,
+                metadata      TEXT NOT NULL DEFAULT '{}'
+            )
+            """,
+            """
+            CREATE TABLE partition_leases (
+                topic       TEXT NOT NULL,
+                partition   INTEGER NOT NULL,
+                agent_id    TEXT NOT NULL,
+                epoch       BIGINT NOT NULL CHECK (epoch >= 1),
+                expires_at  BIGINT NOT NULL,
+                PRIMARY KEY (topic, partition),
+                FOREIGN KEY (topic, partition) REFERENCES partitions (topic, partition) ON DELETE CASCADE
+            )
+            """,
+            "CREATE INDEX partition_leases_agent ON partition_leases (agent_id)",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def pending(applied: set[int]) -> list[Migration]:
+    """The migrations not yet applied, in order."""
+    return [m for m in MIGRATIONS if m.version not in applied]

@@ -1,0 +1,539 @@
+"""The embedded catalog: one SQLite file in the data directory (stdlib ``sqlite3``).
+
+Durability: WAL journal mode with ``synchronous=FULL``, so a commit that returned survives power loss.
+Concurrency: every call runs on one dedicated worker thread that owns the connection (the event loop never
+blocks), and every write is a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock up front, so
+read-then-write sequences (the commit compare-and-set, lease acquisition) are serialized even against other
+connections or processes opening the same file. The catalog clock is this host's wall clock, never allowed to
+run backwards within one catalog instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from streamhouse.errors import (
+    CatalogError,
+    CatalogUnavailable,
+    InvalidArgument,
+    LeaseLost,
+    OffsetConflict,
+    StaleEpoch,
+    TopicExists,
+    UnknownPartition,
+    UnknownTopic,
+)
+
+from . import _validate as v
+from ._rows import (
+    AGENT_COLUMNS,
+    LEASE_COLUMNS,
+    PARTITION_COLUMNS,
+    SEGMENT_COLUMNS,
+    TOPIC_COLUMNS,
+    agent_from_row,
+    commit_failure,
+    lease_from_row,
+    lease_lost_message,
+    partition_from_row,
+    segment_from_row,
+    segment_values,
+    topic_from_row,
+)
+from .base import AgentInfo, Catalog, Lease, PartitionState, SegmentRecord, TopicInfo
+from .migrations import LATEST_VERSION, SCHEMA_MIGRATIONS_DDL, pending
+
+T = TypeVar("T")
+
+# Primary result codes that mean "try again later" rather than "this call is wrong".
+_RETRIABLE_CODES = frozenset({5, 6, 10, 13, 14, 15})  # BUSY, LOCKED, IOERR, FULL, CANTOPEN, PROTOCOL
+
+
+class SqliteCatalog(Catalog):
+    """Open with ``await SqliteCatalog.open(path)``; close with ``await catalog.close()``."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        self.path = path
+        self._conn = conn
+        self._executor = executor
+        self._closed = False
+        self._last_now_ms = 0
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, busy_timeout_ms: int = 10_000) -> SqliteCatalog:
+        """Open (creating if needed) the catalog file at ``path`` and apply pending migrations."""
+        file = Path(path)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamhouse-catalog-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, functools.partial(_connect, file, busy_timeout_ms))
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        catalog = cls(file, conn, executor)
+        try:
+            await catalog._run(catalog._migrate)
+        except BaseException:
+            await catalog.close()
+            raise
+        return catalog
+
+    # -- plumbing --
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise CatalogError(f"the SQLite catalog {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self._call, fn))
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            message = f"SQLite catalog {self.path}: {exc}"
+            if isinstance(exc, sqlite3.OperationalError) and code in _RETRIABLE_CODES:
+                raise CatalogUnavailable(message) from exc
+            raise CatalogError(message) from exc
+
+    def _now(self) -> int:
+        # Runs on the worker thread only, so the read-modify-write of _last_now_ms needs no lock.
+        self._last_now_ms = max(self._last_now_ms, time.time_ns() // 1_000_000)
+        return self._last_now_ms
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with _write(conn):
+            conn.execute(SCHEMA_MIGRATIONS_DDL)
+            applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+            if applied and max(applied) > LATEST_VERSION:
+                raise CatalogError(
+                    f"SQLite catalog {self.path} has schema version {max(applied)}, newer than this build "
+                    f"knows ({LATEST_VERSION}); upgrade StreamHouse"
+                )
+            for migration in pending(applied):
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, self._now()),
+                )
+
+    async def schema_version(self) -> int:
+        """The highest applied migration (not part of the abstract interface; for tests and tools)."""
+
+        def q(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+
+        return await self._run(q)
+
+    # -- lifecycle --
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._conn.close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def now_ms(self) -> int:
+        return await self._run(lambda conn: self._now())
+
+    # -- topics --
+
+    async def create_topic(
+        self, name: str, partitions: int, config: Mapping[str, str] | None = None
+    ) -> TopicInfo:
+        v.check_topic_name(name)
+        v.check_partition_count(partitions)
+        config_json = v.encode_str_map("topic config", config)
+
+        def q(conn: sqlite3.Connection) -> TopicInfo:
+            now = self._now()
+            with _write(conn):
+                try:
+                    conn.execute(
+                        "INSERT INTO topics (name, partitions, config, created_at) VALUES (?, ?, ?, ?)",
+                        (name, partitions, config_json, now),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise TopicExists(f"topic {name!r} already exists") from exc
+                conn.executemany(
+                    "INSERT INTO partitions (topic, partition) VALUES (?, ?)",
+                    ((name, p) for p in range(partitions)),
+                )
+            return TopicInfo(name, partitions, v.decode_str_map(config_json), now)
+
+        return await self._run(q)
+
+    async def delete_topic(self, name: str) -> list[SegmentRecord]:
+        v.check_topic_name(name)
+
+        def q(conn: sqlite3.Connection) -> list[SegmentRecord]:
+            with _write(conn):
+                _topic_partitions(conn, name)
+                rows = conn.execute(
+                    f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = ? ORDER BY partition, base_offset",
+                    (name,),
+                ).fetchall()
+                for table in ("segments", "consumer_offsets", "partition_leases", "partitions"):
+                    conn.execute(f"DELETE FROM {table} WHERE topic = ?", (name,))
+                conn.execute("DELETE FROM topics WHERE name = ?", (name,))
+            return [segment_from_row(r) for r in rows]
+
+        return await self._run(q)
+
+    async def get_topic(self, name: str) -> TopicInfo:
+        v.check_topic_name(name)
+
+        def q(conn: sqlite3.Connection) -> TopicInfo:
+            row = conn.execute(f"SELECT {TOPIC_COLUMNS} FROM topics WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownTopic(f"unknown topic {name!r}")
+            return topic_from_row(row)
+
+        return await self._run(q)
+
+    async def list_topics(self) -> list[TopicInfo]:
+        def q(conn: sqlite3.Connection) -> list[TopicInfo]:
+            rows = conn.execute(f"SELECT {TOPIC_COLUMNS} FROM topics ORDER BY name").fetchall()
+            return [topic_from_row(r) for r in rows]
+
+        return await self._run(q)
+
+    async def get_partition(self, topic: str, partition: int) -> PartitionState:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+
+        def q(conn: sqlite3.Connection) -> PartitionState:
+            return _partition(conn, topic, partition)
+
+        return await self._run(q)
+
+    async def list_partitions(self, topic: str | None = None) -> list[PartitionState]:
+        if topic is not None:
+            v.check_topic_name(topic)
+
+        def q(conn: sqlite3.Connection) -> list[PartitionState]:
+            if topic is None:
+                sql = f"SELECT {PARTITION_COLUMNS} FROM partitions ORDER BY topic, partition"
+                return [partition_from_row(r) for r in conn.execute(sql)]
+            _topic_partitions(conn, topic)
+            sql = f"SELECT {PARTITION_COLUMNS} FROM partitions WHERE topic = ? ORDER BY partition"
+            return [partition_from_row(r) for r in conn.execute(sql, (topic,))]
+
+        return await self._run(q)
+
+    # -- segments --
+
+    async def commit_segment(self, segment: SegmentRecord, *, expected_epoch: int) -> PartitionState:
+        v.check_segment(segment, expected_epoch)
+        s = segment
+
+        def q(conn: sqlite3.Connection) -> PartitionState:
+            with _write(conn):
+                updated = conn.execute(
+                    "UPDATE partitions SET high_watermark = ? WHERE topic = ? AND partition = ? "
+                    "AND leader_epoch = ? AND high_watermark = ?",
+                    (s.end_offset, s.topic, s.partition, expected_epoch, s.base_offset),
+                ).rowcount
+                if updated != 1:
+                    current = _partition(conn, s.topic, s.partition)
+                    stale, message = commit_failure(
+                        s.topic,
+                        s.partition,
+                        expected_epoch,
+                        s.base_offset,
+                        current.leader_epoch,
+                        current.high_watermark,
+                    )
+                    raise StaleEpoch(message) if stale else OffsetConflict(message)
+                try:
+                    conn.execute(
+                        f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
+                        segment_values(s, self._now()),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise InvalidArgument(
+                        f"object key {s.object_key!r} is already referenced by a committed segment"
+                    ) from exc
+                return _partition(conn, s.topic, s.partition)
+
+        return await self._run(q)
+
+    async def list_segments(
+        self, topic: str, partition: int, from_offset: int = 0, limit: int | None = None
+    ) -> list[SegmentRecord]:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        v.check_int("from_offset", from_offset)
+        row_limit = -1 if limit is None else v.check_int("limit", limit)
+
+        def q(conn: sqlite3.Connection) -> list[SegmentRecord]:
+            _partition(conn, topic, partition)
+            rows = conn.execute(
+                f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = ? AND partition = ? "
+                "AND end_offset > ? ORDER BY base_offset LIMIT ?",
+                (topic, partition, from_offset, row_limit),
+            ).fetchall()
+            return [segment_from_row(r) for r in rows]
+
+        return await self._run(q)
+
+    async def list_object_keys(self) -> set[str]:
+        def q(conn: sqlite3.Connection) -> set[str]:
+            return {r[0] for r in conn.execute("SELECT object_key FROM segments")}
+
+        return await self._run(q)
+
+    # -- consumer groups --
+
+    async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        v.check_group_id(group)
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        v.check_int("offset", offset)
+
+        def q(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                _partition(conn, topic, partition)
+                conn.execute(
+                    "INSERT INTO consumer_offsets (group_id, topic, partition, committed_offset, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
+                    "committed_offset = excluded.committed_offset, updated_at = excluded.updated_at",
+                    (group, topic, partition, offset, self._now()),
+                )
+
+        await self._run(q)
+
+    async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:
+        v.check_group_id(group)
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+
+        def q(conn: sqlite3.Connection) -> int | None:
+            _partition(conn, topic, partition)
+            row = conn.execute(
+                "SELECT committed_offset FROM consumer_offsets WHERE group_id = ? AND topic = ? "
+                "AND partition = ?",
+                (group, topic, partition),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run(q)
+
+    # -- agents --
+
+    async def register_agent(
+        self, agent_id: str, address: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        v.check_agent_id(agent_id)
+        if not isinstance(address, str):
+            raise InvalidArgument(f"agent address must be str, not {type(address).__name__}")
+        metadata_json = v.encode_str_map("agent metadata", metadata)
+
+        def q(conn: sqlite3.Connection) -> None:
+            now = self._now()
+            with _write(conn):
+                conn.execute(
+                    f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent_id) "
+                    "DO UPDATE SET address = excluded.address, started_at = excluded.started_at, "
+                    "heartbeat_at = excluded.heartbeat_at, metadata = excluded.metadata",
+                    (agent_id, address, now, now, metadata_json),
+                )
+
+        await self._run(q)
+
+    async def heartbeat(self, agent_id: str) -> None:
+        v.check_agent_id(agent_id)
+
+        def q(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                n = conn.execute(
+                    "UPDATE agents SET heartbeat_at = ? WHERE agent_id = ?", (self._now(), agent_id)
+                ).rowcount
+                if n != 1:
+                    raise InvalidArgument(f"unknown agent {agent_id!r}: register it before heartbeating")
+
+        await self._run(q)
+
+    async def deregister_agent(self, agent_id: str) -> None:
+        v.check_agent_id(agent_id)
+
+        def q(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
+
+        await self._run(q)
+
+    async def list_agents(self, live_within_ms: int | None = None) -> list[AgentInfo]:
+        if live_within_ms is not None:
+            v.check_int("live_within_ms", live_within_ms)
+
+        def q(conn: sqlite3.Connection) -> list[AgentInfo]:
+            if live_within_ms is None:
+                rows = conn.execute(f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY agent_id").fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {AGENT_COLUMNS} FROM agents WHERE heartbeat_at >= ? ORDER BY agent_id",
+                    (self._now() - live_within_ms,),
+                ).fetchall()
+            return [agent_from_row(r) for r in rows]
+
+        return await self._run(q)
+
+    # -- leases --
+
+    async def acquire_lease(self, topic: str, partition: int, agent_id: str, ttl_ms: int) -> Lease | None:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        v.check_agent_id(agent_id)
+        v.check_ttl_ms(ttl_ms)
+
+        def q(conn: sqlite3.Connection) -> Lease | None:
+            with _write(conn):
+                state = _partition(conn, topic, partition)
+                now = self._now()
+                row = conn.execute(
+                    "SELECT agent_id, expires_at FROM partition_leases WHERE topic = ? AND partition = ?",
+                    (topic, partition),
+                ).fetchone()
+                if row is not None and row[0] != agent_id and int(row[1]) > now:
+                    return None
+                same_holder = row is not None and row[0] == agent_id
+                epoch = state.leader_epoch if same_holder else state.leader_epoch + 1
+                lease = Lease(topic, partition, agent_id, epoch, now + ttl_ms)
+                conn.execute(
+                    f"INSERT INTO partition_leases ({LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (topic, partition) DO UPDATE SET agent_id = excluded.agent_id, "
+                    "epoch = excluded.epoch, expires_at = excluded.expires_at",
+                    (topic, partition, agent_id, epoch, lease.expires_at_ms),
+                )
+                conn.execute(
+                    "UPDATE partitions SET leader_epoch = ?, leader_agent_id = ? WHERE topic = ? "
+                    "AND partition = ?",
+                    (epoch, agent_id, topic, partition),
+                )
+                return lease
+
+        return await self._run(q)
+
+    async def renew_lease(self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int) -> Lease:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        v.check_agent_id(agent_id)
+        v.check_int("epoch", epoch)
+        v.check_ttl_ms(ttl_ms)
+
+        def q(conn: sqlite3.Connection) -> Lease:
+            with _write(conn):
+                now = self._now()
+                n = conn.execute(
+                    "UPDATE partition_leases SET expires_at = ? WHERE topic = ? AND partition = ? "
+                    "AND agent_id = ? AND epoch = ? AND expires_at > ?",
+                    (now + ttl_ms, topic, partition, agent_id, epoch, now),
+                ).rowcount
+                if n != 1:
+                    row = conn.execute(
+                        f"SELECT {LEASE_COLUMNS} FROM partition_leases WHERE topic = ? AND partition = ?",
+                        (topic, partition),
+                    ).fetchone()
+                    raise LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now))
+                return Lease(topic, partition, agent_id, epoch, now + ttl_ms)
+
+        return await self._run(q)
+
+    async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        v.check_agent_id(agent_id)
+        v.check_int("epoch", epoch)
+
+        def q(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                now = self._now()
+                conn.execute(
+                    "UPDATE partition_leases SET expires_at = ? WHERE topic = ? AND partition = ? "
+                    "AND agent_id = ? AND epoch = ? AND expires_at > ?",
+                    (now, topic, partition, agent_id, epoch, now),
+                )
+
+        await self._run(q)
+
+    async def list_leases(self, agent_id: str | None = None) -> list[Lease]:
+        if agent_id is not None:
+            v.check_agent_id(agent_id)
+
+        def q(conn: sqlite3.Connection) -> list[Lease]:
+            sql = f"SELECT {LEASE_COLUMNS} FROM partition_leases"
+            if agent_id is None:
+                rows = conn.execute(sql + " ORDER BY topic, partition").fetchall()
+            else:
+                rows = conn.execute(
+                    sql + " WHERE agent_id = ? ORDER BY topic, partition", (agent_id,)
+                ).fetchall()
+            return [lease_from_row(r) for r in rows]
+
+        return await self._run(q)
+
+
+def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise CatalogError(f"SQLite catalog {path}: cannot enable WAL journal mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise CatalogUnavailable(f"SQLite catalog {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction holding SQLite's write lock from its first statement."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite rolls some failures back by itself; a failed COMMIT leaves the transaction open.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _topic_partitions(conn: sqlite3.Connection, topic: str) -> int:
+    row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+    if row is None:
+        raise UnknownTopic(f"unknown topic {topic!r}")
+    return int(row[0])
+
+
+def _partition(conn: sqlite3.Connection, topic: str, partition: int) -> PartitionState:
+    row = conn.execute(
+        f"SELECT {PARTITION_COLUMNS} FROM partitions WHERE topic = ? AND partition = ?", (topic, partition)
+    ).fetchone()
+    if row is None:
+        count = _topic_partitions(conn, topic)
+        raise UnknownPartition(f"unknown partition {partition} of topic {topic!r} ({count} partitions)")
+    return partition_from_row(row)
