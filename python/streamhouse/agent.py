@@ -1,0 +1,562 @@
+"""The agent: implements ``Broker`` over owned partitions (partition.py), the catalog and the object store.
+
+Owns the agent's lifecycle (DESIGN.md sections 4-6): ``Agent.start`` opens the catalog and the object store,
+registers the agent, takes leases on partitions (at most ``max_partitions_per_agent``) and recovers each
+one's WAL; a background task renews the leases at a third of ``lease_ttl_ms`` and picks up free
+partitions. ``stop`` shuts down gracefully: no new produce, seal, upload, commit, truncate the WAL, release
+the leases, deregister, all bounded by ``shutdown_timeout_ms``. ``abort`` stops like a crash (for tests
+and fatal errors): the WAL keeps what it holds and the next start recovers it.
+
+Invariants kept here: a partition is written only while its lease is held, with the lease epoch in the WAL
+frames and in every commit; a partition whose lease can no longer be proven valid stops accepting writes
+at once (NotLeader). Reads of committed data work for any partition, owned or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import os
+import shutil
+import struct
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from streamhouse import engine as engines
+from streamhouse.broker import (
+    ACK_MODES,
+    AckMode,
+    FetchResult,
+    PartitionDescription,
+    ProduceResult,
+    TopicDescription,
+)
+from streamhouse.catalog.base import Catalog, SegmentRecord, TopicInfo
+from streamhouse.config import Config
+from streamhouse.errors import (
+    CatalogUnavailable,
+    InvalidArgument,
+    InvalidArgumentType,
+    LeaseLost,
+    NotLeader,
+    OffsetOutOfRange,
+    StaleEpoch,
+    StreamhouseError,
+    UnknownTopic,
+)
+from streamhouse.logs import get_logger
+from streamhouse.metrics import AgentMetrics
+from streamhouse.names import topic_prefix, validate_group_id, validate_partition, validate_topic_name
+from streamhouse.objstore.base import ObjectStore
+from streamhouse.partition import PartitionWriter
+from streamhouse.segcache import SegmentCache
+from streamhouse.uploader import Uploader
+
+log = get_logger(__name__)
+
+MAX_PARTITIONS_PER_TOPIC = 10_000
+_SEGMENT_LIST_PAGE = 256
+_ENTRY = struct.Struct("<QII")  # record-set entry header prefix: base_offset, record_count, payload_length
+_ENTRY_HEADER_SIZE = 24
+_LARGE_BATCH_BYTES = 64 * 2**10  # validate batches above this in a worker thread
+_UNOWNED_POLL_S = 0.1
+_SLOW_RENEWAL_S = 1.0
+
+
+class _SegmentIndex:
+    """The committed segments of one partition known so far, by base offset (the catalog, cached)."""
+
+    def __init__(self) -> None:
+        self.bases: list[int] = []
+        self.records: list[SegmentRecord] = []
+
+    def add(self, record: SegmentRecord) -> None:
+        i = bisect.bisect_left(self.bases, record.base_offset)
+        if i < len(self.bases) and self.bases[i] == record.base_offset:
+            self.records[i] = record
+            return
+        self.bases.insert(i, record.base_offset)
+        self.records.insert(i, record)
+
+    def find(self, offset: int) -> SegmentRecord | None:
+        i = bisect.bisect_right(self.bases, offset) - 1
+        if i >= 0 and self.records[i].base_offset <= offset < self.records[i].end_offset:
+            return self.records[i]
+        return None
+
+
+class Agent:
+    """One StreamHouse agent. Build with ``await Agent.start(config)``."""
+
+    def __init__(self, config: Config, catalog: Catalog, store: ObjectStore, engine: Any) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.store = store
+        self.engine = engine
+        self.agent_id: str = config.agent_id
+        self.address: str = config.advertised_address
+        self.metrics = AgentMetrics()
+        self.metrics_address: tuple[str, int] | None = None
+        self.wal_root = Path(config.data_dir) / "wal"
+        self.uploader = Uploader(
+            store,
+            catalog,
+            self.metrics,
+            concurrency=config.upload_concurrency,
+            retry_initial_ms=config.upload_retry_initial_ms,
+            retry_max_ms=config.upload_retry_max_ms,
+        )
+        self.segment_cache = SegmentCache(
+            store,
+            engine,
+            config.segment_cache_size,
+            whole_object_max_bytes=max(4 * config.block_size, 2**20),
+        )
+        self._writers: dict[tuple[str, int], PartitionWriter] = {}
+        self._topics: dict[str, TopicInfo] = {}
+        self._segments: dict[tuple[str, int], _SegmentIndex] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+        self._lease_renewed_at: dict[tuple[str, int], float] = {}
+        self._acquire_lock = asyncio.Lock()
+        self._stopped = False
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        config: Config,
+        *,
+        catalog: Catalog | None = None,
+        object_store: ObjectStore | None = None,
+    ) -> Agent:
+        """Open the catalog and object store (or use the given ones, which the agent then owns and
+        closes), register, take leases, recover every owned partition, and serve metrics."""
+        from streamhouse.catalog import open_catalog
+        from streamhouse.objstore import open_object_store
+
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        eng = engines.load(config.engine)
+        if catalog is None:
+            catalog = await open_catalog(config.metadata_url or str(data_dir / "catalog.sqlite3"))
+        if object_store is None:
+            try:
+                object_store = open_object_store(
+                    config.object_store or str(data_dir / "objects"),
+                    s3_endpoint_url=config.s3_endpoint_url or None,
+                    s3_multipart_threshold_bytes=config.s3_multipart_threshold,
+                )
+            except BaseException:
+                await catalog.close()
+                raise
+        agent = cls(config, catalog, object_store, eng)
+        try:
+            await agent._start()
+        except BaseException:
+            await agent.abort()
+            raise
+        return agent
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.wal_root.mkdir(parents=True, exist_ok=True)
+        await self.catalog.register_agent(
+            self.agent_id, self.address, {"engine": str(self.engine.ENGINE), "pid": str(os.getpid())}
+        )
+        for topic in await self.catalog.list_topics():
+            self._topics[topic.name] = topic
+        await self._acquire_free_partitions()
+        log.info(
+            "Agent %s started: %d partitions owned, catalog %s, objects in %s, engine %s",
+            self.agent_id,
+            len(self._writers),
+            type(self.catalog).__name__,
+            self.store.describe(),
+            self.engine.ENGINE,
+        )
+        if cfg.metrics_listen:
+            self.metrics_address = await asyncio.to_thread(self.metrics.serve, cfg.metrics_listen)
+        self._lease_task = asyncio.create_task(self._lease_loop(), name=f"leases {self.agent_id}")
+
+    async def stop(self) -> None:
+        """Graceful shutdown (SIGTERM): see the module doc. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._cancel_lease_task()
+        deadline = time.monotonic() + self.config.shutdown_timeout_ms / 1000
+        writers = list(self._writers.items())
+        results = await asyncio.gather(*(w.close(deadline) for _k, w in writers), return_exceptions=True)
+        for (key, writer), drained in zip(writers, results, strict=True):
+            if drained is True:
+                # Drained: a peer may take over now. Otherwise keep the lease until it expires, so that this
+                # agent, restarted with the same id, reclaims the partition and recovers its WAL.
+                with contextlib.suppress(StreamhouseError):
+                    await self.catalog.release_lease(key[0], key[1], self.agent_id, writer.epoch)
+            elif isinstance(drained, BaseException):
+                log.error("Shutdown of %s failed: %s", writer.name, drained)
+        self._writers.clear()
+        self.metrics.partitions_owned.set(0)
+        with contextlib.suppress(StreamhouseError):
+            await self.catalog.deregister_agent(self.agent_id)
+        await self._close_resources()
+        log.info("Agent %s stopped", self.agent_id)
+
+    async def abort(self) -> None:
+        """Stop at once, like a crash: no seal, no upload, leases kept until they expire."""
+        self._stopped = True
+        await self._cancel_lease_task()
+        await asyncio.gather(*(w.abandon() for w in self._writers.values()), return_exceptions=True)
+        self._writers.clear()
+        await self._close_resources()
+
+    async def _cancel_lease_task(self) -> None:
+        task, self._lease_task = self._lease_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _close_resources(self) -> None:
+        self.metrics.close()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        with contextlib.suppress(Exception):
+            await self.catalog.close()
+
+    # ---- leases ---------------------------------------------------------------------------------
+
+    async def _acquire_free_partitions(self, topic: str | None = None) -> None:
+        """Take leases on partitions nobody holds (or ours), up to max_partitions_per_agent."""
+        async with self._acquire_lock:
+            cfg = self.config
+            for state in await self.catalog.list_partitions(topic):
+                key = (state.topic, state.partition)
+                if key in self._writers:
+                    continue
+                if len(self._writers) >= cfg.max_partitions_per_agent:
+                    break
+                lease = await self.catalog.acquire_lease(
+                    state.topic, state.partition, self.agent_id, cfg.lease_ttl_ms
+                )
+                if lease is None:
+                    continue
+                # The epoch may have moved with the lease: read the state again under it.
+                current = await self.catalog.get_partition(state.topic, state.partition)
+                writer = PartitionWriter(
+                    state.topic,
+                    state.partition,
+                    lease.epoch,
+                    engine=self.engine,
+                    config=cfg,
+                    uploader=self.uploader,
+                    metrics=self.metrics,
+                    wal_root=self.wal_root,
+                    on_commit=self._on_commit,
+                )
+                await writer.open(current)
+                self._writers[key] = writer
+                self._lease_renewed_at[key] = time.monotonic()
+                self.metrics.partitions_owned.set(len(self._writers))
+
+    async def _lease_loop(self) -> None:
+        interval = self.config.lease_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._renew_leases()
+                await self.catalog.heartbeat(self.agent_id)
+                await self._acquire_free_partitions()
+            except asyncio.CancelledError:
+                raise
+            except StreamhouseError as exc:
+                log.warning(
+                    "Lease maintenance failed: %s: %s; retrying in %.1fs", type(exc).__name__, exc, interval
+                )
+            except Exception:
+                log.exception("Lease maintenance failed unexpectedly")
+
+    async def _renew_leases(self) -> None:
+        ttl_ms = self.config.lease_ttl_ms
+        for key, writer in list(self._writers.items()):
+            if writer.failure is not None and isinstance(writer.failure, NotLeader):
+                continue
+            started = time.monotonic()
+            try:
+                await self.catalog.renew_lease(key[0], key[1], self.agent_id, writer.epoch, ttl_ms)
+            except (LeaseLost, StaleEpoch) as exc:
+                writer.fence(NotLeader(f"{writer.name}: lease lost ({exc})"))
+                await self._drop_writer(key)
+                continue
+            except CatalogUnavailable as exc:
+                if time.monotonic() - self._lease_renewed_at.get(key, 0.0) > ttl_ms / 1000:
+                    writer.fence(NotLeader(f"{writer.name}: lease not renewed within its ttl ({exc})"))
+                    await self._drop_writer(key)
+                continue
+            took = time.monotonic() - started
+            if took > _SLOW_RENEWAL_S:
+                log.warning("Lease renewal timeout: took %.0fs (expected <1s)", took)
+            self._lease_renewed_at[key] = started
+
+    async def _drop_writer(self, key: tuple[str, int]) -> None:
+        writer = self._writers.pop(key, None)
+        self._lease_renewed_at.pop(key, None)
+        if writer is not None:
+            await writer.abandon()
+            self.metrics.forget_partition(*key)
+        self.metrics.partitions_owned.set(len(self._writers))
+
+    # ---- topics ---------------------------------------------------------------------------------
+
+    async def create_topic(
+        self, name: str, partitions: int, config: Mapping[str, str] | None = None
+    ) -> TopicInfo:
+        validate_topic_name(name)
+        if type(partitions) is not int:
+            raise InvalidArgumentType(f"partitions must be an int, not {type(partitions).__name__}")
+        if not 1 <= partitions <= MAX_PARTITIONS_PER_TOPIC:
+            raise InvalidArgument(
+                f"invalid partition count {partitions} for topic {name!r}: "
+                f"must be 1 to {MAX_PARTITIONS_PER_TOPIC}"
+            )
+        if config is not None:
+            for k, v in config.items():
+                if type(k) is not str or type(v) is not str:
+                    raise InvalidArgumentType("topic config keys and values must be str")
+        info = await self.catalog.create_topic(name, partitions, dict(config or {}))
+        self._topics[name] = info
+        await self._acquire_free_partitions(name)
+        return info
+
+    async def delete_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        await self._topic(name, refresh=True)
+        for key in [k for k in self._writers if k[0] == name]:
+            await self._drop_writer(key)
+        segments = await self.catalog.delete_topic(name)
+        self._topics.pop(name, None)
+        for key in [k for k in self._segments if k[0] == name]:
+            del self._segments[key]
+        self.segment_cache.drop_topic(topic_prefix("", name))
+        for seg in segments:
+            try:
+                await self.store.delete(seg.object_key)
+            except StreamhouseError as exc:  # unreferenced now: garbage collection removes it later
+                log.warning("Deleting object %s of topic %s failed: %s", seg.object_key, name, exc)
+        topic_dir = self.wal_root / name
+        await asyncio.to_thread(shutil.rmtree, topic_dir, True)
+
+    async def list_topics(self) -> list[TopicInfo]:
+        topics = await self.catalog.list_topics()
+        self._topics = {t.name: t for t in topics}
+        return topics
+
+    async def describe_topic(self, name: str) -> TopicDescription:
+        validate_topic_name(name)
+        info = await self._topic(name, refresh=True)
+        agents = {a.agent_id: a.address for a in await self.catalog.list_agents()}
+        parts: list[PartitionDescription] = []
+        for state in await self.catalog.list_partitions(name):
+            writer = self._writers.get((name, state.partition))
+            if writer is not None and writer.failure is None:
+                owner: str | None = self.agent_id
+                hw = writer.next_offset
+            else:
+                owner = state.leader_agent_id
+                hw = state.high_watermark
+            parts.append(
+                PartitionDescription(
+                    partition=state.partition,
+                    log_start_offset=state.log_start_offset,
+                    committed_offset=state.high_watermark,
+                    high_watermark=hw,
+                    leader_epoch=state.leader_epoch,
+                    owner_agent_id=owner,
+                    owner_address=self.address if owner == self.agent_id else agents.get(owner or ""),
+                    wal_size_bytes=writer.wal_size_bytes if writer is not None else 0,
+                    buffer_size_bytes=writer.buffer_size_bytes if writer is not None else 0,
+                )
+            )
+        return TopicDescription(topic=info, partitions=tuple(parts))
+
+    async def _topic(self, name: str, refresh: bool = False) -> TopicInfo:
+        validate_topic_name(name)
+        info = None if refresh else self._topics.get(name)
+        if info is None:
+            try:
+                info = await self.catalog.get_topic(name)
+            except UnknownTopic:
+                self._topics.pop(name, None)
+                raise
+            self._topics[name] = info
+        return info
+
+    async def _check_partition(self, topic: str, partition: int) -> TopicInfo:
+        info = await self._topic(topic)
+        if type(partition) is int and partition >= info.partitions:
+            info = await self._topic(topic, refresh=True)  # maybe the topic was recreated larger
+        validate_partition(partition, info.partitions)
+        return info
+
+    # ---- produce --------------------------------------------------------------------------------
+
+    async def produce(self, topic: str, partition: int, batch: bytes, acks: AckMode) -> ProduceResult:
+        started = time.monotonic()
+        if acks not in ACK_MODES:
+            raise InvalidArgument(f"invalid ack mode {acks!r}: one of {', '.join(ACK_MODES)}")
+        if type(batch) is not bytes:
+            raise InvalidArgumentType(f"batch must be bytes, not {type(batch).__name__}")
+        await self._check_partition(topic, partition)
+        writer = self._writers.get((topic, partition))
+        if writer is None:
+            raise await self._not_leader(topic, partition)
+        max_record = self.config.max_record_size
+        if len(batch) > _LARGE_BATCH_BYTES:
+            info = await asyncio.to_thread(self.engine.batch_info, batch, max_record)
+        else:
+            info = self.engine.batch_info(batch, max_record)
+        base = await writer.produce(batch, acks)
+        self.metrics.produce_records.inc(info.record_count)
+        self.metrics.produce_bytes.inc(len(batch))
+        self.metrics.produce_latency.labels(acks).observe(time.monotonic() - started)
+        return ProduceResult(base_offset=base, record_count=info.record_count)
+
+    async def _not_leader(self, topic: str, partition: int) -> NotLeader:
+        owner_address: str | None = None
+        owner = "no agent"
+        with contextlib.suppress(StreamhouseError):
+            leases = [
+                le
+                for le in await self.catalog.list_leases()
+                if le.topic == topic and le.partition == partition
+            ]
+            if leases:
+                owner = f"agent {leases[0].agent_id}"
+                agents = {a.agent_id: a.address for a in await self.catalog.list_agents()}
+                owner_address = agents.get(leases[0].agent_id)
+        return NotLeader(
+            f"{topic}-{partition} is not owned by this agent ({self.agent_id}); owner: {owner}",
+            owner_address=owner_address,
+        )
+
+    # ---- fetch ----------------------------------------------------------------------------------
+
+    async def fetch(
+        self, topic: str, partition: int, offset: int, max_bytes: int, max_wait_ms: int
+    ) -> FetchResult:
+        for what, value in (("offset", offset), ("max_bytes", max_bytes), ("max_wait_ms", max_wait_ms)):
+            if type(value) is not int:
+                raise InvalidArgumentType(f"{what} must be an int, not {type(value).__name__}")
+        if max_bytes <= 0:
+            raise InvalidArgument(f"invalid max_bytes {max_bytes}: must be greater than 0")
+        if max_wait_ms < 0:
+            raise InvalidArgument(f"invalid max_wait_ms {max_wait_ms}: must be 0 or more")
+        max_bytes = min(max_bytes, self.config.max_fetch_size)
+        await self._check_partition(topic, partition)
+        key = (topic, partition)
+        log_start, hw = await self._offsets(key)
+        if offset < log_start or offset > hw:
+            raise OffsetOutOfRange(
+                f"offset {offset} is out of range for {topic}-{partition}: readable offsets are "
+                f"{log_start} to {hw} (high watermark)"
+            )
+        if offset == hw:
+            if max_wait_ms > 0:
+                await self._wait_for_data(key, offset, max_wait_ms / 1000)
+                log_start, hw = await self._offsets(key)
+            if offset >= hw:
+                return FetchResult(b"", hw, log_start)
+        data: bytes | None = None
+        writer = self._writers.get(key)
+        if writer is not None:
+            data = await writer.read(offset, max_bytes)
+        if data is None:
+            data = await self._read_committed(topic, partition, offset, max_bytes)
+        records = _count_records(data, offset)
+        self.metrics.consume_records.inc(records)
+        self.metrics.consume_bytes.inc(len(data))
+        return FetchResult(data, hw, log_start)
+
+    async def list_offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        await self._check_partition(topic, partition)
+        return await self._offsets((topic, partition))
+
+    async def _offsets(self, key: tuple[str, int]) -> tuple[int, int]:
+        writer = self._writers.get(key)
+        if writer is not None:
+            return writer.log_start_offset, writer.next_offset
+        state = await self.catalog.get_partition(*key)
+        return state.log_start_offset, state.high_watermark
+
+    async def _wait_for_data(self, key: tuple[str, int], offset: int, timeout_s: float) -> None:
+        writer = self._writers.get(key)
+        if writer is not None:
+            await writer.wait_for_data(offset, timeout_s)
+            return
+        deadline = time.monotonic() + timeout_s  # not ours: no notification, poll the catalog
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(_UNOWNED_POLL_S, max(deadline - time.monotonic(), 0)))
+            if (await self._offsets(key))[1] > offset:
+                return
+
+    async def _read_committed(self, topic: str, partition: int, offset: int, max_bytes: int) -> bytes:
+        key = (topic, partition)
+        index = self._segments.setdefault(key, _SegmentIndex())
+        segment = index.find(offset)
+        if segment is None:
+            for record in await self.catalog.list_segments(topic, partition, offset, _SEGMENT_LIST_PAGE):
+                index.add(record)
+            segment = index.find(offset)
+        if segment is None:
+            raise OffsetOutOfRange(
+                f"offset {offset} of {topic}-{partition} is in no committed segment (removed by retention?)"
+            )
+        return await self.segment_cache.read(segment, offset, max_bytes)
+
+    def _on_commit(self, record: SegmentRecord) -> None:
+        index = self._segments.get((record.topic, record.partition))
+        if index is not None:
+            index.add(record)
+
+    # ---- consumer offsets -----------------------------------------------------------------------
+
+    async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        validate_group_id(group)
+        await self._check_partition(topic, partition)
+        if type(offset) is not int:
+            raise InvalidArgumentType(f"offset must be an int, not {type(offset).__name__}")
+        if offset < 0:
+            raise InvalidArgument(f"invalid offset {offset}: must be 0 or more")
+        await self.catalog.commit_offset(group, topic, partition, offset)
+
+    async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:
+        validate_group_id(group)
+        await self._check_partition(topic, partition)
+        return await self.catalog.fetch_offset(group, topic, partition)
+
+    # ---- introspection (tests, CLI) -------------------------------------------------------------
+
+    def owned_partitions(self) -> list[tuple[str, int]]:
+        return sorted(self._writers)
+
+    def writer(self, topic: str, partition: int) -> PartitionWriter | None:
+        return self._writers.get((topic, partition))
+
+
+def _count_records(record_set: bytes, start_offset: int) -> int:
+    """Records at or above ``start_offset`` in a record set (reads entry headers only)."""
+    total = 0
+    pos = 0
+    n = len(record_set)
+    while pos + _ENTRY_HEADER_SIZE <= n:
+        base, count, length = _ENTRY.unpack_from(record_set, pos)
+        total += max(0, base + count - max(base, start_offset))
+        pos += _ENTRY_HEADER_SIZE + length
+    return total
+
+
+__all__ = ["Agent"]

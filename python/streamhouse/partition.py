@@ -1,0 +1,605 @@
+"""One owned partition's write path: WAL, segment buffer, sealing, upload order, durable acks, recovery.
+
+Owns (DESIGN.md sections 3 and 4), for a partition this agent holds a lease on:
+
+- Appends: under ``_lock``, in a worker thread, ``wal.append`` assigns the base offset and then the same
+  batch goes into the active ``SegmentBuffer`` at that offset. Both happen under one lock so the WAL and
+  the buffer see appends in the same order, and every call on a SegmentBuffer (a PyO3 object that must not
+  be used mutably from two threads) is made under it. Python ints mirror the buffer's offsets and sizes so
+  that readers on the event loop never touch a buffer a worker thread may be mutating.
+- Sealing: when the buffer reaches ``segment_max_size``, or ``segment_max_age_ms`` after its first record
+  (one timer per partition), a fresh buffer is swapped in under the lock and the old one is sealed in a
+  thread. Sealed segments wait in ``_slots`` (offset order) and stay readable from memory until committed.
+- Uploads: one upload loop per partition takes the slots strictly in offset order (the commit is a CAS on
+  the expected next offset), retrying forever through the shared ``Uploader``. After a commit: the WAL is
+  truncated through the segment's end, the sealed bytes are dropped and durable waiters are released. A
+  slot is never skipped, so offsets never have gaps.
+- Failure: losing the lease (StaleEpoch, LeaseLost), a corrupted WAL, or a WAL that disagrees with the
+  catalog sets ``_failure``; from then on produce raises it (NotLeader, WalCorrupted...). Reads keep
+  working from committed segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamhouse.broker import AckMode
+from streamhouse.catalog.base import PartitionState, SegmentRecord
+from streamhouse.config import Config, format_size
+from streamhouse.errors import (
+    CatalogError,
+    CatalogUnavailable,
+    LeaseLost,
+    NotLeader,
+    ObjectStoreError,
+    ResourceExhausted,
+    StaleEpoch,
+    StorageError,
+    StreamhouseError,
+    WalCorrupted,
+    WalPoisoned,
+)
+from streamhouse.logs import get_logger
+from streamhouse.metrics import AgentMetrics
+from streamhouse.names import partition_dir
+from streamhouse.uploader import FATAL_UPLOAD_ERRORS, Uploader
+
+log = get_logger(__name__)
+
+_FRAME_OVERHEAD = 40 - 20  # a WAL frame header replaces the 20-byte batch header (docs/format.md 4.2)
+_MIN_DURABLE_REPORT_S = 1.0
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A segment swapped out of the active buffer: being sealed, sealed, or uploading."""
+
+    base_offset: int
+    end_offset: int
+    size_bytes: int
+    buffer: Any | None  # the SegmentBuffer until sealed
+    sealed: Any | None = None  # SealedSegment
+    reader: Any | None = None  # SegmentReader over sealed.data, built on first read
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PartitionWriter:
+    """The owned state of one partition. Create, then ``await open(state)`` to recover the WAL."""
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        epoch: int,
+        *,
+        engine: Any,
+        config: Config,
+        uploader: Uploader,
+        metrics: AgentMetrics,
+        wal_root: str | os.PathLike[str],
+        on_commit: Any = None,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.name = f"{topic}-{partition}"
+        self.epoch = epoch
+        self._engine = engine
+        self._cfg = config
+        self._uploader = uploader
+        self._metrics = metrics
+        self._on_commit = on_commit
+        self.wal_dir = partition_dir(wal_root, topic, partition)
+
+        self._lock = threading.Lock()
+        self._wal: Any | None = None
+        self._buffer: Any | None = None
+        self._buffer_base = 0
+        self._buffer_bytes = 0
+        self._buffer_first_ts = 0.0
+        self._wal_bytes = 0
+        self.next_offset = 0  # high watermark: next offset to assign
+        self.committed_offset = 0  # catalog high watermark
+        self.log_start_offset = 0
+        self._slots: list[_Slot] = []
+        self._failure: StreamhouseError | None = None
+        self._closing = False
+        self.last_upload_error: BaseException | None = None
+
+        self._durable: list[tuple[int, asyncio.Future[None]]] = []
+        self._data_event = asyncio.Event()
+        self._upload_wakeup = asyncio.Event()
+        self._upload_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop = asyncio.get_running_loop()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def failure(self) -> StreamhouseError | None:
+        return self._failure
+
+    @property
+    def buffer_size_bytes(self) -> int:
+        """Active buffer plus sealed-but-uncommitted segments held in memory."""
+        return self._buffer_bytes + sum(s.size_bytes for s in self._slots)
+
+    @property
+    def wal_size_bytes(self) -> int:
+        return self._wal_bytes
+
+    async def open(self, state: PartitionState) -> None:
+        """Recover the WAL against the catalog's high watermark and queue what it holds for upload.
+
+        Produce is accepted as soon as this returns; recovered segments upload first (offset order)."""
+        hw = state.high_watermark
+        self.committed_offset = hw
+        self.log_start_offset = state.log_start_offset
+        self.next_offset = hw
+        cfg = self._cfg
+        # wal_sync_policy "batch" means: fsync before a `wal` ack. We open the WAL with "never" and call
+        # sync() only for acks=wal (concurrent callers share one fdatasync), so none/buffered/durable
+        # appends never wait for an fsync they do not need.
+        policy = "never" if cfg.wal_sync_policy == "batch" else cfg.wal_sync_policy
+        try:
+            wal, recovery = await asyncio.to_thread(
+                self._engine.Wal.open,
+                str(self.wal_dir),
+                epoch=self.epoch,
+                committed_next_offset=hw,
+                max_file_bytes=cfg.wal_file_size,
+                sync_policy=policy,
+                sync_interval_ms=cfg.wal_sync_interval_ms,
+                max_record_bytes=cfg.max_record_size,
+            )
+        except WalCorrupted as exc:
+            log.error(
+                "WAL recovery failed for %s: %s (file %s, position %s); the partition refuses writes until "
+                "an operator runs `streamhouse wal verify %s` (and `streamhouse wal repair` if needed)",
+                self.name,
+                exc,
+                exc.path,
+                exc.position,
+                self.wal_dir,
+            )
+            self._failure = exc
+            return
+        frames = list(recovery.frames)
+        if frames and frames[0].base_offset != hw:
+            first = frames[0]
+            msg = (
+                f"WAL of {self.name} in {self.wal_dir} does not continue the committed log: its first "
+                f"uncommitted frame covers offsets {first.base_offset}..{first.end_offset} but the catalog's "
+                f"high watermark is {hw}; refusing writes (run `streamhouse wal verify {self.wal_dir}`)"
+            )
+            log.error("%s", msg)
+            self._failure = WalCorrupted(msg, path=str(self.wal_dir), position=None)
+            await asyncio.to_thread(wal.close)
+            return
+        self._wal = wal
+        slots = await asyncio.to_thread(self._replay, frames)
+        if self._wal is not None and wal.next_offset != self.next_offset:
+            msg = (
+                f"WAL of {self.name} ends at offset {wal.next_offset} but its frames end at "
+                f"{self.next_offset}; "
+                f"refusing writes (run `streamhouse wal verify {self.wal_dir}`)"
+            )
+            log.error("%s", msg)
+            self._failure = WalCorrupted(msg, path=str(self.wal_dir))
+        with contextlib.suppress(StorageError):
+            await asyncio.to_thread(wal.truncate, hw)
+        self._refresh_wal_bytes()
+        if frames:
+            log.info(
+                "Recovered %s: %d WAL frames, offsets %d..%d, to upload (epoch %d, torn tail cut: %d bytes)",
+                self.name,
+                len(frames),
+                hw,
+                self.next_offset,
+                self.epoch,
+                recovery.torn_tail_bytes,
+            )
+        elif recovery.torn_tail_bytes:
+            log.info(
+                "Recovered %s: nothing to upload (torn tail cut: %d bytes)",
+                self.name,
+                recovery.torn_tail_bytes,
+            )
+        self._upload_task = asyncio.create_task(self._upload_loop(), name=f"upload {self.name}")
+        for slot in slots:
+            self._start_seal(slot)
+        self._update_gauges()
+
+    def _replay(self, frames: list[Any]) -> list[_Slot]:
+        with self._lock:
+            self._buffer = self._new_buffer(self.next_offset)
+            slots: list[_Slot] = []
+            for frame in frames:
+                self._buffer.append(frame.base_offset, frame.batch)
+                self.next_offset = self._buffer.next_offset
+                self._buffer_bytes = self._buffer.size_bytes
+                if self._buffer_bytes >= self._cfg.segment_max_size:
+                    slots.append(self._swap_locked())
+            if self._buffer_bytes:
+                slots.append(self._swap_locked())
+            return slots
+
+    async def close(self, deadline: float) -> bool:
+        """Graceful: stop accepting produce, seal, wait (until ``deadline``, monotonic) for every segment to
+        be committed, truncate and close the WAL. True if everything was committed."""
+        with self._lock:
+            self._closing = True
+        self._cancel_timer()
+        drained = self._failure is None and self._wal is not None
+        if drained:
+            slot = await asyncio.to_thread(self._swap_if_nonempty)
+            if slot is not None:
+                self._start_seal(slot)
+            drained = await self._wait_drained(deadline)
+        await self._shutdown(drained)
+        if not drained and self._wal is not None:
+            log.warning(
+                "Shutdown of %s: offsets %d..%d not committed in time; they stay in the WAL (%s) and are "
+                "recovered at the next start",
+                self.name,
+                self.committed_offset,
+                self.next_offset,
+                self.wal_dir,
+            )
+        return drained
+
+    async def abandon(self) -> None:
+        """Stop at once (crash-like): no seal, no upload; the WAL keeps what it holds."""
+        with self._lock:
+            self._closing = True
+        await self._shutdown(False)
+
+    async def _wait_drained(self, deadline: float) -> bool:
+        while self._slots and self._failure is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not self._slots and self._failure is None
+
+    async def _shutdown(self, drained: bool) -> None:
+        self._cancel_timer()
+        tasks = [t for t in (self._upload_task, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._fail_waiters(NotLeader(f"{self.name}: the agent is shutting down"))
+        wal = self._wal
+        if wal is not None:
+            if drained:
+                with contextlib.suppress(StorageError):
+                    await asyncio.to_thread(wal.truncate, self.committed_offset)
+            with contextlib.suppress(StorageError):
+                await asyncio.to_thread(wal.close)
+        self._data_event.set()
+
+    def fence(self, error: StreamhouseError) -> None:
+        """Stop accepting writes with ``error`` (lease lost, unrecoverable upload conflict)."""
+        if self._failure is None:
+            self._failure = error
+            log.error("Partition %s stops accepting writes: %s", self.name, error)
+        self._cancel_timer()
+        self._fail_waiters(error)
+
+    # ---- produce --------------------------------------------------------------------------------
+
+    async def produce(self, batch: bytes, acks: AckMode) -> int:
+        """Append a validated batch; returns its base offset once ``acks`` is met."""
+        base, end, first, slot = await asyncio.to_thread(self._append, batch)
+        if slot is not None:
+            self._start_seal(slot)
+        if first:
+            self._ensure_timer()
+        self._notify_data()
+        self._update_gauges()
+        if acks == "wal" and self._cfg.wal_sync_policy == "batch":
+            wal = self._wal
+            if wal is None:
+                raise self._failure or NotLeader(f"{self.name}: partition closed")
+            await asyncio.to_thread(wal.sync)
+        elif acks == "durable":
+            await self._wait_committed(base, end)
+        return int(base)
+
+    def _append(self, batch: bytes) -> tuple[int, int, bool, _Slot | None]:
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._closing or self._wal is None or self._buffer is None:
+                raise NotLeader(f"{self.name}: the agent is shutting down or no longer owns the partition")
+            limit = self._cfg.wal_max_size
+            if self._wal_bytes + len(batch) + _FRAME_OVERHEAD > limit:
+                cause = (
+                    f"segment uploads are failing ({type(self.last_upload_error).__name__}: "
+                    f"{self.last_upload_error})"
+                    if self.last_upload_error is not None
+                    else "segments are waiting for upload"
+                )
+                raise ResourceExhausted(
+                    f"partition {self.name}: WAL holds {format_size(self._wal_bytes)} bytes, at its limit "
+                    f"wal_max_size={format_size(limit)}, because {cause}; retry later",
+                    retry_after_ms=max(self._cfg.upload_retry_initial_ms, 1000),
+                )
+            try:
+                base = self._wal.append(batch)
+            except WalPoisoned as exc:
+                self._failure = exc
+                raise
+            first = self._buffer_bytes == 0
+            if first:
+                self._buffer_first_ts = time.monotonic()
+            try:
+                end = self._buffer.append(base, batch)
+            except Exception as exc:
+                # The WAL holds a frame the buffer does not: offsets would diverge. Recovery sorts it out.
+                self._failure = StorageError(
+                    f"{self.name}: segment buffer refused a batch the WAL accepted at offset {base} ({exc}); "
+                    "the partition refuses writes until the agent restarts and recovers its WAL"
+                )
+                raise self._failure from exc
+            self.next_offset = end
+            self._buffer_bytes = self._buffer.size_bytes
+            self._wal_bytes += len(batch) + _FRAME_OVERHEAD
+            slot = self._swap_locked() if self._buffer_bytes >= self._cfg.segment_max_size else None
+            return base, end, first, slot
+
+    async def _wait_committed(self, base: int, end: int) -> None:
+        if self.committed_offset >= end:
+            return
+        if self._failure is not None:
+            raise self._failure
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._durable.append((end, fut))
+        report_after = max(self._cfg.upload_retry_max_ms / 1000, _MIN_DURABLE_REPORT_S)
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), report_after)
+                return
+            except TimeoutError:
+                err = self.last_upload_error
+                if err is None:
+                    continue  # slow but not failing: keep waiting
+                self._durable = [(e, f) for e, f in self._durable if f is not fut]
+                fut.cancel()
+                cls = CatalogUnavailable if isinstance(err, CatalogError) else ObjectStoreError
+                raise cls(
+                    f"{self.name}: offsets {base}..{end} are in the WAL but not yet committed "
+                    f"({type(err).__name__}: {err}); they will be committed when the cause clears; "
+                    "retry later"
+                ) from None
+
+    def _fail_waiters(self, error: StreamhouseError) -> None:
+        waiters, self._durable = self._durable, []
+        for _end, fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # retrieved: whoever awaits it still gets it
+
+    # ---- sealing --------------------------------------------------------------------------------
+
+    def _new_buffer(self, base_offset: int) -> Any:
+        cfg = self._cfg
+        self._buffer_base = base_offset
+        self._buffer_bytes = 0
+        return self._engine.SegmentBuffer(
+            base_offset,
+            compression=cfg.compression,
+            compression_level=cfg.compression_level,
+            block_size_bytes=cfg.block_size,
+            max_record_bytes=cfg.max_record_size,
+        )
+
+    def _swap_locked(self) -> _Slot:
+        old = self._buffer
+        slot = _Slot(self._buffer_base, self.next_offset, self._buffer_bytes, old)
+        self._buffer = self._new_buffer(self.next_offset)
+        self._slots.append(slot)
+        return slot
+
+    def _swap_if_nonempty(self) -> _Slot | None:
+        with self._lock:
+            if self._buffer is None or self._buffer_bytes == 0:
+                return None
+            return self._swap_locked()
+
+    def _swap_if_old(self) -> tuple[_Slot | None, float | None]:
+        """Swap the active buffer out if its first record is segment_max_age_ms old; else the seconds
+        left (None when it is empty)."""
+        with self._lock:
+            if self._buffer is None or self._buffer_bytes == 0:
+                return None, None
+            left = self._buffer_first_ts + self._cfg.segment_max_age_ms / 1000 - time.monotonic()
+            if left > 0:
+                return None, left
+            return self._swap_locked(), None
+
+    def _ensure_timer(self, delay_s: float | None = None) -> None:
+        # One timer per partition. When it fires it looks at whatever buffer is active then, so a buffer
+        # swapped out by size meanwhile does not leave its successor without a deadline.
+        if self._timer is None and not self._closing and self._failure is None:
+            delay = self._cfg.segment_max_age_ms / 1000 if delay_s is None else delay_s
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing or self._failure is not None:
+            return
+        self._spawn(self._seal_by_age())
+
+    async def _seal_by_age(self) -> None:
+        slot, left = await asyncio.to_thread(self._swap_if_old)
+        if slot is not None:
+            self._start_seal(slot)
+        elif left is not None:
+            self._ensure_timer(left)
+
+    def _start_seal(self, slot: _Slot) -> None:
+        self._spawn(self._seal(slot))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _seal(self, slot: _Slot) -> None:
+        buffer = slot.buffer
+        assert buffer is not None
+        try:
+            sealed = await asyncio.to_thread(buffer.seal)
+        except Exception as exc:
+            self.fence(
+                StorageError(
+                    f"{self.name}: sealing offsets {slot.base_offset}..{slot.end_offset} "
+                    f"failed ({exc}); the records are in the WAL and recovered at restart"
+                )
+            )
+            slot.ready.set()
+            return
+        slot.sealed = sealed
+        slot.buffer = None
+        slot.size_bytes = sealed.size_bytes
+        slot.ready.set()
+        self._upload_wakeup.set()
+        log.debug(
+            "Sealed segment %s offsets %d..%d: %d records, %d bytes (%s)",
+            self.name,
+            sealed.base_offset,
+            sealed.end_offset,
+            sealed.record_count,
+            sealed.size_bytes,
+            sealed.compression,
+        )
+
+    # ---- uploads --------------------------------------------------------------------------------
+
+    def _note_upload_failure(self, exc: BaseException, _attempt: int) -> None:
+        self.last_upload_error = exc
+
+    async def _upload_loop(self) -> None:
+        while True:
+            if not self._slots:
+                self._upload_wakeup.clear()
+                await self._upload_wakeup.wait()
+                continue
+            slot = self._slots[0]
+            await slot.ready.wait()
+            if slot.sealed is None or self._failure is not None:
+                return
+            try:
+                record = await self._uploader.upload_and_commit(
+                    self.topic, self.partition, self.epoch, slot.sealed, self._note_upload_failure
+                )
+            except FATAL_UPLOAD_ERRORS as exc:
+                if isinstance(exc, (StaleEpoch, LeaseLost)):
+                    self.fence(NotLeader(f"{self.name}: lease lost at epoch {self.epoch} ({exc})"))
+                else:
+                    self.fence(exc if isinstance(exc, StreamhouseError) else StorageError(str(exc)))
+                return
+            self._committed(slot, record)
+            await self._truncate_wal(record.end_offset)
+
+    def _committed(self, slot: _Slot, record: SegmentRecord) -> None:
+        # Synchronous from here to the pop: a reader sees the segment either in memory or in the catalog.
+        self.last_upload_error = None
+        self.committed_offset = record.end_offset
+        if self._on_commit is not None:
+            self._on_commit(record)
+        if self._slots and self._slots[0] is slot:
+            self._slots.pop(0)
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for end, fut in self._durable:
+            if end <= record.end_offset:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                still.append((end, fut))
+        self._durable = still
+
+    async def _truncate_wal(self, committed: int) -> None:
+        wal = self._wal
+        if wal is None:
+            return
+        try:
+            await asyncio.to_thread(wal.truncate, committed)
+        except StorageError as exc:
+            log.warning("WAL truncation of %s through offset %d failed: %s", self.name, committed, exc)
+        self._refresh_wal_bytes()
+        self._update_gauges()
+
+    def _refresh_wal_bytes(self) -> None:
+        wal = self._wal
+        if wal is None:
+            return
+        with contextlib.suppress(StorageError):
+            self._wal_bytes = int(wal.stats().bytes_on_disk)
+
+    def _update_gauges(self) -> None:
+        self._metrics.set_partition_sizes(self.topic, self.partition, self.buffer_size_bytes, self._wal_bytes)
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    def _notify_data(self) -> None:
+        event, self._data_event = self._data_event, asyncio.Event()
+        event.set()
+
+    async def wait_for_data(self, offset: int, timeout_s: float) -> None:
+        """Return when ``next_offset`` passes ``offset`` or after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.next_offset <= offset and not self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._data_event.wait(), remaining)
+
+    async def read(self, offset: int, max_bytes: int) -> bytes | None:
+        """Record set from memory (sealed-uncommitted segments or the active buffer); None when ``offset``
+        is committed (read it from the object store)."""
+        while True:
+            if offset < self.committed_offset:
+                return None
+            for slot in list(self._slots):
+                if slot.base_offset <= offset < slot.end_offset:
+                    return await self._read_slot(slot, offset, max_bytes)
+            data = await asyncio.to_thread(self._read_active, offset, max_bytes)
+            if data is not None:
+                return data
+            # The active buffer was swapped out between the two looks: it is a slot now.
+
+    async def _read_slot(self, slot: _Slot, offset: int, max_bytes: int) -> bytes:
+        await slot.ready.wait()
+        sealed = slot.sealed
+        if sealed is None:
+            raise self._failure or StorageError(f"{self.name}: segment at {slot.base_offset} failed to seal")
+        reader: Any = slot.reader
+        if reader is None:
+            reader = slot.reader = await asyncio.to_thread(self._engine.SegmentReader, sealed.data)
+        data: bytes = await asyncio.to_thread(reader.read, offset, max_bytes)
+        return data
+
+    def _read_active(self, offset: int, max_bytes: int) -> bytes | None:
+        with self._lock:
+            if self._buffer is None or offset >= self.next_offset:
+                return b""
+            if offset < self._buffer_base:
+                return None
+            data: bytes = self._buffer.read(offset, max_bytes)  # under the lock: see module doc
+            return data
+
+
+__all__ = ["PartitionWriter"]

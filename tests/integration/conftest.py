@@ -1,0 +1,22 @@
+"""Fixtures for integration tests: the two storage set-ups every end-to-end test runs on."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(params=["embedded", "postgres+s3"])
+def storage_setup(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Agent settings for one storage set-up: the embedded default (SQLite file and a local object
+    directory inside the data directory: no settings) or production (a real PostgreSQL database and a
+    real S3-compatible HTTP server, both started by the fixtures in tests/fixtures/)."""
+    if request.param == "embedded":
+        return {}
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    s3_server = request.getfixturevalue("s3_server")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    return {
+        "metadata_url": postgres_url,
+        "object_store": f"s3://{bucket}/streamhouse",
+        "s3_endpoint_url": s3_server.endpoint_url,
+    }
