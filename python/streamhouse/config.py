@@ -104,76 +104,230 @@ def _default_agent_id() -> str:
 
 KNOBS: tuple[Knob, ...] = (
     # -- where things live --
-    Knob("data_dir", "./streamhouse-data", "Directory for the WAL, and in embedded mode the SQLite "
-         "catalog and local objects.", group="storage"),
-    Knob("metadata_url", "", "Metadata store: empty for SQLite in the data directory, "
-         "`sqlite:///path`, or `postgres://user:pass@host:5432/db`.", group="storage"),
-    Knob("object_store", "", "Object store: empty for `<data_dir>/objects`, a directory "
-         "(`file:///path`), or `s3://bucket/prefix`.", group="storage"),
-    Knob("s3_endpoint_url", "", "Endpoint of an S3-compatible server (MinIO, moto, R2...); empty for "
-         "AWS S3.", group="storage"),
-    Knob("engine", "rust", "Storage engine: `rust` (the `_core` extension) or `python` (the pure-Python "
-         "reference).", choices=("rust", "python"), group="storage"),
+    Knob(
+        "data_dir",
+        "./streamhouse-data",
+        "Directory for the WAL, and in embedded mode the SQLite catalog and local objects.",
+        group="storage",
+    ),
+    Knob(
+        "metadata_url",
+        "",
+        "Metadata store: empty for SQLite in the data directory, "
+        "`sqlite:///path`, or `postgres://user:pass@host:5432/db`.",
+        group="storage",
+    ),
+    Knob(
+        "object_store",
+        "",
+        "Object store: empty for `<data_dir>/objects`, a directory "
+        "(`file:///path`), or `s3://bucket/prefix`.",
+        group="storage",
+    ),
+    Knob(
+        "s3_endpoint_url",
+        "",
+        "Endpoint of an S3-compatible server (MinIO, moto, R2...); empty for AWS S3.",
+        group="storage",
+    ),
+    Knob(
+        "engine",
+        "rust",
+        "Storage engine: `rust` (the `_core` extension) or `python` (the pure-Python reference).",
+        choices=("rust", "python"),
+        group="storage",
+    ),
     # -- network --
     Knob("listen", "127.0.0.1:50051", "gRPC listen address HOST:PORT.", check=_address, group="network"),
-    Knob("advertised_address", "", "Address other agents and clients use to reach this agent; empty "
-         "for the listen address.", group="network"),
-    Knob("metrics_listen", "127.0.0.1:9090", "Prometheus metrics HOST:PORT (`/metrics`); empty "
-         "disables the endpoint.", check=lambda v: _address(v) if v else None, group="network"),
-    Knob("agent_id", "", "This agent's identity in the catalog and its leases; empty for the host name. "
-         "A restarted agent with the same id reclaims its leases.", group="network"),
-    Knob("max_request_size", 64 * 2**20, "Largest gRPC message accepted or sent.", parse_size,
-         _positive, group="network"),
+    Knob(
+        "advertised_address",
+        "",
+        "Address other agents and clients use to reach this agent; empty for the listen address.",
+        group="network",
+    ),
+    Knob(
+        "metrics_listen",
+        "127.0.0.1:9090",
+        "Prometheus metrics HOST:PORT (`/metrics`); empty disables the endpoint.",
+        check=lambda v: _address(v) if v else None,
+        group="network",
+    ),
+    Knob(
+        "agent_id",
+        "",
+        "This agent's identity in the catalog and its leases; empty for the host name. "
+        "A restarted agent with the same id reclaims its leases.",
+        group="network",
+    ),
+    Knob(
+        "max_request_size",
+        64 * 2**20,
+        "Largest gRPC message accepted or sent.",
+        parse_size,
+        _positive,
+        group="network",
+    ),
     # -- write path --
-    Knob("default_acks", "durable", "Ack mode when a produce request does not name one.",
-         choices=("none", "buffered", "wal", "durable"), group="write"),
-    Knob("segment_max_size", 32 * 2**20, "Seal a partition's segment when its buffer reaches this size.",
-         parse_size, _positive, group="write"),
-    Knob("segment_max_age_ms", 250, "Seal a non-empty segment this long after its first record: the "
-         "bound on `durable` ack latency and the driver of object PUT rate.", int, _positive,
-         group="write"),
-    Knob("compression", "zstd", "Segment block codec.", choices=("none", "lz4", "zstd", "snappy"),
-         group="write"),
-    Knob("compression_level", 3, "zstd level (1-19); ignored by the other codecs.", int,
-         lambda v: None if 1 <= v <= 19 else "must be between 1 and 19", group="write"),
-    Knob("block_size", 256 * 2**10, "Target uncompressed size of a segment block (the unit of range "
-         "reads).", parse_size, _positive, group="write"),
-    Knob("max_record_size", 2**20, "Largest record accepted (key, value and headers encoded).",
-         parse_size, _positive, group="write"),
-    Knob("wal_max_size", 256 * 2**20, "Most WAL bytes one partition may hold while its segments wait "
-         "for upload; beyond it produce to the partition is refused (RESOURCE_EXHAUSTED).", parse_size,
-         _positive, group="write"),
-    Knob("wal_file_size", 16 * 2**20, "WAL file rotation size; committed files are deleted whole.",
-         parse_size, _positive, group="write"),
-    Knob("wal_sync_policy", "batch", "`batch`: fsync before a `wal` ack (group commit); `interval`: "
-         "fsync every wal_sync_interval_ms; `never`: leave it to the OS.",
-         choices=("batch", "interval", "never"), group="write"),
-    Knob("wal_sync_interval_ms", 50, "fsync period for wal_sync_policy=interval.", int, _positive,
-         group="write"),
+    Knob(
+        "default_acks",
+        "durable",
+        "Ack mode when a produce request does not name one.",
+        choices=("none", "buffered", "wal", "durable"),
+        group="write",
+    ),
+    Knob(
+        "segment_max_size",
+        32 * 2**20,
+        "Seal a partition's segment when its buffer reaches this size.",
+        parse_size,
+        _positive,
+        group="write",
+    ),
+    Knob(
+        "segment_max_age_ms",
+        250,
+        "Seal a non-empty segment this long after its first record: the "
+        "bound on `durable` ack latency and the driver of object PUT rate.",
+        int,
+        _positive,
+        group="write",
+    ),
+    Knob(
+        "compression",
+        "zstd",
+        "Segment block codec.",
+        choices=("none", "lz4", "zstd", "snappy"),
+        group="write",
+    ),
+    Knob(
+        "compression_level",
+        3,
+        "zstd level (1-19); ignored by the other codecs.",
+        int,
+        lambda v: None if 1 <= v <= 19 else "must be between 1 and 19",
+        group="write",
+    ),
+    Knob(
+        "block_size",
+        256 * 2**10,
+        "Target uncompressed size of a segment block (the unit of range reads).",
+        parse_size,
+        _positive,
+        group="write",
+    ),
+    Knob(
+        "max_record_size",
+        2**20,
+        "Largest record accepted (key, value and headers encoded).",
+        parse_size,
+        _positive,
+        group="write",
+    ),
+    Knob(
+        "wal_max_size",
+        256 * 2**20,
+        "Most WAL bytes one partition may hold while its segments wait "
+        "for upload; beyond it produce to the partition is refused (RESOURCE_EXHAUSTED).",
+        parse_size,
+        _positive,
+        group="write",
+    ),
+    Knob(
+        "wal_file_size",
+        16 * 2**20,
+        "WAL file rotation size; committed files are deleted whole.",
+        parse_size,
+        _positive,
+        group="write",
+    ),
+    Knob(
+        "wal_sync_policy",
+        "batch",
+        "`batch`: fsync before a `wal` ack (group commit); `interval`: "
+        "fsync every wal_sync_interval_ms; `never`: leave it to the OS.",
+        choices=("batch", "interval", "never"),
+        group="write",
+    ),
+    Knob(
+        "wal_sync_interval_ms",
+        50,
+        "fsync period for wal_sync_policy=interval.",
+        int,
+        _positive,
+        group="write",
+    ),
     # -- uploads --
     Knob("upload_concurrency", 4, "Segment uploads in flight at once.", int, _positive, group="upload"),
-    Knob("upload_retry_initial_ms", 100, "First retry delay after a failed upload or commit (doubles, "
-         "with jitter).", int, _positive, group="upload"),
-    Knob("upload_retry_max_ms", 10_000, "Longest delay between upload retries.", int, _positive,
-         group="upload"),
-    Knob("s3_multipart_threshold", 16 * 2**20, "Segments at least this large go up as multipart "
-         "uploads.", parse_size, lambda v: None if v >= 5 * 2**20 else "must be at least 5MiB",
-         group="upload"),
+    Knob(
+        "upload_retry_initial_ms",
+        100,
+        "First retry delay after a failed upload or commit (doubles, with jitter).",
+        int,
+        _positive,
+        group="upload",
+    ),
+    Knob(
+        "upload_retry_max_ms", 10_000, "Longest delay between upload retries.", int, _positive, group="upload"
+    ),
+    Knob(
+        "s3_multipart_threshold",
+        16 * 2**20,
+        "Segments at least this large go up as multipart uploads.",
+        parse_size,
+        lambda v: None if v >= 5 * 2**20 else "must be at least 5MiB",
+        group="upload",
+    ),
     # -- read path --
-    Knob("segment_cache_size", 256 * 2**20, "Bytes of fetched segment blocks kept for consumers.",
-         parse_size, _non_negative, group="read"),
-    Knob("max_fetch_size", 4 * 2**20, "Largest record set one consume request returns (at least one "
-         "batch is always returned).", parse_size, _positive, group="read"),
+    Knob(
+        "segment_cache_size",
+        256 * 2**20,
+        "Bytes of fetched segment blocks kept for consumers.",
+        parse_size,
+        _non_negative,
+        group="read",
+    ),
+    Knob(
+        "max_fetch_size",
+        4 * 2**20,
+        "Largest record set one consume request returns (at least one batch is always returned).",
+        parse_size,
+        _positive,
+        group="read",
+    ),
     # -- coordination --
-    Knob("max_partitions_per_agent", 50, "Most partitions one agent owns.", int, _positive,
-         group="coordination"),
-    Knob("lease_ttl_ms", 10_000, "Partition lease lifetime; renewed at a third of it.", int,
-         lambda v: None if v >= 1000 else "must be at least 1000", group="coordination"),
+    Knob(
+        "max_partitions_per_agent",
+        50,
+        "Most partitions one agent owns.",
+        int,
+        _positive,
+        group="coordination",
+    ),
+    Knob(
+        "lease_ttl_ms",
+        10_000,
+        "Partition lease lifetime; renewed at a third of it.",
+        int,
+        lambda v: None if v >= 1000 else "must be at least 1000",
+        group="coordination",
+    ),
     # -- operations --
-    Knob("log_level", "info", "Log verbosity.", choices=("debug", "info", "warning", "error"),
-         group="operations"),
-    Knob("shutdown_timeout_ms", 30_000, "On SIGTERM, how long to wait for the last segments to upload "
-         "before exiting anyway (the WAL keeps what is left).", int, _positive, group="operations"),
+    Knob(
+        "log_level",
+        "info",
+        "Log verbosity.",
+        choices=("debug", "info", "warning", "error"),
+        group="operations",
+    ),
+    Knob(
+        "shutdown_timeout_ms",
+        30_000,
+        "On SIGTERM, how long to wait for the last segments to upload "
+        "before exiting anyway (the WAL keeps what is left).",
+        int,
+        _positive,
+        group="operations",
+    ),
 )
 
 KNOBS_BY_NAME: Mapping[str, Knob] = {k.name: k for k in KNOBS}
@@ -225,7 +379,8 @@ class Config:
         if values["wal_file_size"] > values["wal_max_size"]:
             raise ConfigError(
                 f"wal_file_size ({format_size(values['wal_file_size'])}) must not exceed wal_max_size "
-                f"({format_size(values['wal_max_size'])}) (STREAMHOUSE_WAL_FILE_SIZE, STREAMHOUSE_WAL_MAX_SIZE)"
+                f"({format_size(values['wal_max_size'])}) "
+                "(STREAMHOUSE_WAL_FILE_SIZE, STREAMHOUSE_WAL_MAX_SIZE)"
             )
         if values["max_record_size"] > values["segment_max_size"]:
             raise ConfigError("max_record_size must not exceed segment_max_size")
@@ -279,4 +434,3 @@ def knob_table_markdown() -> str:
         allowed = f" One of: {', '.join(f'`{c}`' for c in k.choices)}." if k.choices else ""
         lines.append(f"| `{k.name}` | `{k.flag}` | `{k.env}` | {default_text} | {k.help}{allowed} |")
     return "\n".join(lines) + "\n"
-

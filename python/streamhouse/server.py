@@ -51,6 +51,7 @@ STATUS_BY_ERROR: Final[Mapping[type[BaseException], grpc.StatusCode]] = {
     errors.DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NotLeader: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ObjectStoreError: grpc.StatusCode.UNAVAILABLE,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ObjectNotFound: grpc.StatusCode.DATA_LOSS,  # a committed segment's object is missing
     errors.ObjectExists: grpc.StatusCode.ABORTED,
     errors.CatalogError: grpc.StatusCode.INTERNAL,

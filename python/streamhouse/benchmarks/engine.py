@@ -12,6 +12,7 @@ MB/s always counts the encoded batch bytes (what reaches the disk), so engine an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -102,12 +103,13 @@ class Workload:
     def wal_append(self, eng: ModuleType, policy: str, batches: list[list[Any]] | None = None) -> float:
         batches = self.batches if batches is None else batches
         directory = self._dir(f"wal-{eng.ENGINE}")
-        start = time.perf_counter()
         wal, _ = eng.Wal.open(directory, epoch=1, sync_policy=policy, max_file_bytes=64 * 2**20)
+        # Appends only: close() fsyncs the file, which the no-fsync raw write it is compared with does not.
+        start = time.perf_counter()
         for batch in batches:
             wal.append(eng.encode_batch(batch, 0))
-        wal.close()
         elapsed = time.perf_counter() - start
+        wal.close()
         shutil.rmtree(directory)
         return elapsed
 
@@ -186,7 +188,10 @@ class Workload:
         data = b"".join(self.encoded)
         blocks = [data[i : i + 256 * 2**10] for i in range(0, len(data), 256 * 2**10)]
         if codec == "lz4":
-            comp: Callable[[bytes], bytes] = lambda b: lz4.block.compress(b, store_size=False)
+
+            def comp(b: bytes) -> bytes:
+                return bytes(lz4.block.compress(b, store_size=False))
+
             packed = [comp(b) for b in blocks]
             start = time.perf_counter()
             if decompress:
@@ -209,6 +214,78 @@ class Workload:
         return time.perf_counter() - start
 
 
+def _measure_size(
+    w: Workload, rust: ModuleType, python: ModuleType, quick: bool, progress: Callable[[str], None]
+) -> list[Result]:
+    """Every op for one record size; each op times Rust, Python and the raw limit on the same bytes."""
+    out: list[Result] = []
+    best = functools.partial(_best, w.runs)
+
+    def add(op: str, times: tuple[float, float, float], raw_what: str, n: int, mb: float) -> None:
+        rust_s, py_s, raw_s = times
+        r = Result(op, w.record_size, n / rust_s, n / py_s, mb / rust_s, mb / py_s, mb / raw_s, raw_what)
+        out.append(r)
+        progress(
+            f"  {op:18} {w.record_size:5d} B  rust {r.rust_records_per_s:12,.0f} rec/s  "
+            f"python {r.python_records_per_s:10,.0f} rec/s  x{r.ratio:5.1f}"
+        )
+
+    mb = w.encoded_bytes / 1e6
+    progress(f"record size {w.record_size} B: {w.count} records in {len(w.batches)} batches ({mb:.1f} MB)")
+    add(
+        "wal_append",
+        (
+            best(lambda: w.wal_append(rust, "never")),
+            best(lambda: w.wal_append(python, "never")),
+            best(w.raw_write),
+        ),
+        "sequential write()",
+        w.count,
+        mb,
+    )
+
+    fsync_batches = w.batches[: (40 if quick else 200)]
+    fsync_encoded = w.encoded[: len(fsync_batches)]
+    add(
+        "wal_append_fsync",
+        (
+            best(lambda: w.wal_append(rust, "batch", fsync_batches)),
+            best(lambda: w.wal_append(python, "batch", fsync_batches)),
+            best(lambda: w.raw_fsync(fsync_encoded)),
+        ),
+        "write()+fdatasync per batch",
+        sum(len(b) for b in fsync_batches),
+        sum(len(e) for e in fsync_encoded) / 1e6,
+    )
+
+    for codec in ("lz4", "zstd"):
+        add(
+            f"seal_{codec}",
+            (
+                best(functools.partial(w.seal, rust, codec)),
+                best(functools.partial(w.seal, python, codec)),
+                best(functools.partial(w.raw_codec, codec)),
+            ),
+            f"{codec} compression alone" + (f" (level {ZSTD_LEVEL})" if codec == "zstd" else ""),
+            w.count,
+            mb,
+        )
+
+    segments = w.segments(rust, "lz4")
+    add(
+        "segment_read",
+        (
+            best(lambda: w.segment_read(rust, segments)),
+            best(lambda: w.segment_read(python, segments)),
+            best(lambda: w.raw_codec("lz4", decompress=True)),
+        ),
+        "lz4 decompression alone",
+        w.count,
+        mb,
+    )
+    return out
+
+
 def run(record_sizes: list[int], quick: bool, progress: Callable[[str], None]) -> list[Result]:
     rust, python = engines.load("rust"), engines.load("python")
     results: list[Result] = []
@@ -216,47 +293,15 @@ def run(record_sizes: list[int], quick: bool, progress: Callable[[str], None]) -
     with tempfile.TemporaryDirectory(prefix="streamhouse-bench-", dir=os.getcwd()) as workdir:
         for size in record_sizes:
             count = (20_000 if quick else 200_000) if size <= 256 else (5_000 if quick else 50_000)
-            w = Workload(size, count, workdir, runs)
-            mb = w.encoded_bytes / 1e6
-
-            def add(op: str, rust_s: float, py_s: float, raw_s: float, raw_what: str,
-                    n: int = count, nbytes: float = mb) -> None:
-                results.append(Result(op, size, n / rust_s, n / py_s, nbytes / rust_s, nbytes / py_s,
-                                      nbytes / raw_s, raw_what))
-                r = results[-1]
-                progress(f"  {op:18} {size:5d} B  rust {r.rust_records_per_s:12,.0f} rec/s  "
-                         f"python {r.python_records_per_s:10,.0f} rec/s  x{r.ratio:5.1f}")
-
-            progress(f"record size {size} B: {count} records in {len(w.batches)} batches "
-                     f"({mb:.1f} MB encoded)")
-            add("wal_append", _best(runs, lambda: w.wal_append(rust, "never")),
-                _best(runs, lambda: w.wal_append(python, "never")), _best(runs, w.raw_write),
-                "sequential write()")
-
-            fsync_batches = w.batches[: (40 if quick else 200)]
-            n_fsync = sum(len(b) for b in fsync_batches)
-            mb_fsync = sum(len(e) for e in w.encoded[: len(fsync_batches)]) / 1e6
-            add("wal_append_fsync", _best(runs, lambda: w.wal_append(rust, "batch", fsync_batches)),
-                _best(runs, lambda: w.wal_append(python, "batch", fsync_batches)),
-                _best(runs, lambda: w.raw_fsync(w.encoded[: len(fsync_batches)])),
-                "write()+fdatasync per batch", n_fsync, mb_fsync)
-
-            for codec in ("lz4", "zstd"):
-                add(f"seal_{codec}", _best(runs, lambda c=codec: w.seal(rust, c)),  # type: ignore[misc]
-                    _best(runs, lambda c=codec: w.seal(python, c)),  # type: ignore[misc]
-                    _best(runs, lambda c=codec: w.raw_codec(c)),  # type: ignore[misc]
-                    f"{codec} compression alone" + (f" (level {ZSTD_LEVEL})" if codec == "zstd" else ""))
-
-            segments = w.segments(rust, "lz4")
-            add("segment_read", _best(runs, lambda: w.segment_read(rust, segments)),
-                _best(runs, lambda: w.segment_read(python, segments)),
-                _best(runs, lambda: w.raw_codec("lz4", decompress=True)), "lz4 decompression alone")
+            results += _measure_size(Workload(size, count, workdir, runs), rust, python, quick, progress)
     return results
 
 
 def _table(results: list[Result]) -> str:
-    head = (f"{'op':18} {'size':>5}  {'rust rec/s':>12} {'python rec/s':>12} {'ratio':>6}  "
-            f"{'rust MB/s':>9} {'py MB/s':>8} {'raw MB/s':>9} {'rust/raw':>8} {'py/raw':>7}  raw limit")
+    head = (
+        f"{'op':18} {'size':>5}  {'rust rec/s':>12} {'python rec/s':>12} {'ratio':>6}  "
+        f"{'rust MB/s':>9} {'py MB/s':>8} {'raw MB/s':>9} {'rust/raw':>8} {'py/raw':>7}  raw limit"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
@@ -271,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streamhouse bench engine", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (CI)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--record-size", type=int, action="append", help="bytes per record (repeatable; "
-                        "default 100 and 1024)")
+    parser.add_argument(
+        "--record-size", type=int, action="append", help="bytes per record (repeatable; default 100 and 1024)"
+    )
     args = parser.parse_args(argv)
     sizes = args.record_size or [100, 1024]
     progress = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -281,8 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         out = []
         for r in results:
             d = asdict(r)
-            d.update(ratio=r.ratio, rust_fraction_of_raw=r.rust_fraction_of_raw,
-                     python_fraction_of_raw=r.python_fraction_of_raw)
+            d.update(
+                ratio=r.ratio,
+                rust_fraction_of_raw=r.rust_fraction_of_raw,
+                python_fraction_of_raw=r.python_fraction_of_raw,
+            )
             out.append(d)
         print(json.dumps({"quick": args.quick, "cpus": os.cpu_count(), "results": out}, indent=1))
     else:

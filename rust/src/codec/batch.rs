@@ -150,6 +150,9 @@ pub fn write_batch_header(out: &mut Vec<u8>, record_count: u32, base_ts: i64, re
 /// Incremental batch encoder: no allocation per record, records written straight into the output.
 pub struct BatchEncoder {
     out: Vec<u8>,
+    /// Records the caller expects to encode: the first record's size times this presizes the output,
+    /// so a batch of large records is not copied over and over as it grows.
+    expected_records: usize,
     count: u64,
     base_ts: i64,
     default_ts: i64,
@@ -161,10 +164,16 @@ impl BatchEncoder {
         out.resize(BATCH_HEADER_LEN, 0);
         BatchEncoder {
             out,
+            expected_records: 0,
             count: 0,
             base_ts: default_timestamp_ms,
             default_ts: default_timestamp_ms,
         }
+    }
+
+    /// Tell the encoder how many records are coming (see `expected_records`).
+    pub fn expect_records(&mut self, n: usize) {
+        self.expected_records = n;
     }
 
     /// Start a record; the caller then calls [`BatchEncoder::header`] exactly `header_count` times,
@@ -192,6 +201,11 @@ impl BatchEncoder {
             header_count,
             headers_size,
         );
+        if self.count == 0 && self.expected_records > 1 {
+            // Capped: one large first record must not reserve for a batch that is mostly small ones.
+            let guess = (body + 10).saturating_mul(self.expected_records);
+            self.out.reserve(guess.min(16 << 20));
+        }
         self.out.reserve(body + 10);
         put_record_head(
             &mut self.out,

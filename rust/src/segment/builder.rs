@@ -225,7 +225,13 @@ impl SegmentBuffer {
             .blocks
             .partition_point(|b| b.loc.end_offset() <= offset);
         let closed = self.closed.get(first..).unwrap_or_default();
-        for (b, block) in self.blocks.get(first..).unwrap_or_default().iter().zip(closed) {
+        for (b, block) in self
+            .blocks
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .zip(closed)
+        {
             let body = block
                 .get(BLOCK_HEADER_LEN..)
                 .ok_or_else(|| Error::invalid("block out of range"))?;

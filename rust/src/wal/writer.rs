@@ -5,7 +5,7 @@
 //! every offset below it is on stable storage; once poisoned (failed fsync or failed cut-back) every
 //! call fails with `WalPoisoned`. Lock order: `state` before `sync`, never the reverse.
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -84,7 +84,6 @@ struct State {
     next_seq: u64,
     epoch: u64,
     closed: bool,
-    frame_buf: Vec<u8>,
     faults: Faults,
 }
 
@@ -163,7 +162,6 @@ impl Wal {
                 next_seq: rec.max_seq.map_or(0, |s| s.saturating_add(1)),
                 epoch: opts.epoch,
                 closed: false,
-                frame_buf: Vec::new(),
                 faults: Faults::default(),
             }),
             sync: Mutex::new(SyncState {
@@ -238,15 +236,7 @@ impl Wal {
                 payload_crc,
                 base_timestamp_ms: info.base_timestamp_ms,
             };
-            let mut buf = std::mem::take(&mut st.frame_buf);
-            buf.clear();
-            buf.extend_from_slice(&header.encode());
-            buf.extend_from_slice(payload);
-            let res = self.write_frame(&mut st, &buf);
-            if buf.capacity() <= 4 << 20 {
-                st.frame_buf = buf;
-            }
-            res?;
+            self.write_frame(&mut st, &header.encode(), payload)?;
             st.next_offset = end;
             if let Some(f) = st.files.last_mut() {
                 f.len += frame_len;
@@ -269,8 +259,9 @@ impl Wal {
         Ok(base)
     }
 
-    /// One positioned write at the end of the active file; on failure cut back to the old length.
-    fn write_frame(&self, st: &mut State, buf: &[u8]) -> Result<()> {
+    /// One positioned vectored write (header and payload, no copy) at the end of the active file; on
+    /// failure cut back to the old length.
+    fn write_frame(&self, st: &mut State, header: &[u8], payload: &[u8]) -> Result<()> {
         let (Some(file), Some(meta)) = (st.active.clone(), st.files.last()) else {
             return Err(Error::invalid("no active WAL file"));
         };
@@ -278,11 +269,18 @@ impl Wal {
         let path = meta.path.clone();
         let res = match st.faults.write.take() {
             Some((errno, partial)) => {
-                let _ =
-                    file.write_all_at(buf.get(..partial.min(buf.len())).unwrap_or_default(), at);
+                let frame = [header, payload].concat();
+                let _ = file.write_all_at(
+                    frame.get(..partial.min(frame.len())).unwrap_or_default(),
+                    at,
+                );
                 Err(io::Error::from_raw_os_error(errno))
             }
-            None => file.write_all_at(buf, at),
+            None => write_all_vectored_at(
+                &file,
+                &mut [IoSlice::new(header), IoSlice::new(payload)],
+                at,
+            ),
         };
         let Err(e) = res else { return Ok(()) };
         let cut = match st.faults.cut.take() {
@@ -517,4 +515,35 @@ impl Wal {
     pub fn inject_cut_error(&self, errno: i32) {
         lock(&self.state).faults.cut = Some(errno);
     }
+}
+
+/// `pwritev` until every byte is written (a short write continues where it stopped).
+fn write_all_vectored_at(
+    file: &File,
+    mut bufs: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    while !bufs.is_empty() {
+        let count = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
+        let at = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        // SAFETY: IoSlice is ABI-compatible with `struct iovec` on Unix (documented by std), and every
+        // slice outlives the call.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), bufs.as_ptr().cast(), count, at) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let n = n.unsigned_abs();
+        offset += n as u64;
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
 }
