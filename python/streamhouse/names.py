@@ -40,7 +40,7 @@ _ALLOWED_NAME = "1 to 249 characters from A-Z, a-z, 0-9, '.', '_' and '-', and n
 
 _SEGMENT_KEY_RE: Final = re.compile(
     r"(?:(?P<prefix>.+)/)?topics/(?P<topic>[A-Za-z0-9._-]{1,249})/(?P<partition>[0-9]{5})/"
-    r"(?P<base_offset>[0-9]{20})-(?P<epoch>[0-9]{10})\.seg",
+    r"(?P<base_offset>[0-9]{20})-(?P<epoch>[0-9]{10})(?:-(?P<nonce>[0-9a-f]{16}))?\.seg",
     re.ASCII | re.DOTALL,
 )
 
@@ -180,19 +180,32 @@ class SegmentKey:
     partition: int
     base_offset: int
     epoch: int
+    nonce: str = ""
 
 
-def segment_key(prefix: str, topic: str, partition: int, base_offset: int, epoch: int) -> str:
+_NONCE_RE: Final = re.compile(r"[0-9a-f]{16}", re.ASCII)
+
+
+def segment_key(
+    prefix: str, topic: str, partition: int, base_offset: int, epoch: int, *, nonce: str = ""
+) -> str:
     """The object key of a segment:
-    ``{prefix}/topics/{topic}/{partition:05d}/{base_offset:020d}-{epoch:010d}.seg``
+    ``{prefix}/topics/{topic}/{partition:05d}/{base_offset:020d}-{epoch:010d}[-{nonce}].seg``
     (without ``{prefix}/`` when the prefix is empty). The epoch in the key means that a stale owner's upload
-    never lands on the current owner's key; fixed-width numbers make keys sort by offset."""
+    never lands on the current owner's key; fixed-width numbers make keys sort by offset.
+
+    The agent passes a fresh ``nonce`` (16 hex digits) for every sealed segment: after a crash between
+    upload and commit, the same owner at the same epoch seals the recovered records again, usually into
+    a segment of another size, and must not collide with its own orphan (which garbage collection removes,
+    as nothing in the catalog refers to it)."""
     p = normalize_prefix(prefix)
     t = validate_topic_name(topic)
     part = validate_partition(partition)
     base = _check_range(base_offset, "base offset", MAX_OFFSET)
     ep = _check_range(epoch, "epoch", MAX_EPOCH)
-    tail = f"topics/{t}/{part:05d}/{base:020d}-{ep:010d}.seg"
+    if nonce and (type(nonce) is not str or not _NONCE_RE.fullmatch(nonce)):
+        raise InvalidArgument(f"segment key nonce must be 16 lowercase hex digits, not {nonce!r}")
+    tail = f"topics/{t}/{part:05d}/{base:020d}-{ep:010d}" + (f"-{nonce}" if nonce else "") + ".seg"
     return f"{p}/{tail}" if p else tail
 
 
@@ -216,10 +229,12 @@ def parse_segment_key(key: str) -> SegmentKey:
         partition=int(m["partition"]),
         base_offset=int(m["base_offset"]),
         epoch=int(m["epoch"]),
+        nonce=m["nonce"] or "",
     )
     # Round-trip: rejects an invalid prefix, a topic of '.' or '..' and numbers above the limits.
     try:
-        rebuilt = segment_key(parsed.prefix, parsed.topic, parsed.partition, parsed.base_offset, parsed.epoch)
+        p = parsed
+        rebuilt = segment_key(p.prefix, p.topic, p.partition, p.base_offset, p.epoch, nonce=p.nonce)
     except InvalidArgument as exc:
         raise InvalidArgument(f"not a segment key: {text!r} ({exc})") from None
     if rebuilt != text:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -87,7 +88,9 @@ class Uploader:
     ) -> SegmentRecord:
         """Put ``sealed`` (a SealedSegment) and commit it with ``expected_epoch=epoch``; retries until it
         is committed. Raises only the FATAL_UPLOAD_ERRORS (and CancelledError)."""
-        key = segment_key("", topic, partition, sealed.base_offset, epoch)
+        # A fresh nonce per sealed segment: a retry of this upload reuses it, a re-seal after a crash
+        # does not (see names.segment_key).
+        key = segment_key("", topic, partition, sealed.base_offset, epoch, nonce=secrets.token_hex(8))
         record = SegmentRecord(
             topic=topic,
             partition=partition,
@@ -151,8 +154,8 @@ class Uploader:
         try:
             await self.store.put(key, sealed.data, if_absent=True)
         except ObjectExists:
-            # A previous attempt may have landed before its reply was lost. Same size → ours (the key holds
-            # topic, partition, base offset and epoch, and only this partition's owner writes it).
+            # A previous attempt of this very upload may have landed before its reply was lost: the key's
+            # nonce is unique to this sealed segment, so an object of the same size there is ours.
             info = await self.store.head(key)
             if info is None:
                 raise  # gone again: retry the put

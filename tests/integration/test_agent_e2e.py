@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from streamhouse import engine as engines
 from streamhouse import errors
 from streamhouse.agent import Agent
@@ -54,7 +56,8 @@ class Setup:
         pytest.param(
             "rust",
             marks=pytest.mark.skipif(
-                not HAVE_RUST, reason="streamhouse._core is not built (maturin develop)"
+                not HAVE_RUST and os.environ.get("CI") != "true",
+                reason="streamhouse._core is not built (make build); under CI=true this fails instead",
             ),
         ),
     ]
@@ -271,6 +274,50 @@ class FlakyStore(ObjectStore):
 
     def describe(self) -> str:
         return "flaky " + self.inner.describe()
+
+
+class UploadThenHangStore(FlakyStore):
+    """Puts land, then the call never returns: the agent dies between upload and commit."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.landed: list[str] = []
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
+        await self.inner.put(key, data, if_absent=if_absent)
+        self.landed.append(key)
+        await asyncio.Event().wait()
+
+
+async def test_crash_between_upload_and_commit_does_not_wedge_the_partition(
+    setup: Setup, started: Callable[..., Any]
+) -> None:
+    """The same owner at the same epoch re-seals the recovered records into a segment of another size; its
+    orphaned object from before the crash must not block the new upload (regression: the key collided and
+    the partition refused writes forever)."""
+    eng = engines.load("python")
+    hanging = UploadThenHangStore(setup.open_store())
+    small = setup.config(segment_max_size="1KiB", max_record_size="512", segment_max_age_ms=3_600_000)
+    agent = await started(small, object_store=hanging)
+    await agent.create_topic(TOPIC, 1)
+    await agent.produce(TOPIC, 0, batch(eng, 0, 40), "wal")  # > 1 KiB: sealed at once, upload hangs
+    for _ in range(500):
+        if hanging.landed:
+            break
+        await asyncio.sleep(0.01)
+    assert hanging.landed, "the first segment was never uploaded"
+    await agent.produce(TOPIC, 0, batch(eng, 40, 5), "wal")  # stays in the WAL and the open buffer
+    await agent.abort()
+
+    agent2 = await started(setup.config())  # one segment for both frames: a different size
+    await wait_committed(agent2, TOPIC, 0)
+    check_dense(await read_all(agent2, eng, TOPIC, 0), values(0, 45))
+    segments = await agent2.catalog.list_segments(TOPIC, 0)
+    assert hanging.landed[0] not in {s.object_key for s in segments}
+    res = await agent2.produce(TOPIC, 0, batch(eng, 45, 1), "durable")
+    assert res.base_offset == 45
+    await agent2.stop()
+    assert wal_files(setup.data_dir) == []
 
 
 async def test_upload_failure_keeps_every_acknowledged_record_without_gaps(
@@ -504,6 +551,7 @@ async def test_metrics_are_emitted_with_the_documented_names(
     tmp_path: Path, started: Callable[..., Any]
 ) -> None:
     from prometheus_client import generate_latest
+
     from streamhouse.metrics import metric_names
 
     eng = engines.load("python")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from streamhouse import errors
 from streamhouse.names import (
     MAX_EPOCH,
@@ -343,3 +344,17 @@ def test_segment_key_with_arbitrary_prefix_never_escapes(prefix: str, topic: str
     assert validate_object_key(key) == key
     norm = normalize_prefix(prefix)
     assert key.startswith(f"{norm}/topics/" if norm else "topics/")
+
+
+def test_segment_key_nonce_makes_reseals_distinct_and_round_trips() -> None:
+    a = segment_key("p", "orders", 1, 42, 7, nonce="0123456789abcdef")
+    b = segment_key("p", "orders", 1, 42, 7, nonce="fedcba9876543210")
+    assert a != b
+    assert a == "p/topics/orders/00001/00000000000000000042-0000000007-0123456789abcdef.seg"
+    assert parse_segment_key(a) == SegmentKey("p", "orders", 1, 42, 7, "0123456789abcdef")
+
+
+@pytest.mark.parametrize("nonce", ["xyz", "0123456789ABCDEF", "0123456789abcde", "../../etc/passwd0"])
+def test_segment_key_rejects_bad_nonce(nonce: str) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        segment_key("p", "orders", 1, 42, 7, nonce=nonce)
