@@ -10,6 +10,7 @@ import os
 from types import ModuleType
 
 import pytest
+
 from streamhouse import engine as engine_mod
 from streamhouse import errors
 

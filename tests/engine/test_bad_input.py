@@ -8,8 +8,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from streamhouse import errors
 
+from streamhouse import errors
 from tests.engine.helpers import offset_batch, sizes
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from streamhouse import errors
 
+from streamhouse import errors
 from tests.engine.helpers import check_offset_records, offset_batch
 
 

@@ -15,8 +15,8 @@ from types import ModuleType
 
 import pytest
 from crc32c import crc32c
-from streamhouse import errors
 
+from streamhouse import errors
 from tests.engine.helpers import (
     append_bytes,
     check_offset_records,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from streamhouse.catalog import Catalog, Lease, SegmentRecord, open_catalog
 from streamhouse.catalog.migrations import LATEST_VERSION
 from streamhouse.errors import (

@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from streamhouse.catalog import PostgresCatalog, SqliteCatalog, open_catalog, redact_url
 from streamhouse.errors import CatalogError, CatalogUnavailable, ConfigError
-
 from tests.integration.helpers import free_port
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from streamhouse import errors
 from streamhouse.objstore import (
     LocalObjectStore,

@@ -23,8 +23,13 @@ def test_docs_configuration_lists_every_knob_exactly() -> None:
 
 def test_runbook_knob_names_are_kept() -> None:
     names = {k.name for k in KNOBS}
-    for name in ("segment_max_size", "segment_max_age_ms", "compression", "wal_max_size",
-                 "max_partitions_per_agent"):
+    for name in (
+        "segment_max_size",
+        "segment_max_age_ms",
+        "compression",
+        "wal_max_size",
+        "max_partitions_per_agent",
+    ):
         assert name in names
 
 
@@ -60,8 +65,16 @@ def test_unknown_knob_is_refused() -> None:
         Config.from_mapping({"segment_max_sise": "1MiB"})
 
 
-@pytest.mark.parametrize(("text", "value"), [("1048576", 2**20), ("64MiB", 64 * 2**20), ("50MB", 50 * 10**6),
-                                             ("2 GiB", 2 * 2**30), ("512kib", 512 * 2**10)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1048576", 2**20),
+        ("64MiB", 64 * 2**20),
+        ("50MB", 50 * 10**6),
+        ("2 GiB", 2 * 2**30),
+        ("512kib", 512 * 2**10),
+    ],
+)
 def test_sizes_parse(text: str, value: int) -> None:
     assert parse_size(text) == value
 

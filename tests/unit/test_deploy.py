@@ -23,7 +23,9 @@ def _hadolint() -> str:
 
 
 def test_dockerfile_passes_hadolint() -> None:
-    result = subprocess.run([_hadolint(), str(ROOT / "deploy" / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run(
+        [_hadolint(), str(ROOT / "deploy" / "Dockerfile")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -7,6 +7,7 @@ import socket
 
 import grpc
 import pytest
+
 from streamhouse import errors
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2_grpc as pb_grpc
@@ -18,7 +19,6 @@ from streamhouse.server import (
     status_for,
     trailing_metadata_for,
 )
-
 from tests.unit.test_server_fake_broker import FakeBroker
 
 ERROR_CLASSES = [
