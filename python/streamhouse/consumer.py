@@ -1,0 +1,164 @@
+"""``Consumer``: reads one topic's partitions from positions it keeps (seek, long polls on every partition
+at once) and optionally commits them for a consumer group."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+import grpc
+
+from streamhouse import errors
+from streamhouse.client import Client, Record, _raise
+from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
+
+
+class Consumer:
+    """Reads one topic's partitions from positions it keeps; optionally commits them for a consumer group.
+
+    Starting position per partition: the group's committed offset if there is one, else
+    ``auto_offset_reset`` ("earliest": the log start; "latest": the high watermark). ``seek`` overrides it.
+    """
+
+    def __init__(
+        self,
+        client: Client | str | None,
+        topic: str,
+        *,
+        partitions: Sequence[int] | None = None,
+        group: str | None = None,
+        auto_offset_reset: str = "latest",
+        max_bytes: int = 0,
+    ) -> None:
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise errors.InvalidArgument("auto_offset_reset must be 'earliest' or 'latest'")
+        self._owns_client = not isinstance(client, Client)
+        self.client = client if isinstance(client, Client) else Client(client)
+        self.topic = topic
+        self.group = group
+        self.auto_offset_reset = auto_offset_reset
+        self.max_bytes = max_bytes
+        if partitions is None:
+            partitions = range(self.client.partitions_for(topic))
+        self._partitions = list(partitions)
+        self._positions: dict[int, int] = {}
+        self._next = 0  # round-robin start, so one busy partition cannot starve the others
+
+    def assignment(self) -> list[int]:
+        return list(self._partitions)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._positions[partition] = offset
+
+    def seek_to_beginning(self, partitions: Iterable[int] | None = None) -> None:
+        for p in self._partitions if partitions is None else partitions:
+            self._positions[p] = self.client.list_offsets(self.topic, p)[0]
+
+    def seek_to_end(self, partitions: Iterable[int] | None = None) -> None:
+        for p in self._partitions if partitions is None else partitions:
+            self._positions[p] = self.client.list_offsets(self.topic, p)[1]
+
+    def position(self, partition: int) -> int:
+        pos = self._positions.get(partition)
+        if pos is None:
+            committed = self.committed(partition) if self.group else None
+            if committed is not None:
+                pos = committed
+            else:
+                start, high = self.client.list_offsets(self.topic, partition)
+                pos = start if self.auto_offset_reset == "earliest" else high
+            self._positions[partition] = pos
+        return pos
+
+    def committed(self, partition: int) -> int | None:
+        if not self.group:
+            raise errors.InvalidArgument(
+                "this Consumer has no group: pass group=... to commit or fetch offsets"
+            )
+        return self.client.fetch_offset(self.group, self.topic, partition)
+
+    def commit(self, offsets: Mapping[int, int] | None = None) -> None:
+        """Commit ``offsets`` (partition → next offset to read), by default the current positions."""
+        if not self.group:
+            raise errors.InvalidArgument("this Consumer has no group: pass group=... to commit offsets")
+        for p, o in (offsets if offsets is not None else dict(self._positions)).items():
+            self.client.commit_offset(self.group, self.topic, p, o)
+
+    def lag(self) -> int:
+        """Records between the positions and the high watermarks."""
+        return sum(self.client.list_offsets(self.topic, p)[1] - self.position(p) for p in self._partitions)
+
+    def poll(self, max_records: int = 500, timeout_ms: int = 0) -> list[Record]:
+        """Records from the current positions (advancing them), at most ``max_records``. When nothing is
+        available, waits up to ``timeout_ms`` (long poll on every partition at once)."""
+        order = self._partitions[self._next :] + self._partitions[: self._next]
+        if self._partitions:
+            self._next = (self._next + 1) % len(self._partitions)
+        records = self._fetch_round(order, max_records, 0)
+        if not records and timeout_ms > 0:
+            records = self._fetch_round(order, max_records, timeout_ms)
+        return records
+
+    def _fetch_round(self, order: list[int], max_records: int, wait_ms: int) -> list[Record]:
+        positions = {p: self.position(p) for p in order}
+        first = threading.Event()
+        calls = []
+        for p in order:
+            req = pb.ConsumeRequest(
+                topic=self.topic,
+                partition=p,
+                offset=positions[p],
+                max_bytes=self.max_bytes,
+                max_wait_ms=wait_ms,
+            )
+            call = self.client.leader_stub(self.topic, p).Consume.future(
+                req, timeout=self.client.timeout_s + wait_ms / 1000
+            )
+            call.add_done_callback(lambda _f: first.set())
+            calls.append((p, call))
+        if wait_ms:
+            first.wait()  # the first answer (records, an error or the end of its wait) ends the long poll
+            # A few milliseconds more collects the partitions that answered at the same time.
+            time.sleep(0.002)
+        out: list[Record] = []
+        error: errors.StreamhouseError | None = None
+        for p, call in calls:
+            if wait_ms and not call.done():
+                call.cancel()
+                continue
+            try:
+                resp = call.result()
+            except grpc.FutureCancelledError:
+                continue
+            except grpc.RpcError as rpc:
+                exc = _raise(rpc, f"consume {self.topic}/{p} at offset {positions[p]}")
+                if isinstance(exc, errors.NotLeader):
+                    self.client.note_leader(self.topic, p, exc.owner_address)
+                if not exc.retriable and error is None:
+                    exc.__cause__ = rpc
+                    error = exc
+                continue
+            left = max_records - len(out)
+            if left <= 0:
+                continue
+            recs = self.client.decode(resp, p, positions[p], left)
+            if recs:
+                self._positions[p] = recs[-1].offset + 1
+                out.extend(recs)
+        if error is not None and not out:
+            raise error
+        return out
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Consumer"]
