@@ -5,17 +5,53 @@
 #
 # Conventions: offsets are ints in [0, 2**63); `*_next_offset` and `end_offset` are exclusive (one past
 # the last record). Timestamps are ms since the epoch. Heavy calls release the GIL in the Rust engine.
+# An optional parameter typed `X | None = None` takes its default (given next to it) when omitted or None:
+# that is how the Rust engine declares it. The pure-Python engine takes the same defaults when the
+# argument is omitted but raises InvalidArgumentType for an explicit None.
+#
+# The `_`-prefixed type aliases exist only in this stub; `mypy.stubtest` checks the rest against the
+# built extension (tests/unit/test_stub.py).
 
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import Final, Literal, Self, final
 
-Codec = Literal["none", "lz4", "zstd", "snappy"]
-SyncPolicy = Literal["batch", "interval", "never"]
-Header = tuple[str, bytes]
+__all__ = [
+    "DEFAULT_BLOCK_SIZE_BYTES",
+    "DEFAULT_MAX_RECORD_BYTES",
+    "DEFAULT_WAL_MAX_FILE_BYTES",
+    "ENGINE",
+    "FOOTER_SIZE",
+    "FORMAT_VERSION",
+    "MAX_FRAME_BYTES",
+    "BatchInfo",
+    "BlockLocation",
+    "SealedSegment",
+    "SegmentBuffer",
+    "SegmentFooter",
+    "SegmentReader",
+    "Wal",
+    "WalFrame",
+    "WalRecovery",
+    "WalStats",
+    "batch_info",
+    "compress",
+    "crc32c",
+    "decode_batch",
+    "decode_block",
+    "decode_records",
+    "decompress",
+    "encode_batch",
+    "parse_segment_footer",
+    "parse_segment_index",
+]
+
+_Codec = Literal["none", "lz4", "zstd", "snappy"]
+_SyncPolicy = Literal["batch", "interval", "never"]
+_Header = tuple[str, bytes]
 # (key, value, timestamp_ms or None for default, headers or None)
-RecordIn = tuple[bytes | None, bytes, int | None, Sequence[Header] | None]
+_RecordIn = tuple[bytes | None, bytes, int | None, Sequence[_Header] | None]
 # (offset, timestamp_ms, key, value, headers)
-RecordOut = tuple[int, int, bytes | None, bytes, tuple[Header, ...]]
+_RecordOut = tuple[int, int, bytes | None, bytes, tuple[_Header, ...]]
 
 ENGINE: Final[str]  # "rust" or "python"
 FORMAT_VERSION: Final[int]  # 1
@@ -27,19 +63,21 @@ MAX_FRAME_BYTES: Final[int]  # 64 MiB: a frame payload above this is refused on 
 # ---- checksums and codecs ---------------------------------------------------------------------
 
 def crc32c(data: bytes) -> int: ...
-def compress(codec: Codec, data: bytes, level: int = 3) -> bytes:
-    """Compress like a segment block body (docs/format.md 5.2). `level` is used by zstd only."""
+def compress(codec: _Codec, data: bytes, level: int | None = None) -> bytes:
+    """Compress like a segment block body (docs/format.md 5.2). `level` (default 3) is used by zstd
+    only."""
 
-def decompress(codec: Codec, data: bytes, uncompressed_length: int) -> bytes:
+def decompress(codec: _Codec, data: bytes, uncompressed_length: int) -> bytes:
     """Inverse of `compress`; raises SegmentCorrupted if the bytes do not decompress to exactly
     `uncompressed_length` bytes (never allocates more than that)."""
 
 # ---- batch codec --------------------------------------------------------------------------------
 
-def encode_batch(records: Sequence[RecordIn], default_timestamp_ms: int) -> bytes:
+def encode_batch(records: Sequence[_RecordIn], default_timestamp_ms: int) -> bytes:
     """Encode records into one produce batch (format section 2). Raises EmptyBatch for no records,
     InvalidArgumentType for wrong types, InvalidArgument for out-of-range values."""
 
+@final
 class BatchInfo:
     @property
     def record_count(self) -> int: ...
@@ -53,21 +91,22 @@ class BatchInfo:
     def max_record_size(self) -> int:
         """Size of the largest record, as the max_record_bytes limit counts it."""
 
-def batch_info(batch: bytes, max_record_bytes: int = ...) -> BatchInfo:
+def batch_info(batch: bytes, max_record_bytes: int | None = None) -> BatchInfo:
     """Validate a produce batch fully (format section 2) and describe it; raises InvalidBatch,
-    EmptyBatch or RecordTooLarge."""
+    EmptyBatch or RecordTooLarge. `max_record_bytes` defaults to DEFAULT_MAX_RECORD_BYTES."""
 
-def decode_batch(batch: bytes, base_offset: int = 0) -> list[RecordOut]:
-    """Decode a produce batch, numbering records from `base_offset`."""
+def decode_batch(batch: bytes, base_offset: int | None = None) -> list[_RecordOut]:
+    """Decode a produce batch, numbering records from `base_offset` (default 0)."""
 
 def decode_records(
-    record_set: bytes, start_offset: int = 0, max_records: int | None = None
-) -> list[RecordOut]:
-    """Decode a record set (format section 3), dropping records below `start_offset` and stopping
-    after `max_records`. Raises InvalidBatch on malformed input."""
+    record_set: bytes, start_offset: int | None = None, max_records: int | None = None
+) -> list[_RecordOut]:
+    """Decode a record set (format section 3), dropping records below `start_offset` (default 0) and
+    stopping after `max_records` (default: no limit). Raises InvalidBatch on malformed input."""
 
 # ---- WAL ----------------------------------------------------------------------------------------
 
+@final
 class WalFrame:
     @property
     def base_offset(self) -> int: ...
@@ -83,6 +122,7 @@ class WalFrame:
     def batch(self) -> bytes:
         """The frame's records as a produce batch (format section 2), ready for SegmentBuffer.append."""
 
+@final
 class WalRecovery:
     @property
     def frames(self) -> list[WalFrame]:
@@ -95,6 +135,7 @@ class WalRecovery:
     def torn_tail_bytes(self) -> int:
         """Bytes cut from the last file as a torn tail (by `open`), or that would be cut (by `inspect`)."""
 
+@final
 class WalStats:
     @property
     def bytes_on_disk(self) -> int: ...
@@ -112,23 +153,25 @@ class WalStats:
     def synced_offset(self) -> int:
         """Every offset below this is fsynced."""
 
+@final
 class Wal:
     @staticmethod
     def open(
         directory: str,
         *,
         epoch: int,
-        committed_next_offset: int = 0,
-        max_file_bytes: int = ...,
-        sync_policy: SyncPolicy = "batch",
-        sync_interval_ms: int = 50,
-        max_record_bytes: int = ...,
+        committed_next_offset: int | None = None,  # 0
+        max_file_bytes: int | None = None,  # DEFAULT_WAL_MAX_FILE_BYTES
+        sync_policy: _SyncPolicy | None = None,  # "batch"
+        sync_interval_ms: int | None = None,  # 50
+        max_record_bytes: int | None = None,  # DEFAULT_MAX_RECORD_BYTES
     ) -> tuple[Wal, WalRecovery]:
         """Create the directory if needed, recover (format 4.3: cut a torn tail, raise WalCorrupted on
         corruption before it) and open for appends. Frames written later carry `epoch`."""
     @staticmethod
-    def inspect(directory: str, *, committed_next_offset: int = 0) -> WalRecovery:
-        """Recovery without changing anything on disk (what `streamhouse wal verify` prints)."""
+    def inspect(directory: str, *, committed_next_offset: int | None = None) -> WalRecovery:
+        """Recovery without changing anything on disk (what `streamhouse wal verify` prints).
+        `committed_next_offset` defaults to 0."""
     def append(self, batch: bytes) -> int:
         """Validate the batch, write one frame, and return its base offset. Durable on return under
         sync_policy 'batch' (group commit). Raises InvalidBatch/EmptyBatch/RecordTooLarge (nothing
@@ -153,6 +196,7 @@ class Wal:
 
 # ---- segments -----------------------------------------------------------------------------------
 
+@final
 class SealedSegment:
     @property
     def data(self) -> bytes: ...
@@ -172,30 +216,31 @@ class SealedSegment:
     def crc32c(self) -> int:
         """CRC32C of the whole file."""
     @property
-    def compression(self) -> Codec: ...
+    def compression(self) -> _Codec: ...
     @property
     def block_count(self) -> int: ...
 
+@final
 class SegmentBuffer:
     """Collects appended batches into blocks, compressing each block as it closes, so that it holds at
     most its closed (compressed) blocks plus one open block."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         base_offset: int,
         *,
-        compression: Codec = "zstd",
-        compression_level: int = 3,
-        block_size_bytes: int = ...,
-        max_record_bytes: int = ...,
-    ) -> None: ...
+        compression: _Codec | None = None,  # "zstd"
+        compression_level: int | None = None,  # 3
+        block_size_bytes: int | None = None,  # DEFAULT_BLOCK_SIZE_BYTES
+        max_record_bytes: int | None = None,  # DEFAULT_MAX_RECORD_BYTES
+    ) -> Self: ...
     def append(self, base_offset: int, batch: bytes) -> int:
         """Append a validated batch whose first record has `base_offset` (must equal next_offset, else
         OffsetMismatch). Returns the new next_offset. Raises InvalidArgument after seal()."""
-    def read(self, offset: int, max_bytes: int = 1048576) -> bytes:
+    def read(self, offset: int, max_bytes: int | None = None) -> bytes:
         """Record set of whole entries starting with the one holding `offset`, stopping before an entry
-        that would pass `max_bytes` (but always at least one). Empty at or past next_offset;
-        InvalidArgument below base_offset."""
+        that would pass `max_bytes` (default 1048576) (but always at least one). Empty at or past
+        next_offset; InvalidArgument below base_offset."""
     def seal(self) -> SealedSegment:
         """Build the segment file. Raises InvalidArgument if empty; the buffer is spent afterwards."""
     @property
@@ -219,6 +264,7 @@ class SegmentBuffer:
     @property
     def sealed(self) -> bool: ...
 
+@final
 class SegmentFooter:
     @property
     def base_offset(self) -> int: ...
@@ -235,8 +281,9 @@ class SegmentFooter:
     @property
     def block_count(self) -> int: ...
     @property
-    def compression(self) -> Codec: ...
+    def compression(self) -> _Codec: ...
 
+@final
 class BlockLocation:
     @property
     def base_offset(self) -> int: ...
@@ -260,16 +307,17 @@ def parse_segment_footer(tail: bytes) -> SegmentFooter:
 def parse_segment_index(footer: SegmentFooter, index: bytes) -> list[BlockLocation]:
     """Parse and check the index bytes `[index_position, index_position + index_length)`."""
 
-def decode_block(block: bytes, compression: Codec) -> bytes:
+def decode_block(block: bytes, compression: _Codec) -> bytes:
     """Check and decompress one block (header and body, as located by the index) into a record set."""
 
+@final
 class SegmentReader:
-    def __init__(self, data: bytes) -> None:
+    def __new__(cls, data: bytes) -> Self:
         """Check header, footer and index (not the block bodies); raises SegmentCorrupted or
         UnsupportedVersion."""
     def verify(self) -> None:
         """Check every block's CRC and decode every record; raises SegmentCorrupted with the position."""
-    def read(self, offset: int, max_bytes: int = 1048576) -> bytes:
+    def read(self, offset: int, max_bytes: int | None = None) -> bytes:
         """Record set of whole entries from the one holding `offset`, like SegmentBuffer.read;
         InvalidArgument outside [base_offset, end_offset)."""
     def locate(self, offset: int) -> BlockLocation: ...
@@ -284,4 +332,4 @@ class SegmentReader:
     @property
     def record_count(self) -> int: ...
     @property
-    def compression(self) -> Codec: ...
+    def compression(self) -> _Codec: ...

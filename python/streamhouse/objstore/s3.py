@@ -187,8 +187,8 @@ class S3ObjectStore(ObjectStore):
         """Create the boto3 client on first use, in a worker thread (creation reads JSON models from disk)."""
         with self._client_lock:
             if self._client is None:
-                import boto3  # type: ignore[import-untyped]
-                from botocore.config import Config  # type: ignore[import-untyped]
+                import boto3
+                from botocore.config import Config
 
                 config = Config(
                     connect_timeout=self.connect_timeout_s,
@@ -220,7 +220,7 @@ class S3ObjectStore(ObjectStore):
             raise self._map_error(op, key, exc) from exc
 
     def _map_error(self, op: str, key: str, exc: Exception) -> StreamhouseError:
-        from botocore import exceptions as bexc  # type: ignore[import-untyped]
+        from botocore import exceptions as bexc
 
         target = f"s3://{self.bucket}/{self._full_key(key)}" if key else f"s3://{self.bucket}/{self._prefix}"
         where = f"S3 {op} of {target} at {self.endpoint_url or 'AWS S3'}"
@@ -276,7 +276,7 @@ class S3ObjectStore(ObjectStore):
         client.put_object(**kwargs)
 
     def _get_sync(self, client: Any, full_key: str, start: int | None, length: int) -> bytes:
-        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError
 
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full_key}
         if start is not None:

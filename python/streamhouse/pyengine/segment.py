@@ -89,7 +89,7 @@ class BlockLocation:
 
 
 def _collect(
-    out: bytearray, body: bytes | memoryview, offset: int, max_bytes: int, first: bool
+    out: bytearray, body: bytes | bytearray | memoryview, offset: int, max_bytes: int, first: bool
 ) -> tuple[bool, bool]:
     """Add the entries of one block body to `out`: from the one holding `offset` (when `first`), stopping
     before an entry that would pass max_bytes unless `out` is still empty. Returns (done, found)."""

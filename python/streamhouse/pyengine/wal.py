@@ -269,6 +269,27 @@ class Wal:
         "_written",
     )
 
+    # The slots' types; open() sets them all (the constructor is disabled). See the module docstring for
+    # what _lock and _cond guard.
+    _dir: str
+    _max_file_bytes: int
+    _max_record_bytes: int
+    _sync_policy: str
+    _sync_interval_s: float
+    _lock: threading.Lock
+    _cond: threading.Condition
+    _files: list[_File]
+    _next: int
+    _next_seq: int
+    _epoch: int
+    _closed: bool
+    _fd: int | None
+    _written: int
+    _synced: int
+    _syncing: bool
+    _poisoned: bool
+    _last_sync: float
+
     def __init__(self) -> None:
         raise TypeError("use Wal.open(directory, epoch=...)")
 
@@ -351,7 +372,7 @@ class Wal:
         self._closed = False
         self._poisoned = False
         self._last_sync = time.monotonic()
-        self._fd: int | None = None
+        self._fd = None
         if files:
             try:
                 self._fd = os.open(files[-1].path, os.O_WRONLY)
