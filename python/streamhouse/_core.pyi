@@ -5,9 +5,8 @@
 #
 # Conventions: offsets are ints in [0, 2**63); `*_next_offset` and `end_offset` are exclusive (one past
 # the last record). Timestamps are ms since the epoch. Heavy calls release the GIL in the Rust engine.
-# An optional parameter typed `X | None = None` takes its default (given next to it) when omitted or None:
-# that is how the Rust engine declares it. The pure-Python engine takes the same defaults when the
-# argument is omitted but raises InvalidArgumentType for an explicit None.
+# An optional parameter typed `X | None = None` takes its default (given next to it) when omitted or None,
+# in both engines (tests/engine/test_optional_args.py).
 #
 # The `_`-prefixed type aliases exist only in this stub; `mypy.stubtest` checks the rest against the
 # built extension (tests/unit/test_stub.py).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from streamhouse import errors
 
@@ -97,6 +97,9 @@ def read_varint(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
 # ---- argument checks ----------------------------------------------------------------------------
 
 
+_T = TypeVar("_T")
+
+
 def check_bytes(value: Any, what: str) -> bytes | bytearray | memoryview:
     if not isinstance(value, _BYTES_LIKE):
         raise errors.InvalidArgumentType(f"{what} must be bytes, not {type(value).__name__}")
@@ -113,6 +116,11 @@ def check_int(value: Any, what: str, lo: int | None = None, hi: int | None = Non
 
 def check_offset(value: Any, what: str) -> int:
     return check_int(value, what, 0, OFFSET_LIMIT - 1)
+
+
+def or_default(value: _T | None, default: _T) -> _T:
+    """An optional argument: an explicit None means the default, as in the Rust engine (`_core.pyi`)."""
+    return default if value is None else value
 
 
 # ---- encoding -----------------------------------------------------------------------------------
@@ -342,13 +350,13 @@ def scan_batch(batch: Any, max_record_bytes: int | None) -> tuple[memoryview, Ba
     return view, BatchInfo(count, base_ts, max_ts, rlen, max_size), min_ts
 
 
-def batch_info(batch: Any, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> BatchInfo:
-    check_int(max_record_bytes, "max_record_bytes", 1, None)
-    return scan_batch(batch, max_record_bytes)[1]
+def batch_info(batch: Any, max_record_bytes: int | None = None) -> BatchInfo:
+    limit = check_int(or_default(max_record_bytes, DEFAULT_MAX_RECORD_BYTES), "max_record_bytes", 1, None)
+    return scan_batch(batch, limit)[1]
 
 
-def decode_batch(batch: Any, base_offset: int = 0) -> list[Any]:
-    check_offset(base_offset, "base_offset")
+def decode_batch(batch: Any, base_offset: int | None = None) -> list[Any]:
+    base_offset = check_offset(or_default(base_offset, 0), "base_offset")
     view = _as_buffer(batch, "batch")
     count, base_ts, _rlen = parse_batch_header(view)
     if base_offset + count > OFFSET_LIMIT:
@@ -358,9 +366,11 @@ def decode_batch(batch: Any, base_offset: int = 0) -> list[Any]:
     return out
 
 
-def decode_records(record_set: Any, start_offset: int = 0, max_records: int | None = None) -> list[Any]:
+def decode_records(
+    record_set: Any, start_offset: int | None = None, max_records: int | None = None
+) -> list[Any]:
     view = _as_buffer(record_set, "record_set")
-    check_int(start_offset, "start_offset", 0, None)
+    start_offset = check_int(or_default(start_offset, 0), "start_offset", 0, None)
     if max_records is not None:
         check_int(max_records, "max_records", 0, None)
     out: list[Any] = []

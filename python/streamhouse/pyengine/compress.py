@@ -14,7 +14,7 @@ import snappy
 import zstandard
 
 from streamhouse import errors
-from streamhouse.pyengine.codec import check_bytes, check_int
+from streamhouse.pyengine.codec import check_bytes, check_int, or_default
 
 CODECS = ("none", "lz4", "zstd", "snappy")
 CODEC_IDS = {name: i for i, name in enumerate(CODECS)}
@@ -30,11 +30,11 @@ def check_codec(codec: Any) -> str:
     return codec
 
 
-def compress(codec: str, data: Any, level: int = 3) -> bytes:
-    """Compress one block body exactly as the format requires."""
+def compress(codec: str, data: Any, level: int | None = None) -> bytes:
+    """Compress one block body exactly as the format requires. `level` (None: 3) is used by zstd only."""
     check_codec(codec)
     check_bytes(data, "data")
-    check_int(level, "level", -(1 << 17), 22)
+    level = check_int(or_default(level, 3), "level", -(1 << 17), 22)
     if codec == "none":
         return bytes(data)
     if codec == "lz4":

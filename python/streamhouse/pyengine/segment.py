@@ -27,6 +27,7 @@ from streamhouse.pyengine.codec import (
     check_int,
     check_offset,
     iter_entries,
+    or_default,
     scan_batch,
     scan_records,
 )
@@ -40,6 +41,7 @@ BLOCK_HEADER_SIZE = 16
 INDEX_ENTRY_SIZE = 32
 FOOTER_SIZE = 64
 DEFAULT_BLOCK_SIZE_BYTES = 256 << 10
+DEFAULT_READ_MAX_BYTES = 1 << 20  # SegmentBuffer.read / SegmentReader.read
 
 # magic, version, compression, reserved, base_offset, reserved, reserved, header_crc
 SEGMENT_HEADER = struct.Struct("<4sHBBQQII")
@@ -133,16 +135,21 @@ class SegmentBuffer:
         self,
         base_offset: int,
         *,
-        compression: str = "zstd",
-        compression_level: int = 3,
-        block_size_bytes: int = DEFAULT_BLOCK_SIZE_BYTES,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        compression: str | None = None,
+        compression_level: int | None = None,
+        block_size_bytes: int | None = None,
+        max_record_bytes: int | None = None,
     ) -> None:
+        # An explicit None takes the default, as in the Rust engine.
         self._base = check_offset(base_offset, "base_offset")
-        self._codec = check_codec(compression)
-        self._level = check_int(compression_level, "compression_level", -(1 << 17), 22)
-        self._block_size = check_int(block_size_bytes, "block_size_bytes", 1, U32_MAX)
-        self._max_record_bytes = check_int(max_record_bytes, "max_record_bytes", 1, None)
+        self._codec = check_codec(or_default(compression, "zstd"))
+        self._level = check_int(or_default(compression_level, 3), "compression_level", -(1 << 17), 22)
+        self._block_size = check_int(
+            or_default(block_size_bytes, DEFAULT_BLOCK_SIZE_BYTES), "block_size_bytes", 1, U32_MAX
+        )
+        self._max_record_bytes = check_int(
+            or_default(max_record_bytes, DEFAULT_MAX_RECORD_BYTES), "max_record_bytes", 1, None
+        )
         self._next = self._base
         self._min_ts: int | None = None
         self._max_ts: int | None = None
@@ -209,9 +216,9 @@ class SegmentBuffer:
         _clen, ulen, _n, _crc = BLOCK_HEADER.unpack_from(block, 0)
         return decompress(self._codec, memoryview(block)[BLOCK_HEADER_SIZE:], ulen)
 
-    def read(self, offset: int, max_bytes: int = 1048576) -> bytes:
+    def read(self, offset: int, max_bytes: int | None = None) -> bytes:
         check_offset(offset, "offset")
-        check_int(max_bytes, "max_bytes", 0, None)
+        max_bytes = check_int(or_default(max_bytes, DEFAULT_READ_MAX_BYTES), "max_bytes", 0, None)
         if self._sealed:
             raise errors.InvalidArgument("segment buffer is sealed; read the sealed segment instead")
         if offset < self._base:
@@ -490,9 +497,9 @@ class SegmentReader:
             raise errors.InvalidArgument(f"offset {offset} is outside the segment [{base}, {end})")
         return self._blocks[bisect.bisect_right(self._bases, offset) - 1]
 
-    def read(self, offset: int, max_bytes: int = 1048576) -> bytes:
+    def read(self, offset: int, max_bytes: int | None = None) -> bytes:
         self.locate(offset)
-        check_int(max_bytes, "max_bytes", 0, None)
+        max_bytes = check_int(or_default(max_bytes, DEFAULT_READ_MAX_BYTES), "max_bytes", 0, None)
         out = bytearray()
         i = bisect.bisect_right(self._bases, offset) - 1
         first = True

@@ -37,6 +37,7 @@ from streamhouse.pyengine.codec import (
     OFFSET_LIMIT,
     check_int,
     check_offset,
+    or_default,
     scan_batch,
 )
 
@@ -294,9 +295,9 @@ class Wal:
         raise TypeError("use Wal.open(directory, epoch=...)")
 
     @staticmethod
-    def inspect(directory: str, *, committed_next_offset: int = 0) -> WalRecovery:
+    def inspect(directory: str, *, committed_next_offset: int | None = None) -> WalRecovery:
         directory = _check_directory(directory)
-        committed = check_offset(committed_next_offset, "committed_next_offset")
+        committed = check_offset(or_default(committed_next_offset, 0), "committed_next_offset")
         rec = recover(directory, committed)
         end = rec.end_offset if rec.end_offset is not None else 0
         return WalRecovery(rec.frames, max(committed, end), len(rec.files), rec.torn_bytes)
@@ -306,22 +307,31 @@ class Wal:
         directory: str,
         *,
         epoch: int,
-        committed_next_offset: int = 0,
-        max_file_bytes: int = DEFAULT_WAL_MAX_FILE_BYTES,
-        sync_policy: str = "batch",
-        sync_interval_ms: int = 50,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        committed_next_offset: int | None = None,
+        max_file_bytes: int | None = None,
+        sync_policy: str | None = None,
+        sync_interval_ms: int | None = None,
+        max_record_bytes: int | None = None,
     ) -> tuple[Wal, WalRecovery]:
+        # An explicit None takes the default, as in the Rust engine.
         directory = _check_directory(directory)
         check_offset(epoch, "epoch")
-        committed = check_offset(committed_next_offset, "committed_next_offset")
-        check_int(max_file_bytes, "max_file_bytes", FILE_HEADER_SIZE + FRAME_HEADER_SIZE, None)
+        committed = check_offset(or_default(committed_next_offset, 0), "committed_next_offset")
+        max_file_bytes = check_int(
+            or_default(max_file_bytes, DEFAULT_WAL_MAX_FILE_BYTES),
+            "max_file_bytes",
+            FILE_HEADER_SIZE + FRAME_HEADER_SIZE,
+            None,
+        )
+        sync_policy = or_default(sync_policy, "batch")
         if not isinstance(sync_policy, str):
             raise errors.InvalidArgumentType(f"sync_policy must be a str, not {type(sync_policy).__name__}")
         if sync_policy not in SYNC_POLICIES:
             raise errors.ConfigError(f"sync_policy {sync_policy!r} is not one of {', '.join(SYNC_POLICIES)}")
-        check_int(sync_interval_ms, "sync_interval_ms", 0, None)
-        check_int(max_record_bytes, "max_record_bytes", 1, None)
+        sync_interval_ms = check_int(or_default(sync_interval_ms, 50), "sync_interval_ms", 0, None)
+        max_record_bytes = check_int(
+            or_default(max_record_bytes, DEFAULT_MAX_RECORD_BYTES), "max_record_bytes", 1, None
+        )
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
