@@ -213,3 +213,25 @@ def test_seal_empty_buffer_and_read_below_base_are_invalid(engine: ModuleType) -
     for outside in (9, 12):
         with pytest.raises(errors.InvalidArgument):
             reader.read(outside)
+
+
+def test_bool_is_not_an_int_argument(engine: ModuleType, tmp_path: Path) -> None:
+    batch = engine.encode_batch([(None, b"v", 1, None)], 0)
+    with pytest.raises(errors.InvalidArgumentType):
+        engine.compress("zstd", b"data", True)
+    with pytest.raises(errors.InvalidArgumentType):
+        engine.decode_batch(batch, False)
+    with pytest.raises(errors.InvalidArgumentType):
+        engine.SegmentBuffer(True)
+    with pytest.raises(errors.InvalidArgumentType):
+        engine.Wal.open(str(tmp_path / "w"), epoch=True)
+
+
+def test_bad_wal_options_are_invalid_arguments_in_both_engines(engine: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(errors.InvalidArgument) as info:
+        engine.Wal.open(str(tmp_path / "a"), epoch=1, sync_policy="sometimes")
+    assert type(info.value) is errors.InvalidArgument
+    with pytest.raises(errors.InvalidArgument):
+        engine.Wal.open(str(tmp_path / "b"), epoch=1, max_file_bytes=3)
+    wal, _ = engine.Wal.open(str(tmp_path / "c"), epoch=1, max_file_bytes=72)
+    wal.close()

@@ -3,6 +3,7 @@ shows a password, and reports an unreachable database as retriable."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -109,3 +110,13 @@ async def test_postgres_refuses_a_newer_schema_too(postgres_url: str) -> None:
         await conn.close()
     with pytest.raises(CatalogError, match="schema version 999"):
         await PostgresCatalog.open(postgres_url)
+
+
+async def test_concurrent_first_opens_of_a_fresh_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """Regression: switching a fresh file to WAL journal mode raced ("database is locked") when several
+    agents opened it at once on a loaded machine."""
+    for round_ in range(20):
+        path = tmp_path / f"round-{round_}" / "catalog.sqlite3"
+        catalogs = await asyncio.gather(*(open_catalog(str(path)) for _ in range(6)))
+        for catalog in catalogs:
+            await catalog.close()

@@ -488,13 +488,30 @@ class SqliteCatalog(Catalog):
         return await self._run(q)
 
 
+def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> str:
+    """Switch the file to WAL journal mode, which persists in the file. Switching needs an exclusive lock,
+    and SQLite answers "database is locked" at once, without its busy handler, while another connection
+    is switching or migrating; so the first agents to open a fresh file retry here within the busy timeout.
+    Once the file is in WAL mode, reading the mode takes no lock."""
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while mode.lower() != "wal":
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    return mode
+
+
 def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
     conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _enable_wal(conn, busy_timeout_ms)
         if str(mode).lower() != "wal":
             raise CatalogError(f"SQLite catalog {path}: cannot enable WAL journal mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")

@@ -327,7 +327,8 @@ class Wal:
         if not isinstance(sync_policy, str):
             raise errors.InvalidArgumentType(f"sync_policy must be a str, not {type(sync_policy).__name__}")
         if sync_policy not in SYNC_POLICIES:
-            raise errors.ConfigError(f"sync_policy {sync_policy!r} is not one of {', '.join(SYNC_POLICIES)}")
+            allowed = ", ".join(SYNC_POLICIES)
+            raise errors.InvalidArgument(f"sync_policy {sync_policy!r} is not one of {allowed}")
         sync_interval_ms = check_int(or_default(sync_interval_ms, 50), "sync_interval_ms", 0, None)
         max_record_bytes = check_int(
             or_default(max_record_bytes, DEFAULT_MAX_RECORD_BYTES), "max_record_bytes", 1, None

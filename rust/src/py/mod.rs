@@ -11,7 +11,7 @@ mod wal;
 use std::borrow::Cow;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyInt, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyInt, PyString};
 
 use errors::{type_err, value_err};
 
@@ -54,6 +54,10 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 fn int_arg<'a, 'py>(obj: &'a Bound<'py, PyAny>, name: &str) -> PyResult<&'a Bound<'py, PyInt>> {
+    // bool is an int subclass in Python, but True as a size or offset is a bug in the caller.
+    if obj.is_instance_of::<PyBool>() {
+        return Err(type_err(obj.py(), format!("{name} must be int, not bool")));
+    }
     obj.cast::<PyInt>().map_err(|_| {
         type_err(
             obj.py(),

@@ -120,10 +120,13 @@ impl Wal {
     /// Create the directory if needed, recover, and open for appends.
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<(Wal, Recovery)> {
         let dir = dir.as_ref().to_path_buf();
-        if opts.max_file_bytes == 0 || opts.max_record_bytes == 0 {
-            return Err(Error::invalid(
-                "max_file_bytes and max_record_bytes must be positive",
-            ));
+        // The smallest useful file holds its header and one frame header (docs/format.md 4.1, 4.2).
+        let min_file =
+            (crate::wal::frame::FILE_HEADER_LEN + crate::wal::frame::FRAME_HEADER_LEN) as u64;
+        if opts.max_file_bytes < min_file || opts.max_record_bytes == 0 {
+            return Err(Error::invalid(format!(
+                "max_file_bytes must be at least {min_file} and max_record_bytes positive"
+            )));
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
