@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -371,6 +372,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return rc
 
 
+# -- wal ------------------------------------------------------------------------------------------------
+
+
+def cmd_wal(args: argparse.Namespace) -> int:
+    from streamhouse import engine, waltool
+
+    eng = engine.load()
+    path = Path(args.path)
+    if args.wal_command == "verify":
+        dirs = waltool.partition_dirs(path)
+        if not dirs:
+            print(f"no WAL files under {path}", file=sys.stderr)
+            return 0
+        reports = [waltool.verify(eng, d) for d in dirs]
+        for r in reports:
+            print(waltool.format_report(r, path))
+        bad = sum(not r.ok for r in reports)
+        if bad:
+            print(
+                f"{bad} of {len(reports)} partition WAL(s) damaged; their partitions refuse writes until "
+                "`streamhouse wal repair DIR --yes` (with the agent stopped)",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED if bad else 0
+    plan = waltool.plan_repair(eng, path)
+    if plan is None:
+        print(f"{path}: the WAL is sound; nothing to repair")
+        return 0
+    print(f"{path}: {plan.describe()}")
+    if not args.yes:
+        print(
+            "dry run: records in the removed frames are lost for good; rerun with --yes to apply",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    waltool.apply_repair(plan)
+    print(waltool.format_report(waltool.verify(eng, path), path))
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 
 
@@ -443,6 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--follow", action="store_true", help="keep waiting for new records")
     consume.add_argument("--group", default=None, help="consumer group: start from and commit its offsets")
     consume.set_defaults(func=cmd_consume)
+
+    wal = sub.add_parser("wal", help="verify or repair write-ahead logs on this machine")
+    wsub = wal.add_subparsers(dest="wal_command", required=True, metavar="ACTION")
+    verify = wsub.add_parser(
+        "verify", help="report damage in a partition's WAL or every WAL under a data dir"
+    )
+    verify.add_argument("path", help="a partition WAL directory, or a data directory")
+    repair = wsub.add_parser(
+        "repair", help="cut a partition's WAL at its first damaged frame (agent stopped)"
+    )
+    repair.add_argument("path", help="a partition WAL directory (as `wal verify` names it)")
+    repair.add_argument("--yes", action="store_true", help="apply; without it, only print what would go")
+    wal.set_defaults(func=cmd_wal)
 
     bench = sub.add_parser("bench", help="benchmarks: `bench engine` or `bench produce` [--quick] [--json]")
     bench.add_argument("bench", choices=("engine", "produce"))
