@@ -440,12 +440,24 @@ mod fast {
     ) -> PyResult<Bound<'py, PyList>> {
         // SAFETY: a fresh list of len(views) whose slots are all set before it is returned; on an error
         // it is released with NULL slots left, which list dealloc tolerates.
+        //
+        // The list stays out of the collector while it is filled: every allocation of a record counts
+        // towards a young-generation collection, and each such collection would walk the whole growing
+        // list (quadratic in the number of records). It is tracked again before Python can see it, so a
+        // cycle the caller later builds through it is still found.
         unsafe {
             let list = owned(py, ffi::PyList_New(views.len() as ffi::Py_ssize_t))?;
             let bound = Bound::from_owned_ptr(py, list);
-            for (i, (offset, ts, r)) in views.iter().enumerate() {
-                ffi::PyList_SetItem(list, i as ffi::Py_ssize_t, record(py, *offset, *ts, r)?);
-            }
+            ffi::PyObject_GC_UnTrack(list.cast());
+            let filled = views
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, (offset, ts, r))| {
+                    ffi::PyList_SetItem(list, i as ffi::Py_ssize_t, record(py, *offset, *ts, r)?);
+                    Ok::<(), PyErr>(())
+                });
+            ffi::PyObject_GC_Track(list.cast());
+            filled?;
             Ok(bound.cast_into_unchecked())
         }
     }
