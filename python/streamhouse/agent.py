@@ -3,7 +3,8 @@
 Owns the agent's lifecycle (DESIGN.md sections 4-6): ``Agent.start`` opens the catalog and the object store,
 registers the agent, takes leases on partitions (at most ``max_partitions_per_agent``) and recovers each
 one's WAL; a background task renews the leases at a third of ``lease_ttl_ms`` and picks up free
-partitions. ``stop`` shuts down gracefully: no new produce, seal, upload, commit, truncate the WAL, release
+partitions, and another deletes unreferenced segment objects every ``object_gc_interval_ms`` (gc.py).
+``stop`` shuts down gracefully: no new produce, seal, upload, commit, truncate the WAL, release
 the leases, deregister, all bounded by ``shutdown_timeout_ms``. ``abort`` stops like a crash (for tests
 and fatal errors): the WAL keeps what it holds and the next start recovers it.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 import os
 import shutil
 import struct
@@ -47,6 +49,7 @@ from streamhouse.errors import (
     StreamhouseError,
     UnknownTopic,
 )
+from streamhouse.gc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
 from streamhouse.names import topic_prefix, validate_group_id, validate_partition, validate_topic_name
@@ -108,6 +111,8 @@ class Agent:
             concurrency=config.upload_concurrency,
             retry_initial_ms=config.upload_retry_initial_ms,
             retry_max_ms=config.upload_retry_max_ms,
+            # A quarter of the GC grace: far inside it, even with clock skew between store and catalog.
+            reverify_after_s=config.object_gc_grace_ms / 4000,
         )
         self.segment_cache = SegmentCache(
             store,
@@ -119,6 +124,7 @@ class Agent:
         self._topics: dict[str, TopicInfo] = {}
         self._segments: dict[tuple[str, int], _SegmentIndex] = {}
         self._lease_task: asyncio.Task[None] | None = None
+        self._gc_task: asyncio.Task[None] | None = None
         self._lease_renewed_at: dict[tuple[str, int], float] = {}
         self._acquire_lock = asyncio.Lock()
         self._stopped = False
@@ -181,12 +187,15 @@ class Agent:
         if cfg.metrics_listen:
             self.metrics_address = await asyncio.to_thread(self.metrics.serve, cfg.metrics_listen)
         self._lease_task = asyncio.create_task(self._lease_loop(), name=f"leases {self.agent_id}")
+        if cfg.object_gc_interval_ms > 0:
+            self._gc_task = asyncio.create_task(self._gc_loop(), name=f"object gc {self.agent_id}")
 
     async def stop(self) -> None:
         """Graceful shutdown (SIGTERM): see the module doc. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
+        await self._cancel_gc_task()
         await self._cancel_lease_task()
         deadline = time.monotonic() + self.config.shutdown_timeout_ms / 1000
         writers = list(self._writers.items())
@@ -209,6 +218,7 @@ class Agent:
     async def abort(self) -> None:
         """Stop at once, like a crash: no seal, no upload, leases kept until they expire."""
         self._stopped = True
+        await self._cancel_gc_task()
         await self._cancel_lease_task()
         await asyncio.gather(*(w.abandon() for w in self._writers.values()), return_exceptions=True)
         self._writers.clear()
@@ -216,6 +226,13 @@ class Agent:
 
     async def _cancel_lease_task(self) -> None:
         task, self._lease_task = self._lease_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _cancel_gc_task(self) -> None:
+        task, self._gc_task = self._gc_task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -309,6 +326,58 @@ class Agent:
             await writer.abandon()
             self.metrics.forget_partition(*key)
         self.metrics.partitions_owned.set(len(self._writers))
+
+    # ---- object garbage collection --------------------------------------------------------------
+
+    async def _gc_loop(self) -> None:
+        """Every ``object_gc_interval_ms`` (first run one interval after start), delete the segment objects
+        no catalog row references that are older than ``object_gc_grace_ms`` (see gc.py). Errors are
+        logged and the next run tries again."""
+        interval_s = self.config.object_gc_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self._collect_garbage()
+            except asyncio.CancelledError:
+                raise
+            except StreamhouseError as exc:
+                level = logging.WARNING if exc.retriable else logging.ERROR
+                log.log(
+                    level,
+                    "Object GC failed: %s: %s; next run in %s",
+                    type(exc).__name__,
+                    exc,
+                    format_duration_ms(self.config.object_gc_interval_ms),
+                )
+            except Exception:
+                log.exception("Object GC failed unexpectedly")
+
+    async def _collect_garbage(self) -> GcResult:
+        grace_ms = self.config.object_gc_grace_ms
+        result = await collect_garbage(
+            self.catalog,
+            self.store,
+            grace_ms=grace_ms,
+            on_delete=lambda _key: self.metrics.gc_deleted_objects.inc(),
+        )
+        self.metrics.gc_runs.inc()
+        if result.deleted:
+            log.info(
+                "Object GC: scanned %d, deleted %d unreferenced segment objects older than %s",
+                result.scanned,
+                result.deleted,
+                format_duration_ms(grace_ms),
+            )
+        else:
+            log.debug(
+                "Object GC: scanned %d, %d referenced, %d unreferenced but younger than %s, %d foreign",
+                result.scanned,
+                result.referenced,
+                result.kept_young,
+                format_duration_ms(grace_ms),
+                result.skipped_foreign,
+            )
+        return result
 
     # ---- topics ---------------------------------------------------------------------------------
 

@@ -277,6 +277,28 @@ KNOBS: tuple[Knob, ...] = (
         lambda v: None if v >= 5 * 2**20 else "must be at least 5MiB",
         group="upload",
     ),
+    # -- object garbage collection --
+    Knob(
+        "object_gc_interval_ms",
+        600_000,
+        "How often the agent deletes segment objects that no catalog row references (orphans of a crash "
+        "between upload and commit, objects of deleted topics); the first run is one interval after "
+        "start. 0 disables it.",
+        int,
+        _non_negative,
+        group="gc",
+    ),
+    Knob(
+        "object_gc_grace_ms",
+        3_600_000,
+        "Least age (store time of the upload) of an unreferenced segment object before garbage collection "
+        "deletes it. It must exceed any upload-to-commit window (an object is unreferenced until its "
+        "commit, which may wait through upload and catalog retries; a multipart object's time may be when "
+        "its upload started) plus the clock skew between object store and catalog, hence at least 60000.",
+        int,
+        lambda v: None if v >= 60_000 else "must be at least 60000 (longer than any upload-to-commit window)",
+        group="gc",
+    ),
     # -- read path --
     Knob(
         "segment_cache_size",

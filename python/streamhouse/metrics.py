@@ -40,6 +40,12 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
     "upload_failures_total": ("counter", (), "Failed segment upload or commit attempts (each is retried)."),
     "segments_committed_total": ("counter", (), "Segments uploaded and committed in the catalog."),
     "partitions_owned": ("gauge", (), "Partitions this agent holds a lease on."),
+    "gc_runs_total": ("counter", (), "Completed garbage-collection runs over the object store."),
+    "gc_deleted_objects_total": (
+        "counter",
+        (),
+        "Unreferenced segment objects deleted by garbage collection (after their grace period).",
+    ),
 }
 
 _LATENCY_BUCKETS = (
@@ -102,6 +108,10 @@ class AgentMetrics:
             PREFIX + "segments_committed", doc("segments_committed_total"), registry=r
         )
         self.partitions_owned = Gauge(PREFIX + "partitions_owned", doc("partitions_owned"), registry=r)
+        self.gc_runs = Counter(PREFIX + "gc_runs", doc("gc_runs_total"), registry=r)
+        self.gc_deleted_objects = Counter(
+            PREFIX + "gc_deleted_objects", doc("gc_deleted_objects_total"), registry=r
+        )
         self._server: object | None = None
 
     def set_partition_sizes(self, topic: str, partition: int, buffer_bytes: int, wal_bytes: int) -> None:

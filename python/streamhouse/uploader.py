@@ -70,6 +70,7 @@ class Uploader:
         concurrency: int,
         retry_initial_ms: int,
         retry_max_ms: int,
+        reverify_after_s: float = float("inf"),
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -77,6 +78,11 @@ class Uploader:
         self._slots = asyncio.Semaphore(concurrency)
         self._retry_initial_ms = retry_initial_ms
         self._retry_max_ms = retry_max_ms
+        # Garbage collection deletes unreferenced objects older than its grace period. A commit retried
+        # long after its put (an outage of the catalog, a paused process) must not refer to an object the
+        # collector may have removed meanwhile, so past this age the object is checked, and put again if
+        # it is gone, before the commit is attempted.
+        self._reverify_after_s = reverify_after_s
 
     async def upload_and_commit(
         self,
@@ -110,14 +116,18 @@ class Uploader:
         delays = backoff_delays(self._retry_initial_ms, self._retry_max_ms)
         attempt = 0
         uploaded = False
+        uploaded_at = 0.0
         while True:
             attempt += 1
             started = time.monotonic()
             try:
                 async with self._slots:
+                    if uploaded and time.monotonic() - uploaded_at > self._reverify_after_s:
+                        info = await self.store.head(key)
+                        uploaded = info is not None and info.size == sealed.size_bytes
                     if not uploaded:
                         await self._put(key, sealed)
-                        uploaded = True
+                        uploaded, uploaded_at = True, time.monotonic()
                     await self._commit(record, epoch)
             except FATAL_UPLOAD_ERRORS:
                 self.metrics.upload_failures.inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,24 @@ async def test_put_get_head_list_delete(store: ObjectStore) -> None:
     assert [i.key for i in await store.list("topics/")] == ["topics/t/00001/b.seg"]
     await store.delete("topics/t/00000/a.seg")  # idempotent
     await store.delete("never/existed")
+
+
+async def test_list_and_head_report_a_plausible_last_modified_time(store: ObjectStore) -> None:
+    # Garbage collection judges an unreferenced object's age by last_modified_ms. The store's clock is this
+    # machine's here; the slack covers coarse file-system timestamps and HeadObject's whole seconds.
+    slack_ms = 2_000
+    before_ms = time.time_ns() // 1_000_000
+    await store.put("topics/t/00000/a.seg", b"alpha")
+    await store.put("topics/t/00001/b.seg", b"bravo!", if_absent=False)
+    after_ms = time.time_ns() // 1_000_000
+    listed = await store.list("topics/")
+    assert [i.key for i in listed] == ["topics/t/00000/a.seg", "topics/t/00001/b.seg"]
+    for info in listed:
+        assert before_ms - slack_ms <= info.last_modified_ms <= after_ms + slack_ms, info
+        head = await store.head(info.key)
+        assert head is not None
+        assert before_ms - slack_ms <= head.last_modified_ms <= after_ms + slack_ms, head
+        assert abs(head.last_modified_ms - info.last_modified_ms) <= slack_ms, (head, info)
 
 
 async def test_list_is_sorted_by_key(store: ObjectStore) -> None:

@@ -8,13 +8,21 @@ never loses data because the WAL keeps the records until the segment is committe
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
+    """What ``head`` and ``list`` report about an object.
+
+    ``last_modified_ms`` is when the object was written, in milliseconds since the Unix epoch, on the
+    store's clock (local: the file's mtime; S3: ``LastModified``, which for a multipart upload may be when
+    the upload started). Garbage collection judges an unreferenced object's age by it. It takes no part
+    in equality: two listings of the same object compare equal by key and size."""
+
     key: str
     size: int
+    last_modified_ms: int = field(default=0, compare=False)
 
 
 class ObjectStore(abc.ABC):

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -164,9 +165,9 @@ class LocalObjectStore(ObjectStore):
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(st.st_mode):
             return None
-        return ObjectInfo(key=key, size=st.st_size)
+        return ObjectInfo(key=key, size=st.st_size, last_modified_ms=st.st_mtime_ns // 1_000_000)
 
     def _list_sync(self, prefix: str) -> list[ObjectInfo]:
         # Walk only the deepest directory the prefix names; filter the rest by string prefix.
@@ -186,10 +187,10 @@ class LocalObjectStore(ObjectStore):
                 if not key.startswith(prefix):
                     continue
                 try:
-                    size = os.stat(os.path.join(dirpath, name)).st_size
+                    st = os.stat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue  # deleted while we walked
-                out.append(ObjectInfo(key=key, size=size))
+                out.append(ObjectInfo(key=key, size=st.st_size, last_modified_ms=st.st_mtime_ns // 1_000_000))
         out.sort(key=lambda info: info.key)
         return out
 

@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import re
@@ -94,6 +95,19 @@ _RETRIABLE_CODES: Final = frozenset(
 
 class _ConditionalConflict(ObjectStoreError):
     """409 ConditionalRequestConflict: a concurrent conditional write to the key was in flight."""
+
+
+_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _epoch_ms(value: object) -> int:
+    """``LastModified`` as botocore parses it (a timezone-aware datetime; ListObjectsV2 gives milliseconds,
+    HeadObject whole seconds) → milliseconds since the Unix epoch; 0 when the server sent none."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return (value - _EPOCH) // datetime.timedelta(milliseconds=1)  # exact: no float rounding
+    return 0
 
 
 def _positive(value: object, knob: str, *, integer: bool) -> None:
@@ -302,7 +316,7 @@ class S3ObjectStore(ObjectStore):
         begin, end = slice_range(len(data), start, length)
         return data[begin:end]
 
-    def _head_sync(self, client: Any, full_key: str) -> int | None:
+    def _head_sync(self, client: Any, key: str, full_key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
 
         try:
@@ -312,7 +326,11 @@ class S3ObjectStore(ObjectStore):
             if status == 404 or exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
                 return None
             raise
-        return int(response["ContentLength"])
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            last_modified_ms=_epoch_ms(response.get("LastModified")),
+        )
 
     def _list_sync(self, client: Any, full_prefix: str) -> list[ObjectInfo]:
         strip = len(self._prefix) + 1 if self._prefix else 0
@@ -320,7 +338,13 @@ class S3ObjectStore(ObjectStore):
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
             for item in page.get("Contents", ()):
-                out.append(ObjectInfo(key=item["Key"][strip:], size=int(item["Size"])))
+                out.append(
+                    ObjectInfo(
+                        key=item["Key"][strip:],
+                        size=int(item["Size"]),
+                        last_modified_ms=_epoch_ms(item.get("LastModified")),
+                    )
+                )
         out.sort(key=lambda info: info.key)
         return out
 
@@ -424,8 +448,7 @@ class S3ObjectStore(ObjectStore):
 
     async def head(self, key: str) -> ObjectInfo | None:
         k = validate_object_key(key)
-        size = await self._run("HeadObject", k, self._head_sync, self._full_key(k))
-        return None if size is None else ObjectInfo(key=k, size=size)
+        return await self._run("HeadObject", k, self._head_sync, k, self._full_key(k))
 
     async def list(self, prefix: str = "") -> list[ObjectInfo]:
         p = validate_list_prefix(prefix)
