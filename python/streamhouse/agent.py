@@ -49,10 +49,10 @@ from streamhouse.errors import (
     StreamhouseError,
     UnknownTopic,
 )
-from streamhouse.gc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
 from streamhouse.names import topic_prefix, validate_group_id, validate_partition, validate_topic_name
+from streamhouse.objectgc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.objstore.base import ObjectStore
 from streamhouse.partition import PartitionWriter
 from streamhouse.segcache import SegmentCache

@@ -1,4 +1,4 @@
-"""Garbage collection of unreferenced segment objects (streamhouse.gc; DESIGN.md section 3, invariant 3), with
+"""Garbage collection of unreferenced segment objects (streamhouse.objectgc; DESIGN.md 3, invariant 3), with
 real parts: SQLite + a local directory, and PostgreSQL + a real S3 server (moto's standalone server).
 
 "Now" is passed in (``now_ms``) wherever an object must look old, so no test sleeps for a grace period, and
@@ -24,8 +24,8 @@ from streamhouse import errors
 from streamhouse.agent import Agent
 from streamhouse.catalog import Catalog, SegmentRecord, open_catalog
 from streamhouse.config import Config
-from streamhouse.gc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.names import segment_key
+from streamhouse.objectgc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.objstore import LocalObjectStore, S3ObjectStore, open_object_store
 from streamhouse.objstore.base import ObjectInfo, ObjectStore
 from streamhouse.segcache import SegmentCache
