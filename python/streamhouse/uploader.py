@@ -17,6 +17,7 @@ Owns the step between a sealed segment and a committed one (DESIGN.md section 4)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import secrets
 import time
@@ -80,8 +81,8 @@ class Uploader:
         self._retry_max_ms = retry_max_ms
         # Garbage collection deletes unreferenced objects older than its grace period. A commit retried
         # long after its put (an outage of the catalog, a paused process) must not refer to an object the
-        # collector may have removed meanwhile, so past this age the object is checked, and put again if
-        # it is gone, before the commit is attempted.
+        # collector may remove meanwhile, so past this age the segment is put again under a fresh key
+        # before the commit is attempted (checking that the old one still exists would race the collector).
         self._reverify_after_s = reverify_after_s
 
     async def upload_and_commit(
@@ -117,18 +118,26 @@ class Uploader:
         attempt = 0
         uploaded = False
         uploaded_at = 0.0
+        our_keys: set[str] = set()
         while True:
             attempt += 1
             started = time.monotonic()
             try:
                 async with self._slots:
+                    our_keys.add(key)
                     if uploaded and time.monotonic() - uploaded_at > self._reverify_after_s:
-                        info = await self.store.head(key)
-                        uploaded = info is not None and info.size == sealed.size_bytes
+                        # Too old to trust: the collector may delete it between any check and our commit.
+                        # Put it again under a fresh key; the old one is an orphan for the collector.
+                        key = segment_key(
+                            "", topic, partition, sealed.base_offset, epoch, nonce=secrets.token_hex(8)
+                        )
+                        record = dataclasses.replace(record, object_key=key)
+                        our_keys.add(key)
+                        uploaded = False
                     if not uploaded:
                         await self._put(key, sealed)
                         uploaded, uploaded_at = True, time.monotonic()
-                    await self._commit(record, epoch)
+                    record = await self._commit(record, epoch, our_keys)
             except FATAL_UPLOAD_ERRORS:
                 self.metrics.upload_failures.inc()
                 raise
@@ -175,14 +184,16 @@ class Uploader:
                     f"{sealed.size_bytes}: refusing to overwrite it or skip the segment"
                 ) from None
 
-    async def _commit(self, record: SegmentRecord, epoch: int) -> None:
+    async def _commit(self, record: SegmentRecord, epoch: int, our_keys: set[str]) -> SegmentRecord:
+        """Commit ``record``; returns the row that is committed for it, which is an earlier attempt's when
+        that attempt committed but its reply was lost (possibly under an earlier key of ours)."""
         try:
             await self.catalog.commit_segment(record, expected_epoch=epoch)
+            return record
         except OffsetConflict:
-            # Did an earlier attempt commit before its reply was lost?
             rows = await self.catalog.list_segments(record.topic, record.partition, record.base_offset, 1)
-            if rows and rows[0].base_offset == record.base_offset and rows[0].object_key == record.object_key:
-                return
+            if rows and rows[0].base_offset == record.base_offset and rows[0].object_key in our_keys:
+                return rows[0]
             state = await self.catalog.get_partition(record.topic, record.partition)
             raise UploadConflict(
                 f"cannot commit {record.topic}-{record.partition} offsets {record.base_offset}.."

@@ -177,6 +177,35 @@ def test_density_break_and_epoch_going_down_are_corruption(engine: ModuleType, t
     _assert_corrupted(engine, tmp_path, path, end)
 
 
+def test_out_of_sequence_frame_at_the_tail_is_corruption_not_a_torn_tail(
+    engine: ModuleType, tmp_path: Path
+) -> None:
+    """A frame whose header CRC holds but whose offset or epoch is wrong is damage even when it is also cut
+    short or its payload CRC fails at the end of the file: the sequence checks come first (format 4.3).
+    Regression: the Rust engine cut such a frame as a torn tail."""
+    _fill(engine, tmp_path, 2)
+    (path,) = wal_files(tmp_path)
+    end = os.path.getsize(path)
+    payload = offset_batch(engine, 0, 1)[20:]
+
+    def header(base: int, epoch: int) -> bytes:
+        rest = struct.pack("<IQQIIq", len(payload), base, epoch, 1, crc32c(payload), 0)
+        return struct.pack("<I", crc32c(rest)) + rest
+
+    cases = {
+        "gap, payload cut short": header(99, 1) + payload[: len(payload) // 2],
+        "gap, payload CRC fails at EOF": header(99, 1) + bytes(len(payload)),
+        "epoch down, payload cut short": header(6, 0) + payload[: len(payload) // 2],
+    }
+    for name, tail in cases.items():
+        os.truncate(path, end)
+        append_bytes(path, tail)
+        with pytest.raises(errors.WalCorrupted) as info:
+            engine.Wal.inspect(str(tmp_path))
+        assert info.value.position == end, name
+        assert os.path.getsize(path) == end + len(tail), f"{name}: nothing may be cut"
+
+
 # ---- a damaged length is never believed ---------------------------------------------------------
 
 _RLIMIT_SCRIPT = textwrap.dedent(

@@ -135,24 +135,8 @@ pub fn scan_file(
         if h.record_count == 0 {
             return Err(corrupt(path, pos, "frame with record_count 0"));
         }
-        let start = pos + FRAME_HEADER_LEN;
-        let end = start + h.payload_length as usize;
-        let Some(payload) = data.get(start..end) else {
-            if is_last {
-                return Ok(torn(pos, frames));
-            }
-            return Err(corrupt(
-                path,
-                pos,
-                "frame payload runs past the end of the file",
-            ));
-        };
-        if crc32c(payload) != h.payload_crc {
-            if is_last && end == len {
-                return Ok(torn(pos, frames));
-            }
-            return Err(corrupt(path, pos, "frame payload CRC mismatch"));
-        }
+        // A header whose CRC holds was written by a writer: offsets out of sequence or an epoch going down
+        // are damage, never a torn tail, so they are checked before the payload (docs/format.md 4.3).
         if h.base_offset != next {
             return Err(corrupt(
                 path,
@@ -172,6 +156,24 @@ pub fn scan_file(
             .is_none_or(|e| e > i64::MAX as u64)
         {
             return Err(corrupt(path, pos, "frame offsets beyond 2^63"));
+        }
+        let start = pos + FRAME_HEADER_LEN;
+        let end = start + h.payload_length as usize;
+        let Some(payload) = data.get(start..end) else {
+            if is_last {
+                return Ok(torn(pos, frames));
+            }
+            return Err(corrupt(
+                path,
+                pos,
+                "frame payload runs past the end of the file",
+            ));
+        };
+        if crc32c(payload) != h.payload_crc {
+            if is_last && end == len {
+                return Ok(torn(pos, frames));
+            }
+            return Err(corrupt(path, pos, "frame payload CRC mismatch"));
         }
         walk_payload(
             payload,
