@@ -244,7 +244,9 @@ KNOBS: tuple[Knob, ...] = (
         "wal_sync_policy",
         "batch",
         "`batch`: fsync before a `wal` ack (group commit); `interval`: "
-        "fsync every wal_sync_interval_ms; `never`: leave it to the OS.",
+        "fsync on an append once the last fsync is wal_sync_interval_ms old (a partition that goes quiet "
+        "keeps its last frames unsynced until its next append, rotation or shutdown); `never`: leave it to "
+        "the OS.",
         choices=("batch", "interval", "never"),
         group="write",
     ),
