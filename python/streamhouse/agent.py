@@ -11,6 +11,11 @@ and fatal errors): the WAL keeps what it holds and the next start recovers it.
 Invariants kept here: a partition is written only while its lease is held, with the lease epoch in the WAL
 frames and in every commit; a partition whose lease can no longer be proven valid stops accepting writes
 at once (NotLeader). Reads of committed data work for any partition, owned or not.
+
+Partition failures stay with their partition (partition.py): a recovery error makes that partition refuse
+writes while the others work; the lease loop drops a writer fenced with NotLeader (its WAL stays on disk;
+the partition is acquired again once its lease is free) and reopens, i.e. recovers from its WAL, a writer
+whose local write path failed (WalPoisoned, an I/O error), once the segments it had sealed are committed.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ _ENTRY_HEADER_SIZE = 24
 _LARGE_BATCH_BYTES = 64 * 2**10  # validate batches above this in a worker thread
 _UNOWNED_POLL_S = 0.1
 _SLOW_RENEWAL_S = 1.0
+_MAX_REOPEN_DELAY_S = 60.0
 
 
 class _SegmentIndex:
@@ -126,6 +132,7 @@ class Agent:
         self._lease_task: asyncio.Task[None] | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._lease_renewed_at: dict[tuple[str, int], float] = {}
+        self._reopen_failures: dict[tuple[str, int], int] = {}  # reopens in a row whose recovery failed
         self._acquire_lock = asyncio.Lock()
         self._stopped = False
 
@@ -262,23 +269,63 @@ class Agent:
                 )
                 if lease is None:
                     continue
-                # The epoch may have moved with the lease: read the state again under it.
-                current = await self.catalog.get_partition(state.topic, state.partition)
-                writer = PartitionWriter(
-                    state.topic,
-                    state.partition,
-                    lease.epoch,
-                    engine=self.engine,
-                    config=cfg,
-                    uploader=self.uploader,
-                    metrics=self.metrics,
-                    wal_root=self.wal_root,
-                    on_commit=self._on_commit,
-                )
-                await writer.open(current)
-                self._writers[key] = writer
-                self._lease_renewed_at[key] = time.monotonic()
-                self.metrics.partitions_owned.set(len(self._writers))
+                await self._open_writer(key, lease.epoch)
+
+    async def _open_writer(self, key: tuple[str, int], epoch: int) -> PartitionWriter | None:
+        """Recover the partition whose lease this agent holds at ``epoch`` and register its writer.
+
+        Per partition: a recovery error leaves a registered writer that refuses writes (PartitionWriter
+        handles it, the lease is kept: the WAL may hold acknowledged records). A catalog error keeps the
+        lease too and the next lease tick tries again; anything else unexpected releases the lease so that
+        the partition is not held without a writer. Returns None when no writer was registered."""
+        writer: PartitionWriter | None = None
+        try:
+            # The epoch may have moved with the lease: read the state again under it.
+            current = await self.catalog.get_partition(*key)
+            writer = PartitionWriter(
+                key[0],
+                key[1],
+                epoch,
+                engine=self.engine,
+                config=self.config,
+                uploader=self.uploader,
+                metrics=self.metrics,
+                wal_root=self.wal_root,
+                on_commit=self._on_commit,
+            )
+            await writer.open(current)
+        except asyncio.CancelledError:
+            if writer is not None:
+                await writer.abandon()
+            raise
+        except StreamhouseError as exc:
+            if writer is not None:
+                await writer.abandon()
+            log.warning(
+                "Opening %s-%d failed: %s: %s; the lease is kept and the next lease tick tries again",
+                key[0],
+                key[1],
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        except Exception:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await writer.abandon()
+            log.exception(
+                "Opening %s-%d failed unexpectedly; releasing its lease (its WAL stays in %s)",
+                key[0],
+                key[1],
+                self.wal_root / key[0],
+            )
+            with contextlib.suppress(StreamhouseError):
+                await self.catalog.release_lease(key[0], key[1], self.agent_id, epoch)
+            return None
+        self._writers[key] = writer
+        self._lease_renewed_at[key] = time.monotonic()
+        self.metrics.partitions_owned.set(len(self._writers))
+        return writer
 
     async def _lease_loop(self) -> None:
         interval = self.config.lease_ttl_ms / 3000
@@ -299,8 +346,20 @@ class Agent:
 
     async def _renew_leases(self) -> None:
         ttl_ms = self.config.lease_ttl_ms
+        reopen: list[tuple[tuple[str, int], PartitionWriter]] = []
         for key, writer in list(self._writers.items()):
-            if writer.failure is not None and isinstance(writer.failure, NotLeader):
+            if isinstance(writer.failure, NotLeader):
+                # Fenced by the upload path (StaleEpoch or LeaseLost at commit): drop it, so that its WAL is
+                # closed, it no longer counts against max_partitions_per_agent, and the partition can be
+                # acquired again (and recovered from the WAL) once its lease is free.
+                log.warning(
+                    "Dropping %s: %s; its WAL stays in %s and the partition is acquired again once its lease "
+                    "is free",
+                    writer.name,
+                    writer.failure,
+                    writer.wal_dir,
+                )
+                await self._drop_writer(key)
                 continue
             started = time.monotonic()
             try:
@@ -318,10 +377,59 @@ class Agent:
             if took > _SLOW_RENEWAL_S:
                 log.warning("Lease renewal timeout: took %.0fs (expected <1s)", took)
             self._lease_renewed_at[key] = started
+            if writer.reopenable and self._reopen_due(key, writer):
+                reopen.append((key, writer))
+        # After every renewal: a recovery may take a while.
+        for key, writer in reopen:
+            await self._reopen_writer(key, writer)
+
+    def _reopen_due(self, key: tuple[str, int], writer: PartitionWriter) -> bool:
+        """Whether to reopen a writer whose local write path failed (``writer.reopenable``) now."""
+        if writer.failed_at is None:
+            return False
+        waited = time.monotonic() - writer.failed_at
+        failures = self._reopen_failures.get(key, 0)
+        if failures:
+            # Its recovery failed last time (an I/O error, no space...): back off.
+            interval_s: float = self.config.lease_ttl_ms / 3000
+            return waited >= min(interval_s * (1 << min(failures, 10)), _MAX_REOPEN_DELAY_S)
+        # First let it upload and commit the segments it had sealed (valid data), bounded like a shutdown.
+        drain_s: float = self.config.shutdown_timeout_ms / 1000
+        return writer.uploads_idle or waited >= drain_s
+
+    async def _reopen_writer(self, key: tuple[str, int], old: PartitionWriter) -> None:
+        """Abandon ``old`` and open the partition again from its WAL, under the same lease: recovery
+        decides from the bytes on disk (DESIGN invariants 4 and 5)."""
+        async with self._acquire_lock:
+            if self._writers.get(key) is not old or not old.reopenable:
+                return  # dropped, replaced, or its lease was lost meanwhile
+            failure = old.failure
+            log.warning(
+                "Reopening %s after %s: %s; recovering it from its WAL in %s (committed through offset %d)",
+                old.name,
+                type(failure).__name__,
+                failure,
+                old.wal_dir,
+                old.committed_offset,
+            )
+            await old.abandon()
+            del self._writers[key]
+            writer = await self._open_writer(key, old.epoch)
+            if writer is None:
+                self._reopen_failures.pop(key, None)
+                self.metrics.partitions_owned.set(len(self._writers))
+            elif writer.failure is not None:
+                self._reopen_failures[key] = self._reopen_failures.get(key, 0) + 1
+            else:
+                self._reopen_failures.pop(key, None)
+                log.info(
+                    "Reopened %s: accepting writes again from offset %d", writer.name, writer.next_offset
+                )
 
     async def _drop_writer(self, key: tuple[str, int]) -> None:
         writer = self._writers.pop(key, None)
         self._lease_renewed_at.pop(key, None)
+        self._reopen_failures.pop(key, None)
         if writer is not None:
             await writer.abandon()
             self.metrics.forget_partition(*key)

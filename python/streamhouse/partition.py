@@ -14,9 +14,19 @@ Owns (DESIGN.md sections 3 and 4), for a partition this agent holds a lease on:
   the expected next offset), retrying forever through the shared ``Uploader``. After a commit: the WAL is
   truncated through the segment's end, the sealed bytes are dropped and durable waiters are released. A
   slot is never skipped, so offsets never have gaps.
-- Failure: losing the lease (StaleEpoch, LeaseLost), a corrupted WAL, or a WAL that disagrees with the
-  catalog sets ``_failure``; from then on produce raises it (NotLeader, WalCorrupted...). Reads keep
-  working from committed segments.
+- Failure: every failure goes through ``fence()``, which sets ``_failure`` (from then on produce raises
+  it), stops the age timer and fails the durable waiters whose records nothing will commit any more.
+  Reads keep working from committed segments. Two kinds:
+  - the partition cannot be written by us any more (NotLeader after StaleEpoch/LeaseLost, an upload
+    conflict) or the WAL needs an operator (CorruptionError: WalCorrupted, UnsupportedVersion; a WAL that
+    disagrees with the catalog; an epoch below the WAL's): uploads stop at once;
+  - the local write path failed (``is_local_failure``: WalPoisoned after a failed fdatasync, a segment
+    buffer that refused a batch the WAL accepted, a failed seal, an I/O error during recovery): the
+    segments already sealed are valid data and are still uploaded and committed (their durable waiters
+    keep waiting), but the WAL is not truncated any more; the agent then reopens the partition, i.e.
+    recovers it from the bytes on disk (``reopenable``, agent.py).
+- Recovery errors (``open``) affect only this partition: it refuses writes, the WAL is closed, and the log
+  says which file and what to do.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from streamhouse.config import Config, format_size
 from streamhouse.errors import (
     CatalogError,
     CatalogUnavailable,
+    CorruptionError,
+    InvalidArgument,
     LeaseLost,
     NotLeader,
     ObjectStoreError,
@@ -42,6 +54,8 @@ from streamhouse.errors import (
     StaleEpoch,
     StorageError,
     StreamhouseError,
+    Unavailable,
+    UnsupportedVersion,
     WalCorrupted,
     WalPoisoned,
 )
@@ -54,6 +68,13 @@ log = get_logger(__name__)
 
 _FRAME_OVERHEAD = 40 - 20  # a WAL frame header replaces the 20-byte batch header (docs/format.md 4.2)
 _MIN_DURABLE_REPORT_S = 1.0
+
+
+def is_local_failure(error: BaseException | None) -> bool:
+    """A failure of this agent's own write path (the WAL's disk, an fdatasync, the segment buffer), not of
+    the lease and not corruption that needs an operator: what is sealed is still valid data, and reopening
+    the partition from its WAL (recovery decides from the bytes on disk) may clear it."""
+    return isinstance(error, StorageError) and not isinstance(error, CorruptionError)
 
 
 @dataclass(eq=False)
@@ -108,6 +129,8 @@ class PartitionWriter:
         self.log_start_offset = 0
         self._slots: list[_Slot] = []
         self._failure: StreamhouseError | None = None
+        self._fenced = False  # fence() has run for _failure (it may be set first under the lock)
+        self.failed_at: float | None = None  # monotonic time of the first fence
         self._closing = False
         self.last_upload_error: BaseException | None = None
 
@@ -126,6 +149,16 @@ class PartitionWriter:
         return self._failure
 
     @property
+    def reopenable(self) -> bool:
+        """Failed in a way that reopening the partition from its WAL may clear (see ``is_local_failure``)."""
+        return is_local_failure(self._failure)
+
+    @property
+    def uploads_idle(self) -> bool:
+        """No upload loop runs (any more): nothing this writer holds will be committed by it."""
+        return self._upload_task is None or self._upload_task.done()
+
+    @property
     def buffer_size_bytes(self) -> int:
         """Active buffer plus sealed-but-uncommitted segments held in memory."""
         return self._buffer_bytes + sum(s.size_bytes for s in self._slots)
@@ -137,7 +170,16 @@ class PartitionWriter:
     async def open(self, state: PartitionState) -> None:
         """Recover the WAL against the catalog's high watermark and queue what it holds for upload.
 
-        Produce is accepted as soon as this returns; recovered segments upload first (offset order)."""
+        Produce is accepted as soon as this returns; recovered segments upload first (offset order). A
+        recovery that fails affects this partition only: it refuses writes (``failure``), its WAL is
+        closed, and the log says which file and what to do; this never raises a StreamhouseError."""
+        try:
+            await self._open(state)
+        except (StreamhouseError, OSError) as exc:
+            error = exc if isinstance(exc, StreamhouseError) else StorageError(f"{type(exc).__name__}: {exc}")
+            await self._open_failed(error)
+
+    async def _open(self, state: PartitionState) -> None:
         hw = state.high_watermark
         self.committed_offset = hw
         self.log_start_offset = state.log_start_offset
@@ -147,51 +189,34 @@ class PartitionWriter:
         # sync() only for acks=wal (concurrent callers share one fdatasync), so none/buffered/durable
         # appends never wait for an fsync they do not need.
         policy = "never" if cfg.wal_sync_policy == "batch" else cfg.wal_sync_policy
-        try:
-            wal, recovery = await asyncio.to_thread(
-                self._engine.Wal.open,
-                str(self.wal_dir),
-                epoch=self.epoch,
-                committed_next_offset=hw,
-                max_file_bytes=cfg.wal_file_size,
-                sync_policy=policy,
-                sync_interval_ms=cfg.wal_sync_interval_ms,
-                max_record_bytes=cfg.max_record_size,
-            )
-        except WalCorrupted as exc:
-            log.error(
-                "WAL recovery failed for %s: %s (file %s, position %s); the partition refuses writes until "
-                "an operator runs `streamhouse wal verify %s` (and `streamhouse wal repair` if needed)",
-                self.name,
-                exc,
-                exc.path,
-                exc.position,
-                self.wal_dir,
-            )
-            self._failure = exc
-            return
+        wal, recovery = await asyncio.to_thread(
+            self._engine.Wal.open,
+            str(self.wal_dir),
+            epoch=self.epoch,
+            committed_next_offset=hw,
+            max_file_bytes=cfg.wal_file_size,
+            sync_policy=policy,
+            sync_interval_ms=cfg.wal_sync_interval_ms,
+            max_record_bytes=cfg.max_record_size,
+        )
+        self._wal = wal
         frames = list(recovery.frames)
         if frames and frames[0].base_offset != hw:
             first = frames[0]
-            msg = (
+            raise WalCorrupted(
                 f"WAL of {self.name} in {self.wal_dir} does not continue the committed log: its first "
                 f"uncommitted frame covers offsets {first.base_offset}..{first.end_offset} but the catalog's "
-                f"high watermark is {hw}; refusing writes (run `streamhouse wal verify {self.wal_dir}`)"
+                f"high watermark is {hw}",
+                path=str(self.wal_dir),
+                position=None,
             )
-            log.error("%s", msg)
-            self._failure = WalCorrupted(msg, path=str(self.wal_dir), position=None)
-            await asyncio.to_thread(wal.close)
-            return
-        self._wal = wal
         slots = await asyncio.to_thread(self._replay, frames)
-        if self._wal is not None and wal.next_offset != self.next_offset:
-            msg = (
+        if wal.next_offset != self.next_offset:
+            raise WalCorrupted(
                 f"WAL of {self.name} ends at offset {wal.next_offset} but its frames end at "
-                f"{self.next_offset}; "
-                f"refusing writes (run `streamhouse wal verify {self.wal_dir}`)"
+                f"{self.next_offset}",
+                path=str(self.wal_dir),
             )
-            log.error("%s", msg)
-            self._failure = WalCorrupted(msg, path=str(self.wal_dir))
         with contextlib.suppress(StorageError):
             await asyncio.to_thread(wal.truncate, hw)
         self._refresh_wal_bytes()
@@ -216,18 +241,72 @@ class PartitionWriter:
             self._start_seal(slot)
         self._update_gauges()
 
-    def _replay(self, frames: list[Any]) -> list[_Slot]:
+    async def _open_failed(self, error: StreamhouseError) -> None:
+        """Recovery failed: refuse writes with ``error``, close the WAL, keep the files as they are."""
+        wal, self._wal = self._wal, None
         with self._lock:
-            self._buffer = self._new_buffer(self.next_offset)
+            self._buffer = None
+            self._buffer_bytes = 0
+            self._slots = []
+            self.next_offset = self.committed_offset
+        if wal is not None:
+            with contextlib.suppress(StreamhouseError, OSError):
+                await asyncio.to_thread(wal.close)
+        where = str(self.wal_dir)
+        if isinstance(error, CorruptionError) and error.path:
+            position = f", position {error.position}" if error.position is not None else ""
+            where = f"{error.path}{position}"
+        if isinstance(error, UnsupportedVersion):
+            todo = (
+                "it was written by a StreamHouse version this build does not read: run that version (or a "
+                f"newer one) on this data directory, or check it with `streamhouse wal verify {self.wal_dir}`"
+            )
+        elif isinstance(error, CorruptionError):
+            todo = (
+                f"an operator runs `streamhouse wal verify {self.wal_dir}` (and `streamhouse wal repair` if "
+                "needed) with the agent stopped"
+            )
+        elif is_local_failure(error):
+            todo = (
+                "the agent tries to recover it again from time to time; check the disk (space, permissions, "
+                "I/O errors) of the WAL volume"
+            )
+        elif isinstance(error, InvalidArgument):
+            todo = (
+                f"its WAL does not fit the catalog (lease epoch {self.epoch}, high watermark "
+                f"{self.committed_offset}; was the catalog reset or restored?): an operator decides, with "
+                f"`streamhouse wal verify {self.wal_dir}`"
+            )
+        else:
+            todo = f"an operator checks it with `streamhouse wal verify {self.wal_dir}`"
+        log.error(
+            "WAL recovery failed for %s (%s): %s: %s; the partition refuses writes until %s; its other "
+            "partitions and committed data are not affected",
+            self.name,
+            where,
+            type(error).__name__,
+            error,
+            todo,
+        )
+        self.fence(error, logged=True)
+
+    def _replay(self, frames: list[Any]) -> list[_Slot]:
+        # The recovered records were accepted once, under the max_record_size of that time: replaying
+        # them must not depend on today's (possibly lower) limit, which applies to new produce only.
+        replay_limit = int(self._engine.MAX_FRAME_BYTES)
+        with self._lock:
+            self._buffer = self._new_buffer(self.next_offset, replay_limit)
             slots: list[_Slot] = []
             for frame in frames:
                 self._buffer.append(frame.base_offset, frame.batch)
                 self.next_offset = self._buffer.next_offset
                 self._buffer_bytes = self._buffer.size_bytes
                 if self._buffer_bytes >= self._cfg.segment_max_size:
-                    slots.append(self._swap_locked())
+                    slots.append(self._swap_locked(replay_limit))
             if self._buffer_bytes:
                 slots.append(self._swap_locked())
+            else:
+                self._buffer = self._new_buffer(self.next_offset)
             return slots
 
     async def close(self, deadline: float) -> bool:
@@ -273,7 +352,9 @@ class PartitionWriter:
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
-        self._fail_waiters(NotLeader(f"{self.name}: the agent is shutting down"))
+        for slot in self._slots:
+            slot.ready.set()  # a seal cancelled above never set it: readers of the slot must not hang
+        self._fail_waiters(self._failure or NotLeader(f"{self.name}: the agent is shutting down"))
         wal = self._wal
         if wal is not None:
             if drained:
@@ -283,13 +364,69 @@ class PartitionWriter:
                 await asyncio.to_thread(wal.close)
         self._data_event.set()
 
-    def fence(self, error: StreamhouseError) -> None:
-        """Stop accepting writes with ``error`` (lease lost, unrecoverable upload conflict)."""
+    def fence(self, error: StreamhouseError, *, logged: bool = False) -> None:
+        """Stop accepting writes with ``error`` (lease lost, upload conflict, WAL failure...). Call on the
+        event loop; a worker thread under ``_lock`` uses ``_fence_locked``. The first failure sticks, except
+        that a non-local one (NotLeader...) replaces a local one."""
+        previous = self._failure
+        if previous is None or (is_local_failure(previous) and not is_local_failure(error)):
+            # A lost lease or a conflict overrides a local failure: the partition must be dropped (and
+            # its uploads stopped), not reopened.
+            self._failure = error
+        failure = self._failure
+        assert failure is not None
+        if not self._fenced:
+            self._fenced = True
+            self.failed_at = time.monotonic()
+            if not logged:
+                if is_local_failure(failure):
+                    log.error(
+                        "Partition %s stops accepting writes: %s: %s; segments already sealed are still "
+                        "uploaded, the WAL in %s is kept as it is, and the agent then reopens the partition "
+                        "from it",
+                        self.name,
+                        type(failure).__name__,
+                        failure,
+                        self.wal_dir,
+                    )
+                else:
+                    log.error(
+                        "Partition %s stops accepting writes: %s: %s",
+                        self.name,
+                        type(failure).__name__,
+                        failure,
+                    )
+        elif error is not previous and not logged:
+            log.error(
+                "Partition %s (already refusing writes: %s): also %s: %s",
+                self.name,
+                type(previous).__name__,
+                type(error).__name__,
+                error,
+            )
+        self._cancel_timer()
+        # Waiters whose records a sealed segment still uploading covers keep waiting; the others fail now.
+        self._fail_waiters(failure, keep_through=self._commit_limit())
+        self._upload_wakeup.set()  # an idle upload loop looks at the failure and ends
+
+    def _fence_locked(self, error: StreamhouseError) -> None:
+        """From a worker thread holding ``_lock``: refuse further appends at once, fence on the loop."""
         if self._failure is None:
             self._failure = error
-            log.error("Partition %s stops accepting writes: %s", self.name, error)
-        self._cancel_timer()
-        self._fail_waiters(error)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+            self._loop.call_soon_threadsafe(self.fence, error)
+
+    def _uploads_stopped(self) -> bool:
+        return self._failure is not None and not is_local_failure(self._failure)
+
+    def _commit_limit(self) -> int:
+        """The offset up to which the upload loop may still commit: everything while healthy; after a local
+        failure, the end of the last sealed (or sealing) segment; after any other failure, nothing more."""
+        if self.uploads_idle or self._uploads_stopped():
+            return self.committed_offset
+        if self._failure is None:
+            return 2**63
+        return self._slots[-1].end_offset if self._slots else self.committed_offset
 
     # ---- produce --------------------------------------------------------------------------------
 
@@ -306,7 +443,11 @@ class PartitionWriter:
             wal = self._wal
             if wal is None:
                 raise self._failure or NotLeader(f"{self.name}: partition closed")
-            await asyncio.to_thread(wal.sync)
+            try:
+                await asyncio.to_thread(wal.sync)
+            except WalPoisoned as exc:
+                self.fence(exc)
+                raise
         elif acks == "durable":
             await self._wait_committed(base, end)
         return int(base)
@@ -333,7 +474,7 @@ class PartitionWriter:
             try:
                 base = self._wal.append(batch)
             except WalPoisoned as exc:
-                self._failure = exc
+                self._fence_locked(exc)
                 raise
             first = self._buffer_bytes == 0
             if first:
@@ -342,11 +483,12 @@ class PartitionWriter:
                 end = self._buffer.append(base, batch)
             except Exception as exc:
                 # The WAL holds a frame the buffer does not: offsets would diverge. Recovery sorts it out.
-                self._failure = StorageError(
+                error = StorageError(
                     f"{self.name}: segment buffer refused a batch the WAL accepted at offset {base} ({exc}); "
-                    "the partition refuses writes until the agent restarts and recovers its WAL"
+                    "the partition refuses writes until the agent reopens it from its WAL"
                 )
-                raise self._failure from exc
+                self._fence_locked(error)
+                raise error from exc
             self.next_offset = end
             self._buffer_bytes = self._buffer.size_bytes
             self._wal_bytes += len(batch) + _FRAME_OVERHEAD
@@ -356,8 +498,8 @@ class PartitionWriter:
     async def _wait_committed(self, base: int, end: int) -> None:
         if self.committed_offset >= end:
             return
-        if self._failure is not None:
-            raise self._failure
+        if end > self._commit_limit():
+            raise self._not_committing()
         fut: asyncio.Future[None] = self._loop.create_future()
         self._durable.append((end, fut))
         report_after = max(self._cfg.upload_retry_max_ms / 1000, _MIN_DURABLE_REPORT_S)
@@ -366,11 +508,17 @@ class PartitionWriter:
                 await asyncio.wait_for(asyncio.shield(fut), report_after)
                 return
             except TimeoutError:
+                if self.committed_offset >= end:
+                    return
+                if end > self._commit_limit():
+                    # Nothing will commit these records any more (fence() or the end of the upload loop
+                    # normally fails the future first: this is the safety net).
+                    self._forget_waiter(fut)
+                    raise self._not_committing() from None
                 err = self.last_upload_error
                 if err is None:
                     continue  # slow but not failing: keep waiting
-                self._durable = [(e, f) for e, f in self._durable if f is not fut]
-                fut.cancel()
+                self._forget_waiter(fut)
                 cls = CatalogUnavailable if isinstance(err, CatalogError) else ObjectStoreError
                 raise cls(
                     f"{self.name}: offsets {base}..{end} are in the WAL but not yet committed "
@@ -378,16 +526,25 @@ class PartitionWriter:
                     "retry later"
                 ) from None
 
-    def _fail_waiters(self, error: StreamhouseError) -> None:
-        waiters, self._durable = self._durable, []
-        for _end, fut in waiters:
-            if not fut.done():
+    def _not_committing(self) -> StreamhouseError:
+        return self._failure or NotLeader(f"{self.name}: the partition is closed")
+
+    def _forget_waiter(self, fut: asyncio.Future[None]) -> None:
+        self._durable = [(e, f) for e, f in self._durable if f is not fut]
+        fut.cancel()
+
+    def _fail_waiters(self, error: StreamhouseError, keep_through: int = -1) -> None:
+        """Fail the durable waiters, except those whose records end at or below ``keep_through``."""
+        waiters = self._durable
+        self._durable = [(end, fut) for end, fut in waiters if end <= keep_through and not fut.done()]
+        for end, fut in waiters:
+            if end > keep_through and not fut.done():
                 fut.set_exception(error)
                 fut.exception()  # retrieved: whoever awaits it still gets it
 
     # ---- sealing --------------------------------------------------------------------------------
 
-    def _new_buffer(self, base_offset: int) -> Any:
+    def _new_buffer(self, base_offset: int, max_record_bytes: int | None = None) -> Any:
         cfg = self._cfg
         self._buffer_base = base_offset
         self._buffer_bytes = 0
@@ -396,13 +553,13 @@ class PartitionWriter:
             compression=cfg.compression,
             compression_level=cfg.compression_level,
             block_size_bytes=cfg.block_size,
-            max_record_bytes=cfg.max_record_size,
+            max_record_bytes=cfg.max_record_size if max_record_bytes is None else max_record_bytes,
         )
 
-    def _swap_locked(self) -> _Slot:
+    def _swap_locked(self, next_max_record_bytes: int | None = None) -> _Slot:
         old = self._buffer
         slot = _Slot(self._buffer_base, self.next_offset, self._buffer_bytes, old)
-        self._buffer = self._new_buffer(self.next_offset)
+        self._buffer = self._new_buffer(self.next_offset, next_max_record_bytes)
         self._slots.append(slot)
         return slot
 
@@ -416,7 +573,7 @@ class PartitionWriter:
         """Swap the active buffer out if its first record is segment_max_age_ms old; else the seconds
         left (None when it is empty)."""
         with self._lock:
-            if self._buffer is None or self._buffer_bytes == 0:
+            if self._buffer is None or self._buffer_bytes == 0 or self._failure is not None:
                 return None, None
             left = self._buffer_first_ts + self._cfg.segment_max_age_ms / 1000 - time.monotonic()
             if left > 0:
@@ -457,23 +614,27 @@ class PartitionWriter:
         task.add_done_callback(self._tasks.discard)
 
     async def _seal(self, slot: _Slot) -> None:
-        buffer = slot.buffer
-        assert buffer is not None
+        # ``ready`` is set whatever happens (even when the task is cancelled at shutdown): readers and the
+        # upload loop wait on it, and find ``sealed`` None if the seal did not complete.
         try:
-            sealed = await asyncio.to_thread(buffer.seal)
-        except Exception as exc:
-            self.fence(
-                StorageError(
-                    f"{self.name}: sealing offsets {slot.base_offset}..{slot.end_offset} "
-                    f"failed ({exc}); the records are in the WAL and recovered at restart"
+            buffer = slot.buffer
+            assert buffer is not None
+            try:
+                sealed = await asyncio.to_thread(buffer.seal)
+            except Exception as exc:
+                self.fence(
+                    StorageError(
+                        f"{self.name}: sealing offsets {slot.base_offset}..{slot.end_offset} "
+                        f"failed ({exc}); the records are in the WAL and recovered when the partition is "
+                        "reopened"
+                    )
                 )
-            )
+                return
+            slot.sealed = sealed
+            slot.buffer = None
+            slot.size_bytes = sealed.size_bytes
+        finally:
             slot.ready.set()
-            return
-        slot.sealed = sealed
-        slot.buffer = None
-        slot.size_bytes = sealed.size_bytes
-        slot.ready.set()
         self._upload_wakeup.set()
         log.debug(
             "Sealed segment %s offsets %d..%d: %d records, %d bytes (%s)",
@@ -491,14 +652,26 @@ class PartitionWriter:
         self.last_upload_error = exc
 
     async def _upload_loop(self) -> None:
+        try:
+            await self._upload_slots()
+        finally:
+            # Nothing commits from here on: no durable waiter may be left waiting for it.
+            if self._durable:
+                self._fail_waiters(self._not_committing())
+
+    async def _upload_slots(self) -> None:
         while True:
+            if self._uploads_stopped():
+                return
             if not self._slots:
+                if self._failure is not None:
+                    return  # after a local failure nothing is sealed any more: every sealed slot is done
                 self._upload_wakeup.clear()
                 await self._upload_wakeup.wait()
                 continue
             slot = self._slots[0]
             await slot.ready.wait()
-            if slot.sealed is None or self._failure is not None:
+            if slot.sealed is None or self._uploads_stopped():
                 return
             try:
                 record = await self._uploader.upload_and_commit(
@@ -511,7 +684,12 @@ class PartitionWriter:
                     self.fence(exc if isinstance(exc, StreamhouseError) else StorageError(str(exc)))
                 return
             self._committed(slot, record)
-            await self._truncate_wal(record.end_offset)
+            if self._failure is None:
+                await self._truncate_wal(record.end_offset)
+            else:
+                # A failed WAL (poisoned: what is on disk is unknown) is left as it is for recovery,
+                # which skips what is committed.
+                self._update_gauges()
 
     def _committed(self, slot: _Slot, record: SegmentRecord) -> None:
         # Synchronous from here to the pop: a reader sees the segment either in memory or in the catalog.
@@ -585,7 +763,17 @@ class PartitionWriter:
         await slot.ready.wait()
         sealed = slot.sealed
         if sealed is None:
-            raise self._failure or StorageError(f"{self.name}: segment at {slot.base_offset} failed to seal")
+            # Not sealed (the seal failed, or was cancelled by a shutdown): the records are in the WAL and
+            # readable again once recovered and committed.
+            cause = (
+                f"{type(self._failure).__name__}: {self._failure}"
+                if self._failure is not None
+                else "the partition is closing"
+            )
+            raise Unavailable(
+                f"{self.name}: offsets {slot.base_offset}..{slot.end_offset} are not readable from this "
+                f"agent right now ({cause}); retry later"
+            )
         reader: Any = slot.reader
         if reader is None:
             reader = slot.reader = await asyncio.to_thread(self._engine.SegmentReader, sealed.data)
