@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+
+from streamhouse.objstore.base import ObjectInfo, ObjectStore
 
 
 def free_port() -> int:
@@ -10,3 +13,47 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class DelegatingStore(ObjectStore):
+    """A real store seen through a wrapper, so a test can act between the wrapped calls."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
+        await self.inner.put(key, data, if_absent=if_absent)
+
+    async def get(self, key: str) -> bytes:
+        return await self.inner.get(key)
+
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        return await self.inner.get_range(key, start, length)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await self.inner.head(key)
+
+    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+        return await self.inner.list(prefix)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def describe(self) -> str:
+        return "wrapped " + self.inner.describe()
+
+
+class UploadThenHangStore(DelegatingStore):
+    """Puts land, then the call never returns: the agent dies between upload and commit."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.landed: list[str] = []
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
+        await self.inner.put(key, data, if_absent=if_absent)
+        self.landed.append(key)
+        await asyncio.Event().wait()

@@ -22,8 +22,9 @@ from streamhouse import errors
 from streamhouse.agent import Agent
 from streamhouse.config import Config
 from streamhouse.objstore import open_object_store
-from streamhouse.objstore.base import ObjectInfo, ObjectStore
+from streamhouse.objstore.base import ObjectStore
 from streamhouse.segcache import SegmentCache
+from tests.integration.helpers import DelegatingStore, UploadThenHangStore
 
 pytestmark = pytest.mark.integration
 
@@ -242,11 +243,11 @@ async def test_unclean_stop_recovers_and_uploads_wal_frames(
     assert wal_files(setup.data_dir) == []
 
 
-class FlakyStore(ObjectStore):
+class FlakyStore(DelegatingStore):
     """A real store whose puts fail while ``failing`` is set (the embedded stand-in for an S3 outage)."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failing = False
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
@@ -254,39 +255,8 @@ class FlakyStore(ObjectStore):
             raise errors.ObjectStoreError("injected: connection refused")
         await self.inner.put(key, data, if_absent=if_absent)
 
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
-
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        return await self.inner.get_range(key, start, length)
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        return await self.inner.head(key)
-
-    async def list(self, prefix: str = "") -> list[ObjectInfo]:
-        return await self.inner.list(prefix)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
     def describe(self) -> str:
         return "flaky " + self.inner.describe()
-
-
-class UploadThenHangStore(FlakyStore):
-    """Puts land, then the call never returns: the agent dies between upload and commit."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner)
-        self.landed: list[str] = []
-
-    async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
-        await self.inner.put(key, data, if_absent=if_absent)
-        self.landed.append(key)
-        await asyncio.Event().wait()
 
 
 async def test_crash_between_upload_and_commit_does_not_wedge_the_partition(

@@ -29,6 +29,7 @@ from streamhouse.objectgc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.objstore import LocalObjectStore, S3ObjectStore, open_object_store
 from streamhouse.objstore.base import ObjectInfo, ObjectStore
 from streamhouse.segcache import SegmentCache
+from tests.integration.helpers import DelegatingStore, UploadThenHangStore
 
 pytestmark = pytest.mark.integration
 
@@ -65,37 +66,6 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
     finally:
         await store.close()
         await catalog.close()
-
-
-class DelegatingStore(ObjectStore):
-    """A real store seen through a wrapper, so a test can act between the wrapped calls."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-
-    async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
-        await self.inner.put(key, data, if_absent=if_absent)
-
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
-
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        return await self.inner.get_range(key, start, length)
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        return await self.inner.head(key)
-
-    async def list(self, prefix: str = "") -> list[ObjectInfo]:
-        return await self.inner.list(prefix)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def describe(self) -> str:
-        return "wrapped " + self.inner.describe()
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -447,19 +417,6 @@ async def started() -> AsyncIterator[Callable[..., Awaitable[Agent]]]:
     yield start
     for agent in agents:
         await agent.abort()
-
-
-class UploadThenHangStore(DelegatingStore):
-    """Puts land, then the call never returns: the agent dies between upload and commit."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner)
-        self.landed: list[str] = []
-
-    async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
-        await self.inner.put(key, data, if_absent=if_absent)
-        self.landed.append(key)
-        await asyncio.Event().wait()
 
 
 async def crash_between_upload_and_commit(setup: Setup, started: Callable[..., Awaitable[Agent]]) -> str:
