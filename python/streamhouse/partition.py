@@ -430,8 +430,9 @@ class PartitionWriter:
 
     # ---- produce --------------------------------------------------------------------------------
 
-    async def produce(self, batch: bytes, acks: AckMode) -> int:
-        """Append a validated batch; returns its base offset once ``acks`` is met."""
+    async def produce(self, batch: bytes, acks: AckMode) -> tuple[int, int]:
+        """Append a batch; returns its base and end offsets once ``acks`` is met. ``wal.append`` validates
+        it (with ``max_record_size``) before anything is written, so a malformed batch changes nothing."""
         base, end, first, slot = await asyncio.to_thread(self._append, batch)
         if slot is not None:
             self._start_seal(slot)
@@ -450,7 +451,7 @@ class PartitionWriter:
                 raise
         elif acks == "durable":
             await self._wait_committed(base, end)
-        return int(base)
+        return int(base), int(end)
 
     def _append(self, batch: bytes) -> tuple[int, int, bool, _Slot | None]:
         with self._lock:
