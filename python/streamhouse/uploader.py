@@ -59,6 +59,31 @@ def backoff_delays(initial_ms: int, max_ms: int) -> Any:
         delay = capped * 2
 
 
+def fresh_key(topic: str, partition: int, base_offset: int, epoch: int) -> str:
+    """A segment's object key with a fresh nonce: a retry of one upload reuses its key, a re-seal after a
+    crash gets a new one (see names.segment_key)."""
+    return segment_key("", topic, partition, base_offset, epoch, nonce=secrets.token_hex(8))
+
+
+def segment_record(topic: str, partition: int, epoch: int, key: str, sealed: Any) -> SegmentRecord:
+    """The catalog row of a sealed segment (a SealedSegment of either engine) stored at ``key``."""
+    return SegmentRecord(
+        topic=topic,
+        partition=partition,
+        base_offset=sealed.base_offset,
+        end_offset=sealed.end_offset,
+        record_count=sealed.record_count,
+        size_bytes=sealed.size_bytes,
+        object_key=key,
+        epoch=epoch,
+        min_timestamp_ms=sealed.min_timestamp_ms,
+        max_timestamp_ms=sealed.max_timestamp_ms,
+        crc32c=sealed.crc32c,
+        compression=str(sealed.compression),
+        created_at_ms=int(time.time() * 1000),
+    )
+
+
 class Uploader:
     """Shared by all partitions of an agent: the concurrency limit and the retry policy."""
 
@@ -95,23 +120,8 @@ class Uploader:
     ) -> SegmentRecord:
         """Put ``sealed`` (a SealedSegment) and commit it with ``expected_epoch=epoch``; retries until it
         is committed. Raises only the FATAL_UPLOAD_ERRORS (and CancelledError)."""
-        # A fresh nonce per sealed segment: a retry of this upload reuses it, a re-seal after a crash
-        # does not (see names.segment_key).
-        key = segment_key("", topic, partition, sealed.base_offset, epoch, nonce=secrets.token_hex(8))
-        record = SegmentRecord(
-            topic=topic,
-            partition=partition,
-            base_offset=sealed.base_offset,
-            end_offset=sealed.end_offset,
-            record_count=sealed.record_count,
-            size_bytes=sealed.size_bytes,
-            object_key=key,
-            epoch=epoch,
-            min_timestamp_ms=sealed.min_timestamp_ms,
-            max_timestamp_ms=sealed.max_timestamp_ms,
-            crc32c=sealed.crc32c,
-            compression=str(sealed.compression),
-            created_at_ms=int(time.time() * 1000),
+        record = segment_record(
+            topic, partition, epoch, fresh_key(topic, partition, sealed.base_offset, epoch), sealed
         )
         name = f"{topic}-{partition}"
         delays = backoff_delays(self._retry_initial_ms, self._retry_max_ms)
@@ -124,18 +134,17 @@ class Uploader:
             started = time.monotonic()
             try:
                 async with self._slots:
-                    our_keys.add(key)
+                    our_keys.add(record.object_key)
                     if uploaded and time.monotonic() - uploaded_at > self._reverify_after_s:
                         # Too old to trust: the collector may delete it between any check and our commit.
                         # Put it again under a fresh key; the old one is an orphan for the collector.
-                        key = segment_key(
-                            "", topic, partition, sealed.base_offset, epoch, nonce=secrets.token_hex(8)
+                        record = dataclasses.replace(
+                            record, object_key=fresh_key(topic, partition, sealed.base_offset, epoch)
                         )
-                        record = dataclasses.replace(record, object_key=key)
-                        our_keys.add(key)
+                        our_keys.add(record.object_key)
                         uploaded = False
                     if not uploaded:
-                        await self._put(key, sealed)
+                        await self._put(record.object_key, sealed)
                         uploaded, uploaded_at = True, time.monotonic()
                     record = await self._commit(record, epoch, our_keys)
             except FATAL_UPLOAD_ERRORS:
@@ -202,4 +211,11 @@ class Uploader:
             ) from None
 
 
-__all__ = ["FATAL_UPLOAD_ERRORS", "UploadConflict", "Uploader", "backoff_delays"]
+__all__ = [
+    "FATAL_UPLOAD_ERRORS",
+    "UploadConflict",
+    "Uploader",
+    "backoff_delays",
+    "fresh_key",
+    "segment_record",
+]

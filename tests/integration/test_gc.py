@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from streamhouse.objectgc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.objstore import LocalObjectStore, S3ObjectStore, open_object_store
 from streamhouse.objstore.base import ObjectInfo, ObjectStore
 from streamhouse.segcache import SegmentCache
+from streamhouse.uploader import fresh_key, segment_record
 from tests.integration.helpers import DelegatingStore, UploadThenHangStore
 
 pytestmark = pytest.mark.integration
@@ -95,22 +95,9 @@ async def upload_segment(
     buffer = ENGINE.SegmentBuffer(base, compression="zstd")
     buffer.append(base, batch(base, count))
     sealed = buffer.seal()
-    key = segment_key("", topic, partition, base, epoch, nonce=secrets.token_hex(8))
+    key = fresh_key(topic, partition, base, epoch)
     await store.put(key, bytes(sealed.data))
-    return SegmentRecord(
-        topic=topic,
-        partition=partition,
-        base_offset=sealed.base_offset,
-        end_offset=sealed.end_offset,
-        record_count=sealed.record_count,
-        size_bytes=sealed.size_bytes,
-        object_key=key,
-        epoch=epoch,
-        min_timestamp_ms=sealed.min_timestamp_ms,
-        max_timestamp_ms=sealed.max_timestamp_ms,
-        crc32c=sealed.crc32c,
-        compression=str(sealed.compression),
-    )
+    return segment_record(topic, partition, epoch, key, sealed)
 
 
 async def read_segment(store: ObjectStore, record: SegmentRecord) -> list[Any]:
