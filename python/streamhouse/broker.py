@@ -1,4 +1,4 @@
-"""What the gRPC layer asks of an agent: the seam between serving (server.py) and storage (agent.py).
+"""What the gRPC layer asks of an agent: the seam between serving (server.py) and storage (agent/).
 
 The server turns RPCs into these calls and exceptions from ``streamhouse.errors`` into status codes;
 the agent implements them over the WAL, segment buffers, the object store and the catalog. Tests can

@@ -20,10 +20,10 @@ import pytest
 from streamhouse import engine as engines
 from streamhouse import errors
 from streamhouse.agent import Agent
+from streamhouse.agent.segcache import SegmentCache
 from streamhouse.config import Config
 from streamhouse.objstore import open_object_store
 from streamhouse.objstore.base import ObjectStore
-from streamhouse.segcache import SegmentCache
 from tests.integration.helpers import DelegatingStore, UploadThenHangStore
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Garbage collection of unreferenced segment objects (streamhouse.objectgc; DESIGN.md 3, invariant 3), with
+"""Garbage collection of unreferenced segment objects (streamhouse.agent.collector; DESIGN.md 3, invariant 3),
 real parts: SQLite + a local directory, and PostgreSQL + a real S3 server (moto's standalone server).
 
 "Now" is passed in (``now_ms``) wherever an object must look old, so no test sleeps for a grace period, and
@@ -21,14 +21,14 @@ import pytest
 from streamhouse import engine as engines
 from streamhouse import errors
 from streamhouse.agent import Agent
+from streamhouse.agent.collector import GcResult, collect_garbage, format_duration_ms
+from streamhouse.agent.segcache import SegmentCache
+from streamhouse.agent.uploader import fresh_key, segment_record
 from streamhouse.catalog import Catalog, SegmentRecord, open_catalog
 from streamhouse.config import Config
 from streamhouse.names import segment_key
-from streamhouse.objectgc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.objstore import LocalObjectStore, S3ObjectStore, open_object_store
 from streamhouse.objstore.base import ObjectInfo, ObjectStore
-from streamhouse.segcache import SegmentCache
-from streamhouse.uploader import fresh_key, segment_record
 from tests.integration.helpers import DelegatingStore, UploadThenHangStore
 
 pytestmark = pytest.mark.integration

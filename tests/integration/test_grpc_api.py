@@ -40,16 +40,8 @@ def free_port() -> int:
 
 
 def _make_broker(tmp_path: Path, listen: str) -> tuple[Any, Any]:
-    """(async factory of the broker, async stop). The real Agent; a fake only while agent.py is absent."""
-    try:
-        from streamhouse.agent import Agent
-    except ImportError:  # pragma: no cover - agent.py is written in parallel; see the report
-        from tests.unit.test_server_fake_broker import FakeBroker
-
-        async def make_fake() -> Any:
-            return FakeBroker(max_record_bytes=1 << 16)
-
-        return make_fake, None
+    """(async factory of the broker, async stop): the real Agent."""
+    from streamhouse.agent import Agent
 
     cfg = Config.from_mapping(
         {

@@ -25,10 +25,10 @@ import streamhouse.pyengine.wal as pywal
 from streamhouse import engine as engines
 from streamhouse import errors
 from streamhouse.agent import Agent
+from streamhouse.agent.partition import PartitionWriter
 from streamhouse.config import Config
 from streamhouse.objstore import open_object_store
 from streamhouse.objstore.base import ObjectStore
-from streamhouse.partition import PartitionWriter
 from tests.integration.test_agent_e2e import (
     DEFAULT_ENGINE,
     TOPIC,

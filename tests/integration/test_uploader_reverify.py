@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from streamhouse import engine
+from streamhouse.agent.uploader import Uploader
 from streamhouse.catalog import open_catalog
 from streamhouse.catalog.base import Catalog, SegmentRecord
 from streamhouse.errors import CatalogUnavailable
 from streamhouse.metrics import AgentMetrics
 from streamhouse.objstore import open_object_store
 from streamhouse.objstore.base import ObjectStore
-from streamhouse.uploader import Uploader
 
 
 class CommitFailsWhileGcRuns:

@@ -24,7 +24,7 @@ Owns (DESIGN.md sections 3 and 4), for a partition this agent holds a lease on:
     buffer that refused a batch the WAL accepted, a failed seal, an I/O error during recovery): the
     segments already sealed are valid data and are still uploaded and committed (their durable waiters
     keep waiting), but the WAL is not truncated any more; the agent then reopens the partition, i.e.
-    recovers it from the bytes on disk (``reopenable``, agent.py).
+    recovers it from the bytes on disk (``reopenable``, core.py).
 - Recovery errors (``open``) affect only this partition: it refuses writes, the WAL is closed, and the log
   says which file and what to do.
 """
@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamhouse.agent.uploader import FATAL_UPLOAD_ERRORS, Uploader
 from streamhouse.broker import AckMode
 from streamhouse.catalog.base import PartitionState, SegmentRecord
 from streamhouse.config import Config, format_size
@@ -62,7 +63,6 @@ from streamhouse.errors import (
 from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
 from streamhouse.names import partition_dir
-from streamhouse.uploader import FATAL_UPLOAD_ERRORS, Uploader
 
 log = get_logger(__name__)
 

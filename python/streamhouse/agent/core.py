@@ -3,7 +3,7 @@
 Owns the agent's lifecycle (DESIGN.md sections 4-6): ``Agent.start`` opens the catalog and the object store,
 registers the agent, takes leases on partitions (at most ``max_partitions_per_agent``) and recovers each
 one's WAL; a background task renews the leases at a third of ``lease_ttl_ms`` and picks up free
-partitions, and another deletes unreferenced segment objects every ``object_gc_interval_ms`` (gc.py).
+partitions, and another deletes unreferenced segment objects every ``object_gc_interval_ms`` (collector.py).
 ``stop`` shuts down gracefully: no new produce, seal, upload, commit, truncate the WAL, release
 the leases, deregister, all bounded by ``shutdown_timeout_ms``. ``abort`` stops like a crash (for tests
 and fatal errors): the WAL keeps what it holds and the next start recovers it.
@@ -33,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from streamhouse import engine as engines
+from streamhouse.agent.collector import GcResult, collect_garbage, format_duration_ms
+from streamhouse.agent.partition import PartitionWriter
+from streamhouse.agent.segcache import SegmentCache
+from streamhouse.agent.uploader import Uploader
 from streamhouse.broker import (
     ACK_MODES,
     AckMode,
@@ -57,11 +61,7 @@ from streamhouse.errors import (
 from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
 from streamhouse.names import topic_prefix, validate_group_id, validate_partition, validate_topic_name
-from streamhouse.objectgc import GcResult, collect_garbage, format_duration_ms
 from streamhouse.objstore.base import ObjectStore
-from streamhouse.partition import PartitionWriter
-from streamhouse.segcache import SegmentCache
-from streamhouse.uploader import Uploader
 
 log = get_logger(__name__)
 
@@ -438,7 +438,7 @@ class Agent:
 
     async def _gc_loop(self) -> None:
         """Every ``object_gc_interval_ms`` (first run one interval after start), delete the segment objects
-        no catalog row references that are older than ``object_gc_grace_ms`` (see gc.py). Errors are
+        no catalog row references that are older than ``object_gc_grace_ms`` (see collector.py). Errors are
         logged and the next run tries again."""
         interval_s = self.config.object_gc_interval_ms / 1000
         while True:
