@@ -16,8 +16,9 @@ TOPIC_COLUMNS = "name, partitions, config, created_at"
 PARTITION_COLUMNS = "topic, partition, high_watermark, log_start_offset, leader_epoch, leader_agent_id"
 SEGMENT_COLUMNS = (
     "topic, partition, base_offset, end_offset, record_count, size_bytes, object_key, epoch, "
-    "min_ts, max_ts, crc32c, compression, created_at"
+    "min_ts, max_ts, crc32c, compression, created_at, object_position"
 )
+SEGMENT_COLUMN_COUNT = SEGMENT_COLUMNS.count(",") + 1
 AGENT_COLUMNS = "agent_id, address, started_at, heartbeat_at, metadata"
 LEASE_COLUMNS = "topic, partition, agent_id, epoch, expires_at"
 
@@ -56,6 +57,7 @@ def segment_from_row(row: Row) -> SegmentRecord:
         crc32c=int(row[10]),
         compression=row[11],
         created_at_ms=int(row[12]),
+        object_position=int(row[13]),
     )
 
 
@@ -75,6 +77,7 @@ def segment_values(segment: SegmentRecord, created_at_ms: int) -> tuple[Any, ...
         segment.crc32c,
         segment.compression,
         created_at_ms,
+        segment.object_position,
     )
 
 

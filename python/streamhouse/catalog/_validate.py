@@ -9,6 +9,7 @@ characters.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 
@@ -100,6 +101,7 @@ def check_segment(segment: SegmentRecord, expected_epoch: object) -> None:
             "(offsets are dense)"
         )
     check_int("segment size_bytes", segment.size_bytes)
+    check_int("segment object_position", segment.object_position)
     check_int("segment epoch", segment.epoch)
     lo = check_int("segment min_timestamp_ms", segment.min_timestamp_ms)
     hi = check_int("segment max_timestamp_ms", segment.max_timestamp_ms)
@@ -111,3 +113,46 @@ def check_segment(segment: SegmentRecord, expected_epoch: object) -> None:
         raise InvalidArgument(
             f"unknown segment compression {segment.compression!r}: one of {', '.join(sorted(COMPRESSIONS))}"
         )
+
+
+def check_replacement(old: object, new: SegmentRecord, expected_epoch: object) -> list[SegmentRecord]:
+    """Compaction's swap: ``old`` is a non-empty run of one partition's rows, consecutive in offsets, and
+    ``new`` covers exactly the same offsets (and records) at ``expected_epoch``."""
+    check_segment(new, expected_epoch)
+    olds = list(old) if isinstance(old, (list, tuple)) else None
+    if not olds:
+        raise InvalidArgument("replace_segments needs a non-empty list of the rows to replace")
+    for o in olds:
+        check_segment(o, o.epoch if isinstance(o, SegmentRecord) else 0)
+        if (o.topic, o.partition) != (new.topic, new.partition):
+            raise InvalidArgument(
+                f"replace_segments: row {o.topic}[{o.partition}] at {o.base_offset} is not of "
+                f"{new.topic}[{new.partition}]"
+            )
+    for a, b in itertools.pairwise(olds):
+        if a.end_offset != b.base_offset:
+            raise InvalidArgument(
+                f"replace_segments: rows must be consecutive, but one ends at {a.end_offset} and the next "
+                f"starts at {b.base_offset}"
+            )
+    if (olds[0].base_offset, olds[-1].end_offset) != (new.base_offset, new.end_offset):
+        raise InvalidArgument(
+            f"replace_segments: the new row covers {new.base_offset}..{new.end_offset}, the old rows "
+            f"{olds[0].base_offset}..{olds[-1].end_offset}"
+        )
+    return olds
+
+
+def replace_stale_message(new: SegmentRecord, expected_epoch: int, current_epoch: int) -> str:
+    return (
+        f"stale epoch replacing segments of {new.topic}[{new.partition}] "
+        f"{new.base_offset}..{new.end_offset}: expected leader epoch {expected_epoch}, "
+        f"current leader epoch is {current_epoch}"
+    )
+
+
+def replace_conflict_message(old: SegmentRecord) -> str:
+    return (
+        f"cannot replace segment {old.topic}[{old.partition}] {old.base_offset}..{old.end_offset} "
+        f"({old.object_key} at {old.object_position}): it is no longer committed as given"
+    )

@@ -9,6 +9,14 @@ Invariants every backend keeps (tests/integration/test_catalog_conformance.py ru
   ``expected_epoch`` and its ``high_watermark`` equals the segment's ``base_offset``; it then inserts the
   segment row and moves the high watermark to ``end_offset`` in one transaction. Otherwise it raises
   ``StaleEpoch`` or ``OffsetConflict`` and changes nothing. Offsets are therefore dense.
+- ``commit_segments`` commits many rows (one agent-level flush: slices of one shared object) in ONE
+  transaction; each row is its own compare-and-set against its partition (on the row's ``epoch``), and a
+  row that fails its check is refused alone: the others commit. Rows of one partition are applied in the
+  order given, so a flush holding two consecutive slices of a partition commits both.
+- Several rows may reference one object (``object_key``) at different byte ranges
+  (``object_position``, ``size_bytes``); ``(object_key, object_position)`` is unique.
+- ``replace_segments`` (compaction) swaps a run of a partition's rows for one row covering exactly the same
+  offsets, in one transaction that checks the old rows are all still there and the epoch still holds.
 - A partition's leader epoch increases exactly when its lease changes hands (a different ``agent_id``
   acquires it), never on renewal, and never when the same agent re-acquires its own lease.
 - Lease expiry is judged on the catalog's clock (``now_ms``), never on an agent's.
@@ -17,8 +25,13 @@ Invariants every backend keeps (tests/integration/test_catalog_conformance.py ru
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from streamhouse.errors import OffsetConflict, StaleEpoch
+
+CommitRefused = StaleEpoch | OffsetConflict
+"""Why ``commit_segments`` refused one row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,9 @@ class SegmentRecord:
     crc32c: int
     compression: str
     created_at_ms: int = 0
+    object_position: int = (
+        0  # the segment is bytes [object_position, object_position + size_bytes) of the object
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,24 @@ class Catalog(abc.ABC):
         """Compare-and-set commit (see module doc). Returns the partition's new state."""
 
     @abc.abstractmethod
+    async def commit_segments(
+        self, segments: Sequence[SegmentRecord]
+    ) -> list[PartitionState | CommitRefused]:
+        """Commit every row in one transaction, each a compare-and-set on its partition's epoch (the row's
+        ``epoch``) and high watermark (the row's ``base_offset``). Returns, per row and in order, the
+        partition's new state or the ``StaleEpoch``/``OffsetConflict`` that refused that row alone.
+        Raises (and commits nothing) for an invalid row, an unknown partition or an unavailable catalog."""
+
+    @abc.abstractmethod
+    async def replace_segments(
+        self, old: Sequence[SegmentRecord], new: SegmentRecord, *, expected_epoch: int
+    ) -> None:
+        """Compaction's swap: delete the rows ``old`` (one partition, consecutive, by base offset and object
+        key) and insert ``new``, which covers exactly their offsets, in one transaction. Raises
+        ``StaleEpoch`` if the partition's epoch is not ``expected_epoch`` and ``OffsetConflict`` if any old
+        row is no longer there as given; then nothing changes."""
+
+    @abc.abstractmethod
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int | None = None
     ) -> list[SegmentRecord]:
@@ -125,7 +159,8 @@ class Catalog(abc.ABC):
 
     @abc.abstractmethod
     async def list_object_keys(self) -> set[str]:
-        """Every object key a committed segment references (for garbage collection)."""
+        """Every object key a committed segment references (for garbage collection): a shared flush
+        object is referenced while any of its slices is."""
 
     # -- consumer groups --
     @abc.abstractmethod

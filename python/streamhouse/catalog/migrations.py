@@ -110,6 +110,52 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+MIGRATIONS += (
+    # One object per agent-level flush: several rows share an object key, each at its own byte range. The
+    # UNIQUE on object_key alone goes, so the table is rebuilt (SQLite cannot drop a constraint); existing
+    # rows are whole per-partition objects, i.e. position 0.
+    Migration(
+        2,
+        "segments are byte ranges of shared objects",
+        (
+            """
+            CREATE TABLE segments_v2 (
+                topic            TEXT NOT NULL,
+                partition        INTEGER NOT NULL,
+                base_offset      BIGINT NOT NULL CHECK (base_offset >= 0),
+                end_offset       BIGINT NOT NULL,
+                record_count     BIGINT NOT NULL,
+                size_bytes       BIGINT NOT NULL CHECK (size_bytes >= 0),
+                object_key       TEXT NOT NULL,
+                epoch            BIGINT NOT NULL CHECK (epoch >= 0),
+                min_ts           BIGINT NOT NULL,
+                max_ts           BIGINT NOT NULL,
+                crc32c           BIGINT NOT NULL CHECK (crc32c >= 0 AND crc32c <= 4294967295),
+                compression      TEXT NOT NULL,
+                created_at       BIGINT NOT NULL,
+                object_position  BIGINT NOT NULL DEFAULT 0 CHECK (object_position >= 0),
+                PRIMARY KEY (topic, partition, base_offset),
+                FOREIGN KEY (topic, partition) REFERENCES partitions (topic, partition) ON DELETE CASCADE,
+                CHECK (end_offset > base_offset),
+                CHECK (record_count = end_offset - base_offset),
+                UNIQUE (object_key, object_position)
+            )
+            """,
+            """
+            INSERT INTO segments_v2 (topic, partition, base_offset, end_offset, record_count, size_bytes,
+                                     object_key, epoch, min_ts, max_ts, crc32c, compression, created_at,
+                                     object_position)
+            SELECT topic, partition, base_offset, end_offset, record_count, size_bytes, object_key, epoch,
+                   min_ts, max_ts, crc32c, compression, created_at, 0
+            FROM segments
+            """,
+            "DROP TABLE segments",
+            "ALTER TABLE segments_v2 RENAME TO segments",
+            "CREATE INDEX segments_end_offset ON segments (topic, partition, end_offset)",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

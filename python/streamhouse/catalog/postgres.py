@@ -11,7 +11,7 @@ the URL in messages is always redacted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,7 +47,7 @@ from ._rows import (
     topic_from_row,
 )
 from ._url import redact_url
-from .base import AgentInfo, Catalog, Lease, PartitionState, SegmentRecord, TopicInfo
+from .base import AgentInfo, Catalog, CommitRefused, Lease, PartitionState, SegmentRecord, TopicInfo
 from .migrations import LATEST_VERSION, SCHEMA_MIGRATIONS_DDL, pending
 
 # The database server's clock in milliseconds since the epoch; clock_timestamp() advances within a
@@ -238,41 +238,56 @@ class PostgresCatalog(Catalog):
 
     async def commit_segment(self, segment: SegmentRecord, *, expected_epoch: int) -> PartitionState:
         v.check_segment(segment, expected_epoch)
-        s = segment
         async with self._conn(transaction=True) as conn:
-            # The conditional UPDATE is the compare-and-set; it also row-locks the partition, so a concurrent
-            # commit of the same base offset waits, re-reads the new high watermark and matches nothing.
-            row = await conn.fetchrow(
-                f"UPDATE partitions SET high_watermark = $1 WHERE topic = $2 AND partition = $3 "
-                f"AND leader_epoch = $4 AND high_watermark = $5 RETURNING {PARTITION_COLUMNS}",
-                s.end_offset,
-                s.topic,
-                s.partition,
-                expected_epoch,
-                s.base_offset,
+            return await _commit_row(conn, segment, expected_epoch)
+
+    async def commit_segments(
+        self, segments: Sequence[SegmentRecord]
+    ) -> list[PartitionState | CommitRefused]:
+        rows = list(segments)
+        for s in rows:
+            v.check_segment(s, s.epoch)
+        outcomes: list[PartitionState | CommitRefused] = []
+        async with self._conn(transaction=True) as conn:
+            for s in rows:
+                try:
+                    outcomes.append(await _commit_row(conn, s, s.epoch))
+                except (StaleEpoch, OffsetConflict) as refused:
+                    # A CAS that matched no row raised no SQL error: the transaction goes on.
+                    outcomes.append(refused)
+        return outcomes
+
+    async def replace_segments(
+        self, old: Sequence[SegmentRecord], new: SegmentRecord, *, expected_epoch: int
+    ) -> None:
+        olds = v.check_replacement(old, new, expected_epoch)
+        async with self._conn(transaction=True) as conn:
+            # Lock the partition row: a lease change (epoch bump) waits for this swap, or wins first.
+            epoch = await conn.fetchval(
+                "SELECT leader_epoch FROM partitions WHERE topic = $1 AND partition = $2 FOR UPDATE",
+                new.topic,
+                new.partition,
             )
-            if row is None:
-                current = await _partition(conn, s.topic, s.partition)
-                stale, message = commit_failure(
-                    s.topic,
-                    s.partition,
-                    expected_epoch,
-                    s.base_offset,
-                    current.leader_epoch,
-                    current.high_watermark,
+            if epoch is None:
+                await _partition(conn, new.topic, new.partition)  # raises UnknownTopic/UnknownPartition
+            if epoch != expected_epoch:
+                raise StaleEpoch(v.replace_stale_message(new, expected_epoch, int(epoch)))
+            for o in olds:
+                gone = await conn.fetchval(
+                    "WITH d AS (DELETE FROM segments WHERE topic = $1 AND partition = $2 "
+                    "AND base_offset = $3 AND end_offset = $4 AND object_key = $5 AND object_position = $6 "
+                    "RETURNING 1) "
+                    "SELECT count(*) FROM d",
+                    o.topic,
+                    o.partition,
+                    o.base_offset,
+                    o.end_offset,
+                    o.object_key,
+                    o.object_position,
                 )
-                raise StaleEpoch(message) if stale else OffsetConflict(message)
-            values = segment_values(s, 0)[:-1]
-            placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-            try:
-                await conn.execute(
-                    f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES ({placeholders}, {NOW_MS})", *values
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise InvalidArgument(
-                    f"object key {s.object_key!r} is already referenced by a committed segment"
-                ) from exc
-        return partition_from_row(row)
+                if gone != 1:
+                    raise OffsetConflict(v.replace_conflict_message(o))
+            await _insert_segment(conn, new)
 
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int | None = None
@@ -297,7 +312,7 @@ class PostgresCatalog(Catalog):
 
     async def list_object_keys(self) -> set[str]:
         async with self._conn() as conn:
-            return {r[0] for r in await conn.fetch("SELECT object_key FROM segments")}
+            return {r[0] for r in await conn.fetch("SELECT DISTINCT object_key FROM segments")}
 
     # -- consumer groups --
 
@@ -502,6 +517,48 @@ async def _topic_partitions(conn: Any, topic: str) -> int:
     if count is None:
         raise UnknownTopic(f"unknown topic {topic!r}")
     return int(count)
+
+
+async def _commit_row(conn: Any, s: SegmentRecord, expected_epoch: int) -> PartitionState:
+    """One compare-and-set commit inside the caller's transaction. The conditional UPDATE is the
+    compare-and-set; it also row-locks the partition, so a concurrent commit of the same base offset waits,
+    re-reads the new high watermark and matches nothing."""
+    row = await conn.fetchrow(
+        f"UPDATE partitions SET high_watermark = $1 WHERE topic = $2 AND partition = $3 "
+        f"AND leader_epoch = $4 AND high_watermark = $5 RETURNING {PARTITION_COLUMNS}",
+        s.end_offset,
+        s.topic,
+        s.partition,
+        expected_epoch,
+        s.base_offset,
+    )
+    if row is None:
+        current = await _partition(conn, s.topic, s.partition)
+        stale, message = commit_failure(
+            s.topic, s.partition, expected_epoch, s.base_offset, current.leader_epoch, current.high_watermark
+        )
+        raise StaleEpoch(message) if stale else OffsetConflict(message)
+    await _insert_segment(conn, s)
+    return partition_from_row(row)
+
+
+async def _insert_segment(conn: Any, s: SegmentRecord) -> None:
+    """Insert a segment row, stamped with the catalog's clock."""
+    values = list(segment_values(s, 0))
+    created = SEGMENT_COLUMNS.replace(" ", "").split(",").index("created_at")
+    del values[created]
+    placeholders = [f"${i}" for i in range(1, len(values) + 1)]
+    placeholders.insert(created, NOW_MS)
+    # A failed INSERT aborts the transaction in PostgreSQL: nothing of it commits.
+    try:
+        await conn.execute(
+            f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES ({', '.join(placeholders)})", *values
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise InvalidArgument(
+            f"object key {s.object_key!r} at position {s.object_position} is already referenced by a "
+            "committed segment"
+        ) from exc
 
 
 async def _partition(conn: Any, topic: str, partition: int) -> PartitionState:

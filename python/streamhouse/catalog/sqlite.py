@@ -15,7 +15,7 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +38,7 @@ from ._rows import (
     AGENT_COLUMNS,
     LEASE_COLUMNS,
     PARTITION_COLUMNS,
+    SEGMENT_COLUMN_COUNT,
     SEGMENT_COLUMNS,
     TOPIC_COLUMNS,
     agent_from_row,
@@ -49,7 +50,7 @@ from ._rows import (
     segment_values,
     topic_from_row,
 )
-from .base import AgentInfo, Catalog, Lease, PartitionState, SegmentRecord, TopicInfo
+from .base import AgentInfo, Catalog, CommitRefused, Lease, PartitionState, SegmentRecord, TopicInfo
 from .migrations import LATEST_VERSION, SCHEMA_MIGRATIONS_DDL, pending
 
 T = TypeVar("T")
@@ -239,38 +240,92 @@ class SqliteCatalog(Catalog):
 
     async def commit_segment(self, segment: SegmentRecord, *, expected_epoch: int) -> PartitionState:
         v.check_segment(segment, expected_epoch)
-        s = segment
 
         def q(conn: sqlite3.Connection) -> PartitionState:
             with _write(conn):
-                updated = conn.execute(
-                    "UPDATE partitions SET high_watermark = ? WHERE topic = ? AND partition = ? "
-                    "AND leader_epoch = ? AND high_watermark = ?",
-                    (s.end_offset, s.topic, s.partition, expected_epoch, s.base_offset),
-                ).rowcount
-                if updated != 1:
-                    current = _partition(conn, s.topic, s.partition)
-                    stale, message = commit_failure(
-                        s.topic,
-                        s.partition,
-                        expected_epoch,
-                        s.base_offset,
-                        current.leader_epoch,
-                        current.high_watermark,
-                    )
-                    raise StaleEpoch(message) if stale else OffsetConflict(message)
+                return self._commit_row(conn, segment, expected_epoch)
+
+        return await self._run(q)
+
+    async def commit_segments(
+        self, segments: Sequence[SegmentRecord]
+    ) -> list[PartitionState | CommitRefused]:
+        rows = list(segments)
+        for s in rows:
+            v.check_segment(s, s.epoch)
+
+        def q(conn: sqlite3.Connection) -> list[PartitionState | CommitRefused]:
+            outcomes: list[PartitionState | CommitRefused] = []
+            with _write(conn):
+                for s in rows:
+                    try:
+                        outcomes.append(self._commit_row(conn, s, s.epoch))
+                    except (StaleEpoch, OffsetConflict) as refused:
+                        outcomes.append(refused)  # this row alone; the transaction goes on
+            return outcomes
+
+        return await self._run(q)
+
+    def _commit_row(self, conn: sqlite3.Connection, s: SegmentRecord, expected_epoch: int) -> PartitionState:
+        """One compare-and-set commit inside the caller's write transaction."""
+        updated = conn.execute(
+            "UPDATE partitions SET high_watermark = ? WHERE topic = ? AND partition = ? "
+            "AND leader_epoch = ? AND high_watermark = ?",
+            (s.end_offset, s.topic, s.partition, expected_epoch, s.base_offset),
+        ).rowcount
+        if updated != 1:
+            current = _partition(conn, s.topic, s.partition)
+            stale, message = commit_failure(
+                s.topic,
+                s.partition,
+                expected_epoch,
+                s.base_offset,
+                current.leader_epoch,
+                current.high_watermark,
+            )
+            raise StaleEpoch(message) if stale else OffsetConflict(message)
+        try:
+            conn.execute(
+                f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES ({', '.join('?' * SEGMENT_COLUMN_COUNT)})",
+                segment_values(s, self._now()),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise InvalidArgument(
+                f"object key {s.object_key!r} at position {s.object_position} is already referenced by a "
+                "committed segment"
+            ) from exc
+        return _partition(conn, s.topic, s.partition)
+
+    async def replace_segments(
+        self, old: Sequence[SegmentRecord], new: SegmentRecord, *, expected_epoch: int
+    ) -> None:
+        olds = v.check_replacement(old, new, expected_epoch)
+
+        def q(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                current = _partition(conn, new.topic, new.partition)
+                if current.leader_epoch != expected_epoch:
+                    raise StaleEpoch(v.replace_stale_message(new, expected_epoch, current.leader_epoch))
+                for o in olds:
+                    gone = conn.execute(
+                        "DELETE FROM segments WHERE topic = ? AND partition = ? AND base_offset = ? "
+                        "AND end_offset = ? AND object_key = ? AND object_position = ?",
+                        (o.topic, o.partition, o.base_offset, o.end_offset, o.object_key, o.object_position),
+                    ).rowcount
+                    if gone != 1:
+                        raise OffsetConflict(v.replace_conflict_message(o))
                 try:
                     conn.execute(
-                        f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
-                        segment_values(s, self._now()),
+                        f"INSERT INTO segments ({SEGMENT_COLUMNS}) "
+                        f"VALUES ({', '.join('?' * SEGMENT_COLUMN_COUNT)})",
+                        segment_values(new, self._now()),
                     )
                 except sqlite3.IntegrityError as exc:
                     raise InvalidArgument(
-                        f"object key {s.object_key!r} is already referenced by a committed segment"
+                        f"object key {new.object_key!r} is already referenced by a committed segment"
                     ) from exc
-                return _partition(conn, s.topic, s.partition)
 
-        return await self._run(q)
+        await self._run(q)
 
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int | None = None
@@ -293,7 +348,7 @@ class SqliteCatalog(Catalog):
 
     async def list_object_keys(self) -> set[str]:
         def q(conn: sqlite3.Connection) -> set[str]:
-            return {r[0] for r in conn.execute("SELECT object_key FROM segments")}
+            return {r[0] for r in conn.execute("SELECT DISTINCT object_key FROM segments")}
 
         return await self._run(q)
 
