@@ -178,7 +178,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "segment_max_size",
         32 * 2**20,
-        "Seal a partition's segment when its buffer reaches this size.",
+        "Flush as soon as the agent's unflushed bytes (all partitions together) reach this size: the most "
+        "one flush object holds, give or take a batch.",
         parse_size,
         _positive,
         group="write",
@@ -186,8 +187,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "segment_max_age_ms",
         250,
-        "Seal a non-empty segment this long after its first record: the "
-        "bound on `durable` ack latency and the driver of object PUT rate.",
+        "Flush this long after the first record no flush holds yet: every partition's records go into ONE "
+        "object, so this is the bound on `durable` ack latency and sets the PUT rate (at most 1000 / this "
+        "per second, whatever the partition count).",
         int,
         _positive,
         group="write",
@@ -259,7 +261,14 @@ KNOBS: tuple[Knob, ...] = (
         group="write",
     ),
     # -- uploads --
-    Knob("upload_concurrency", 4, "Segment uploads in flight at once.", int, _positive, group="upload"),
+    Knob(
+        "upload_concurrency",
+        4,
+        "Flushes uploading at once; a flush waits for a free one, its records stay in the buffers meanwhile.",
+        int,
+        _positive,
+        group="upload",
+    ),
     Knob(
         "upload_retry_initial_ms",
         100,
@@ -274,7 +283,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "s3_multipart_threshold",
         16 * 2**20,
-        "Segments at least this large go up as multipart uploads.",
+        "Objects (flushes, compacted segments) at least this large go up as multipart uploads.",
         parse_size,
         lambda v: None if v >= 5 * 2**20 else "must be at least 5MiB",
         group="upload",
@@ -301,6 +310,35 @@ KNOBS: tuple[Knob, ...] = (
         lambda v: None if v >= 60_000 else "must be at least 60000 (longer than any upload-to-commit window)",
         group="gc",
     ),
+    # -- compaction --
+    Knob(
+        "compaction_interval_ms",
+        10_000,
+        "How often the agent looks for committed segments to compact; 0 disables compaction.",
+        int,
+        _non_negative,
+        group="compaction",
+    ),
+    Knob(
+        "compaction_delay_ms",
+        600_000,
+        "A partition's small segments (slices of flush objects, and its own segments under half of "
+        "compaction_max_size) are merged once the oldest is this old, or sooner once they add up to "
+        "compaction_max_size. Each merge is one PUT per partition: longer means fewer PUTs, shorter means "
+        "cheaper catch-up reads sooner.",
+        int,
+        _non_negative,
+        group="compaction",
+    ),
+    Knob(
+        "compaction_max_size",
+        64 * 2**20,
+        "Largest per-partition segment compaction writes; also the most input one compaction run holds in "
+        "memory.",
+        parse_size,
+        _positive,
+        group="compaction",
+    ),
     # -- read path --
     Knob(
         "segment_cache_size",
@@ -308,6 +346,16 @@ KNOBS: tuple[Knob, ...] = (
         "Bytes of fetched segment blocks kept for consumers.",
         parse_size,
         _non_negative,
+        group="read",
+    ),
+    Knob(
+        "segment_read_ahead_size",
+        8 * 2**20,
+        "Most bytes of a large committed segment one GET fetches for a consumer: the block asked for and "
+        "the blocks after it (a consumer reading on finds them cached). Larger means fewer GETs per GiB "
+        "on catch-up reads.",
+        parse_size,
+        _positive,
         group="read",
     ),
     Knob(

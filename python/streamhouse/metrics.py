@@ -35,10 +35,48 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
     "upload_latency_seconds": (
         "histogram",
         (),
-        "Time to upload one segment and commit it (successful attempt).",
+        "Time from the start of a flush to the commit of its object (successful flushes).",
     ),
-    "upload_failures_total": ("counter", (), "Failed segment upload or commit attempts (each is retried)."),
-    "segments_committed_total": ("counter", (), "Segments uploaded and committed in the catalog."),
+    "upload_failures_total": ("counter", (), "Failed flush put or commit attempts (each is retried)."),
+    "segments_committed_total": (
+        "counter",
+        (),
+        "Segments (slices of flush objects) committed in the catalog.",
+    ),
+    "flushes_total": (
+        "counter",
+        (),
+        "Agent-level flushes committed: one object each, whatever the partitions.",
+    ),
+    "flush_bytes_total": ("counter", (), "Bytes of flush objects committed."),
+    "flush_partitions": ("histogram", (), "Partitions whose records one flush object holds."),
+    "flush_duration_seconds": (
+        "histogram",
+        (),
+        "Time from taking a flush's records to the commit of its object (seal, put, commit).",
+    ),
+    "unflushed_bytes": ("gauge", (), "Bytes appended that no flush has taken yet (the flush trigger)."),
+    "objstore_requests_total": (
+        "counter",
+        ("operation",),
+        "Object-store requests by operation: PUT, GET, HEAD, LIST, DELETE (a multipart put counts once).",
+    ),
+    "objstore_bytes_total": (
+        "counter",
+        ("operation",),
+        "Bytes sent (PUT) or received (GET) by the object store.",
+    ),
+    "compaction_runs_total": (
+        "counter",
+        (),
+        "Compactions committed: a run of slices merged into one object.",
+    ),
+    "compaction_bytes_total": ("counter", (), "Bytes written by compaction."),
+    "compaction_lag_seconds": (
+        "gauge",
+        (),
+        "Age of the oldest committed slice still waiting for compaction (0 when none waits).",
+    ),
     "partitions_owned": ("gauge", (), "Partitions this agent holds a lease on."),
     "gc_runs_total": ("counter", (), "Completed garbage-collection runs over the object store."),
     "gc_deleted_objects_total": (
@@ -106,6 +144,34 @@ class AgentMetrics:
         self.upload_failures = Counter(PREFIX + "upload_failures", doc("upload_failures_total"), registry=r)
         self.segments_committed = Counter(
             PREFIX + "segments_committed", doc("segments_committed_total"), registry=r
+        )
+        self.flushes = Counter(PREFIX + "flushes", doc("flushes_total"), registry=r)
+        self.flush_bytes = Counter(PREFIX + "flush_bytes", doc("flush_bytes_total"), registry=r)
+        self.flush_partitions = Histogram(
+            PREFIX + "flush_partitions",
+            doc("flush_partitions"),
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        self.flush_duration = Histogram(
+            PREFIX + "flush_duration_seconds",
+            doc("flush_duration_seconds"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.unflushed_bytes = Gauge(PREFIX + "unflushed_bytes", doc("unflushed_bytes"), registry=r)
+        self.objstore_requests = Counter(
+            PREFIX + "objstore_requests", doc("objstore_requests_total"), ("operation",), registry=r
+        )
+        self.objstore_bytes = Counter(
+            PREFIX + "objstore_bytes", doc("objstore_bytes_total"), ("operation",), registry=r
+        )
+        self.compaction_runs = Counter(PREFIX + "compaction_runs", doc("compaction_runs_total"), registry=r)
+        self.compaction_bytes = Counter(
+            PREFIX + "compaction_bytes", doc("compaction_bytes_total"), registry=r
+        )
+        self.compaction_lag = Gauge(
+            PREFIX + "compaction_lag_seconds", doc("compaction_lag_seconds"), registry=r
         )
         self.partitions_owned = Gauge(PREFIX + "partitions_owned", doc("partitions_owned"), registry=r)
         self.gc_runs = Counter(PREFIX + "gc_runs", doc("gc_runs_total"), registry=r)

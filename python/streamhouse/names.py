@@ -44,6 +44,11 @@ _SEGMENT_KEY_RE: Final = re.compile(
     re.ASCII | re.DOTALL,
 )
 
+_FLUSH_KEY_RE: Final = re.compile(r"flushes/(?P<time_ms>[0-9]{13})-(?P<nonce>[0-9a-f]{16})\.flush", re.ASCII)
+
+FLUSHES_PREFIX: Final = "flushes/"
+"""Where the agent's shared flush objects live, relative to the store."""
+
 
 def _require_str(value: object, what: str) -> str:
     if type(value) is not str:
@@ -242,6 +247,24 @@ def parse_segment_key(key: str) -> SegmentKey:
     return parsed
 
 
+def flush_key(time_ms: int, nonce: str) -> str:
+    """The key of one agent-level flush object: ``flushes/{time_ms:013d}-{nonce}.flush``.
+
+    It holds slices of many partitions (docs/format.md section 6), so no topic, partition or epoch is in
+    the key; each slice's epoch is in the object's index and in its catalog row. A fresh 16-hex-digit
+    ``nonce`` per flush makes every key unique, so a stale owner's object never lands on a current owner's
+    key, and the put is conditional. Keys sort by time, which keeps listings in upload order."""
+    t = _check_range(time_ms, "flush time", 10**13 - 1)
+    if type(nonce) is not str or not _NONCE_RE.fullmatch(nonce):
+        raise InvalidArgument(f"flush key nonce must be 16 lowercase hex digits, not {nonce!r}")
+    return f"{FLUSHES_PREFIX}{t:013d}-{nonce}.flush"
+
+
+def is_flush_key(key: str) -> bool:
+    """Whether ``key`` is exactly a key ``flush_key`` makes (for garbage collection)."""
+    return type(key) is str and _FLUSH_KEY_RE.fullmatch(key) is not None
+
+
 def partition_dir(root: str | os.PathLike[str], topic: str, partition: int) -> Path:
     """The local directory of a partition's WAL: ``{root}/{topic}/{partition:05d}``.
 
@@ -260,12 +283,15 @@ def partition_dir(root: str | os.PathLike[str], topic: str, partition: int) -> P
 
 
 __all__ = [
+    "FLUSHES_PREFIX",
     "MAX_EPOCH",
     "MAX_KEY_BYTES",
     "MAX_NAME_CHARS",
     "MAX_OFFSET",
     "MAX_PARTITION",
     "SegmentKey",
+    "flush_key",
+    "is_flush_key",
     "normalize_prefix",
     "parse_segment_key",
     "partition_dir",

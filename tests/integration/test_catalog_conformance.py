@@ -280,6 +280,92 @@ async def test_reused_object_key_is_rejected_and_changes_nothing(catalog: Catalo
     assert (await catalog.get_partition("t", 0)).high_watermark == 5
 
 
+async def test_commit_segments_commits_slices_of_one_object_in_one_transaction(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 3)
+    epochs = [(await owned(catalog, "t", p)).epoch for p in range(3)]
+    key = "flushes/1700000000000-0123456789abcdef.flush"
+    rows = [
+        replace(seg("t", 0, 0, 5, epochs[0], key=key), object_position=0, size_bytes=40),
+        replace(seg("t", 1, 0, 3, epochs[1], key=key), object_position=40, size_bytes=30),
+        replace(
+            seg("t", 1, 3, 4, epochs[1], key=key), object_position=70, size_bytes=10
+        ),  # same flush, in order
+        replace(seg("t", 2, 0, 2, epochs[2], key=key), object_position=80, size_bytes=20),
+    ]
+    outcomes = await catalog.commit_segments(rows)
+    assert [o.high_watermark for o in outcomes if not isinstance(o, Exception)] == [5, 3, 4, 2]
+    assert await catalog.list_object_keys() == {key}
+    listed = await catalog.list_segments("t", 1)
+    assert [(r.object_key, r.object_position, r.size_bytes) for r in listed] == [(key, 40, 30), (key, 70, 10)]
+
+
+async def test_commit_segments_refuses_a_stale_row_alone(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 3)
+    epochs = [(await owned(catalog, "t", p)).epoch for p in range(3)]
+    key = "flushes/1700000000000-0123456789abcdef.flush"
+    rows = [
+        replace(seg("t", 0, 0, 5, epochs[0], key=key), object_position=0),
+        replace(seg("t", 1, 0, 5, epochs[1] + 7, key=key), object_position=500),  # a stale/foreign epoch
+        replace(seg("t", 2, 3, 5, epochs[2], key=key), object_position=1000),  # not at the high watermark
+    ]
+    outcomes = await catalog.commit_segments(rows)
+    assert not isinstance(outcomes[0], Exception) and outcomes[0].high_watermark == 5
+    assert isinstance(outcomes[1], StaleEpoch) and isinstance(outcomes[2], OffsetConflict)
+    assert [(await catalog.get_partition("t", p)).high_watermark for p in range(3)] == [5, 0, 0]
+    assert [len(await catalog.list_segments("t", p)) for p in range(3)] == [1, 0, 0]
+
+
+async def test_commit_segments_with_an_invalid_row_commits_nothing(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 2)
+    epochs = [(await owned(catalog, "t", p)).epoch for p in range(2)]
+    key = "flushes/1700000000000-0123456789abcdef.flush"
+    good = replace(seg("t", 0, 0, 5, epochs[0], key=key), object_position=0)
+    with pytest.raises(InvalidArgument):
+        await catalog.commit_segments(
+            [good, replace(seg("t", 1, 0, 5, epochs[1], key=key), object_position=-1)]
+        )
+    with pytest.raises(InvalidArgument):  # the same byte range of one object twice
+        await catalog.commit_segments(
+            [good, replace(seg("t", 1, 0, 5, epochs[1], key=key), object_position=0)]
+        )
+    assert [(await catalog.get_partition("t", p)).high_watermark for p in range(2)] == [0, 0]
+    assert await catalog.list_object_keys() == set()
+
+
+async def test_replace_segments_swaps_a_run_for_one_row_covering_it(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 1)
+    epoch = (await owned(catalog)).epoch
+    olds = [
+        seg("t", 0, b, b + 5, epoch, key=f"flushes/170000000000{i}-0123456789abcdef.flush")
+        for i, b in enumerate((0, 5, 10))
+    ]
+    for row in olds:
+        await catalog.commit_segment(row, expected_epoch=epoch)
+    tail = seg("t", 0, 15, 20, epoch)
+    await catalog.commit_segment(tail, expected_epoch=epoch)
+    new = seg("t", 0, 0, 15, epoch, key="topics/t/00000/merged.seg")
+    with pytest.raises(InvalidArgument):  # does not cover the same offsets
+        await catalog.replace_segments(
+            olds, replace(new, end_offset=14, record_count=14), expected_epoch=epoch
+        )
+    with pytest.raises(InvalidArgument):  # not consecutive
+        await catalog.replace_segments([olds[0], olds[2]], new, expected_epoch=epoch)
+    with pytest.raises(StaleEpoch):
+        await catalog.replace_segments(olds, new, expected_epoch=epoch + 1)
+    await catalog.replace_segments(olds, new, expected_epoch=epoch)
+    assert [(r.base_offset, r.end_offset, r.object_key) for r in await catalog.list_segments("t", 0)] == [
+        (0, 15, "topics/t/00000/merged.seg"),
+        (15, 20, tail.object_key),
+    ]
+    assert (await catalog.get_partition("t", 0)).high_watermark == 20
+    # A second swap of rows that are gone changes nothing.
+    with pytest.raises(OffsetConflict):
+        await catalog.replace_segments(
+            olds, replace(new, object_key="topics/t/00000/again.seg"), expected_epoch=epoch
+        )
+    assert len(await catalog.list_segments("t", 0)) == 2
+
+
 async def test_concurrent_commits_of_one_base_offset_exactly_one_wins(backend: Backend) -> None:
     a, b = await backend.open(), await backend.open()
     await a.create_topic("t", 1)

@@ -21,7 +21,7 @@ import pytest
 from streamhouse import engine as engines
 from streamhouse import errors
 from streamhouse.agent import Agent
-from streamhouse.agent.collector import GcResult, collect_garbage, format_duration_ms
+from streamhouse.agent.collector import PREFIXES, GcResult, collect_garbage, format_duration_ms
 from streamhouse.agent.segcache import SegmentCache
 from streamhouse.agent.uploader import fresh_key, segment_record
 from streamhouse.catalog import Catalog, SegmentRecord, open_catalog
@@ -112,8 +112,12 @@ async def later(catalog: Catalog, ms: int) -> int:
     return await catalog.now_ms() + ms
 
 
-async def keys(store: ObjectStore, prefix: str = "topics/") -> list[str]:
-    return [info.key for info in await store.list(prefix)]
+async def keys(store: ObjectStore) -> list[str]:
+    """Every key the collector looks at (flush objects and per-partition segments), sorted."""
+    found: list[str] = []
+    for prefix in PREFIXES:
+        found += [info.key for info in await store.list(prefix)]
+    return sorted(found)
 
 
 # --- collect_garbage --------------------------------------------------------------------------------------
@@ -217,6 +221,8 @@ async def test_object_committed_between_the_listing_and_the_reference_read_is_ke
     class CommitAfterListing(DelegatingStore):
         async def list(self, prefix: str = "") -> list[ObjectInfo]:
             listing = await self.inner.list(prefix)
+            if prefix != PREFIXES[-1]:
+                return listing  # act after the last listing, just before the reference read
             await env.catalog.commit_segment(listed_then_committed, expected_epoch=0)
             record = await upload_segment(self.inner, TOPIC, 0, 5, 2)
             await env.catalog.commit_segment(record, expected_epoch=0)

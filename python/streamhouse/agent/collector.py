@@ -12,9 +12,12 @@ Invariants:
   after (see the comment in ``collect_garbage``), and an unreferenced object is deleted only when it is
   older than the grace period, which is longer than any upload-to-commit window: an object that is still
   waiting for its commit is young.
-- Only keys this agent writes are candidates: ``topics/<topic>/<partition:05>/<base:020>-<epoch:010>
-  [-<nonce>].seg`` relative to the store (``names.parse_segment_key``, empty prefix). Anything else under
-  ``topics/`` is foreign and left alone.
+- Only keys agents write are candidates: per-partition segment objects (compaction's output)
+  ``topics/<topic>/<partition:05>/<base:020>-<epoch:010>[-<nonce>].seg`` and shared flush objects
+  ``flushes/<time_ms:013>-<nonce>.flush``, relative to the store (``names.parse_segment_key``,
+  ``names.is_flush_key``). Anything else under ``topics/`` or ``flushes/`` is foreign and left alone.
+- A shared flush object is referenced while any row references any of its slices: rows reference it by
+  key, so it is deleted only once the last of its slices has been compacted away or its topic deleted.
 - An object whose time the store did not report (``last_modified_ms`` of 0 or less) counts as young.
 - Age is judged on the catalog's clock (``Catalog.now_ms``) against the store's timestamps, so agents
   agree; the grace period absorbs the skew between the two clocks.
@@ -30,20 +33,22 @@ from typing import Final
 from streamhouse.catalog.base import Catalog
 from streamhouse.errors import InvalidArgument, InvalidArgumentType
 from streamhouse.logs import get_logger
-from streamhouse.names import parse_segment_key
+from streamhouse.names import FLUSHES_PREFIX, is_flush_key, parse_segment_key
 from streamhouse.objstore.base import ObjectInfo, ObjectStore
 
 log = get_logger(__name__)
 
 SEGMENTS_PREFIX: Final = "topics/"
-"""Where the agent's segment objects live in the store (``names.segment_key`` with an empty prefix)."""
+"""Where the agent's per-partition segment objects live in the store (``names.segment_key``, no prefix)."""
+PREFIXES: Final = (SEGMENTS_PREFIX, FLUSHES_PREFIX)
+"""Every prefix the collector lists."""
 
 
 @dataclass(frozen=True, slots=True)
 class GcResult:
     """What one garbage-collection run saw and did.
 
-    ``scanned`` objects under ``topics/`` = ``referenced`` + ``deleted`` + ``kept_young`` +
+    ``scanned`` objects under ``topics/`` and ``flushes/`` = ``referenced`` + ``deleted`` + ``kept_young`` +
     ``skipped_foreign``. With ``dry_run``, ``deleted`` counts (and ``deleted_keys`` names) the objects
     that would have been deleted; nothing was."""
 
@@ -57,6 +62,8 @@ class GcResult:
 
 
 def _is_segment_key(key: str) -> bool:
+    if is_flush_key(key):
+        return True
     try:
         parsed = parse_segment_key(key)
     except (InvalidArgument, InvalidArgumentType):
@@ -75,10 +82,10 @@ async def collect_garbage(
     dry_run: bool = False,
     on_delete: Callable[[str], None] | None = None,
 ) -> GcResult:
-    """Delete every segment object under ``topics/`` that no committed catalog row references and that
-    was last modified more than ``grace_ms`` before ``now_ms`` (default: the catalog's clock, read before
-    the listing). ``on_delete(key)`` is called after each deletion (the agent counts them in a metric, so
-    the count is right even when a later deletion fails).
+    """Delete every segment or flush object under ``topics/`` and ``flushes/`` that no committed catalog
+    row references and that was last modified more than ``grace_ms`` before ``now_ms`` (default: the
+    catalog's clock, read before the listing). ``on_delete(key)`` is called after each deletion (the
+    agent counts them in a metric, so the count is right even when a later deletion fails).
 
     Store and catalog errors propagate (ObjectStoreError, CatalogUnavailable...); objects deleted before
     the error stay deleted, and the next run carries on, since every step is idempotent."""
@@ -99,7 +106,9 @@ async def collect_garbage(
     # was uploaded before the listing, so if its commit has happened by the time of the reference read, the
     # references include it. An object whose commit comes even later is still inside its upload-to-commit
     # window, which the grace period (longer than that window) protects.
-    listed: list[ObjectInfo] = await store.list(SEGMENTS_PREFIX)
+    listed: list[ObjectInfo] = []
+    for prefix in PREFIXES:
+        listed.extend(await store.list(prefix))
     referenced_keys = await catalog.list_object_keys()
 
     referenced = kept_young = skipped_foreign = 0
@@ -144,4 +153,4 @@ def format_duration_ms(ms: int) -> str:
     return f"{ms}ms"
 
 
-__all__ = ["SEGMENTS_PREFIX", "GcResult", "collect_garbage", "format_duration_ms"]
+__all__ = ["PREFIXES", "SEGMENTS_PREFIX", "GcResult", "collect_garbage", "format_duration_ms"]

@@ -28,15 +28,16 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from streamhouse import engine as engines
 from streamhouse.agent.collector import GcResult, collect_garbage, format_duration_ms
+from streamhouse.agent.compaction import CompactionSettings, Compactor
+from streamhouse.agent.flush import Flusher
 from streamhouse.agent.partition import PartitionWriter
 from streamhouse.agent.segcache import SegmentCache
-from streamhouse.agent.uploader import Uploader
 from streamhouse.broker import (
     ACK_MODES,
     AckMode,
@@ -53,6 +54,7 @@ from streamhouse.errors import (
     InvalidArgumentType,
     LeaseLost,
     NotLeader,
+    ObjectNotFound,
     OffsetOutOfRange,
     StaleEpoch,
     StreamhouseError,
@@ -60,8 +62,15 @@ from streamhouse.errors import (
 )
 from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
-from streamhouse.names import topic_prefix, validate_group_id, validate_partition, validate_topic_name
+from streamhouse.names import (
+    is_flush_key,
+    topic_prefix,
+    validate_group_id,
+    validate_partition,
+    validate_topic_name,
+)
 from streamhouse.objstore.base import ObjectStore
+from streamhouse.objstore.metered import MeteredStore
 
 log = get_logger(__name__)
 
@@ -89,6 +98,13 @@ class _SegmentIndex:
         self.bases.insert(i, record.base_offset)
         self.records.insert(i, record)
 
+    def replace(self, old: list[SegmentRecord], new: SegmentRecord) -> None:
+        """Compaction swapped ``old`` for ``new`` (same offsets)."""
+        gone = {r.base_offset for r in old}
+        keep = [r for r in self.records if r.base_offset not in gone]
+        self.records, self.bases = keep, [r.base_offset for r in keep]
+        self.add(new)
+
     def find(self, offset: int) -> SegmentRecord | None:
         i = bisect.bisect_right(self.bases, offset) - 1
         if i >= 0 and self.records[i].base_offset <= offset < self.records[i].end_offset:
@@ -102,17 +118,19 @@ class Agent:
     def __init__(self, config: Config, catalog: Catalog, store: ObjectStore, engine: Any) -> None:
         self.config = config
         self.catalog = catalog
-        self.store = store
+        self.metrics = AgentMetrics()
+        self.store: ObjectStore = MeteredStore(store, self._count_request)
         self.engine = engine
         self.agent_id: str = config.agent_id
         self.address: str = config.advertised_address
-        self.metrics = AgentMetrics()
         self.metrics_address: tuple[str, int] | None = None
         self.wal_root = Path(config.data_dir) / "wal"
-        self.uploader = Uploader(
-            store,
+        self.flusher = Flusher(
+            self.store,
             catalog,
             self.metrics,
+            max_age_ms=config.segment_max_age_ms,
+            max_bytes=config.segment_max_size,
             concurrency=config.upload_concurrency,
             retry_initial_ms=config.upload_retry_initial_ms,
             retry_max_ms=config.upload_retry_max_ms,
@@ -120,11 +138,28 @@ class Agent:
             reverify_after_s=config.object_gc_grace_ms / 4000,
         )
         self.segment_cache = SegmentCache(
-            store,
+            self.store,
             engine,
             config.segment_cache_size,
             whole_object_max_bytes=max(4 * config.block_size, 2**20),
+            read_ahead_bytes=config.segment_read_ahead_size,
         )
+        self.compactor = Compactor(
+            catalog,
+            self.store,
+            engine,
+            self.metrics,
+            CompactionSettings(
+                max_size_bytes=config.compaction_max_size,
+                delay_ms=config.compaction_delay_ms,
+                compression=config.compression,
+                compression_level=config.compression_level,
+                block_size_bytes=config.block_size,
+            ),
+            owned=self._owned_epoch,
+            on_replace=self._on_replace,
+        )
+        self._compaction_task: asyncio.Task[None] | None = None
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._topics: dict[str, TopicInfo] = {}
         self._segments: dict[tuple[str, int], _SegmentIndex] = {}
@@ -134,6 +169,12 @@ class Agent:
         self._reopen_failures: dict[tuple[str, int], int] = {}  # reopens in a row whose recovery failed
         self._acquire_lock = asyncio.Lock()
         self._stopped = False
+
+    def _count_request(self, operation: str, requests: int, nbytes: int) -> None:
+        if requests:
+            self.metrics.objstore_requests.labels(operation).inc(requests)
+        if nbytes:
+            self.metrics.objstore_bytes.labels(operation).inc(nbytes)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -195,14 +236,17 @@ class Agent:
         self._lease_task = asyncio.create_task(self._lease_loop(), name=f"leases {self.agent_id}")
         if cfg.object_gc_interval_ms > 0:
             self._gc_task = asyncio.create_task(self._gc_loop(), name=f"object gc {self.agent_id}")
+        if cfg.compaction_interval_ms > 0:
+            self._compaction_task = asyncio.create_task(
+                self._compaction_loop(), name=f"compaction {self.agent_id}"
+            )
 
     async def stop(self) -> None:
         """Graceful shutdown (SIGTERM): see the module doc. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        await self._cancel_gc_task()
-        await self._cancel_lease_task()
+        await self._cancel_background_tasks()
         deadline = time.monotonic() + self.config.shutdown_timeout_ms / 1000
         writers = list(self._writers.items())
         results = await asyncio.gather(*(w.close(deadline) for _k, w in writers), return_exceptions=True)
@@ -215,6 +259,7 @@ class Agent:
             elif isinstance(drained, BaseException):
                 log.error("Shutdown of %s failed: %s", writer.name, drained)
         self._writers.clear()
+        await self.flusher.close()
         self.metrics.partitions_owned.set(0)
         with contextlib.suppress(StreamhouseError):
             await self.catalog.deregister_agent(self.agent_id)
@@ -224,11 +269,20 @@ class Agent:
     async def abort(self) -> None:
         """Stop at once, like a crash: no seal, no upload, leases kept until they expire."""
         self._stopped = True
-        await self._cancel_gc_task()
-        await self._cancel_lease_task()
+        await self._cancel_background_tasks()
+        await self.flusher.close()
         await asyncio.gather(*(w.abandon() for w in self._writers.values()), return_exceptions=True)
         self._writers.clear()
         await self._close_resources()
+
+    async def _cancel_background_tasks(self) -> None:
+        task, self._compaction_task = self._compaction_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._cancel_gc_task()
+        await self._cancel_lease_task()
 
     async def _cancel_lease_task(self) -> None:
         task, self._lease_task = self._lease_task, None
@@ -279,6 +333,9 @@ class Agent:
         the partition is not held without a writer. Returns None when no writer was registered."""
         writer: PartitionWriter | None = None
         try:
+            # A flush may still be committing what a previous writer of this partition held: recover only
+            # from what the catalog says once that is settled.
+            await self.flusher.settle(key)
             # The epoch may have moved with the lease: read the state again under it.
             current = await self.catalog.get_partition(*key)
             writer = PartitionWriter(
@@ -287,7 +344,7 @@ class Agent:
                 epoch,
                 engine=self.engine,
                 config=self.config,
-                uploader=self.uploader,
+                flusher=self.flusher,
                 metrics=self.metrics,
                 wal_root=self.wal_root,
                 on_commit=self._on_commit,
@@ -427,6 +484,7 @@ class Agent:
 
     async def _drop_writer(self, key: tuple[str, int]) -> None:
         writer = self._writers.pop(key, None)
+        self.compactor.forget(key)
         self._lease_renewed_at.pop(key, None)
         self._reopen_failures.pop(key, None)
         if writer is not None:
@@ -436,28 +494,32 @@ class Agent:
 
     # ---- object garbage collection --------------------------------------------------------------
 
-    async def _gc_loop(self) -> None:
-        """Every ``object_gc_interval_ms`` (first run one interval after start), delete the segment objects
-        no catalog row references that are older than ``object_gc_grace_ms`` (see collector.py). Errors are
-        logged and the next run tries again."""
-        interval_s = self.config.object_gc_interval_ms / 1000
+    async def _every(self, interval_ms: int, what: str, run: Callable[[], Awaitable[object]]) -> None:
+        """Run ``run`` every ``interval_ms`` (first one interval after start) until cancelled. Errors are
+        logged (WARN if retrying can help, else ERROR) and the next run tries again."""
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(interval_ms / 1000)
             try:
-                await self._collect_garbage()
+                await run()
             except asyncio.CancelledError:
                 raise
             except StreamhouseError as exc:
                 level = logging.WARNING if exc.retriable else logging.ERROR
                 log.log(
                     level,
-                    "Object GC failed: %s: %s; next run in %s",
+                    "%s failed: %s: %s; next run in %s",
+                    what,
                     type(exc).__name__,
                     exc,
-                    format_duration_ms(self.config.object_gc_interval_ms),
+                    format_duration_ms(interval_ms),
                 )
             except Exception:
-                log.exception("Object GC failed unexpectedly")
+                log.exception("%s failed unexpectedly", what)
+
+    async def _gc_loop(self) -> None:
+        """Every ``object_gc_interval_ms``, delete the segment objects no catalog row references that are
+        older than ``object_gc_grace_ms`` (see collector.py)."""
+        await self._every(self.config.object_gc_interval_ms, "Object GC", self._collect_garbage)
 
     async def _collect_garbage(self) -> GcResult:
         grace_ms = self.config.object_gc_grace_ms
@@ -485,6 +547,29 @@ class Agent:
                 result.skipped_foreign,
             )
         return result
+
+    # ---- compaction -----------------------------------------------------------------------------
+
+    def _owned_epoch(self, key: tuple[str, int]) -> int | None:
+        writer = self._writers.get(key)
+        if writer is None or writer.failure is not None or self._stopped:
+            return None
+        return writer.epoch
+
+    def _on_replace(self, old: list[SegmentRecord], new: SegmentRecord) -> None:
+        index = self._segments.get((new.topic, new.partition))
+        if index is not None:
+            index.replace(old, new)
+
+    async def _compaction_loop(self) -> None:
+        """Every ``compaction_interval_ms``, compact what is due (compaction.py), at once again while a run
+        found work."""
+
+        async def run() -> None:
+            while await self.compactor.run_once(sorted(self._writers)) and not self._stopped:
+                await asyncio.sleep(0)
+
+        await self._every(self.config.compaction_interval_ms, "Compaction", run)
 
     # ---- topics ---------------------------------------------------------------------------------
 
@@ -518,7 +603,11 @@ class Agent:
         for key in [k for k in self._segments if k[0] == name]:
             del self._segments[key]
         self.segment_cache.drop_topic(topic_prefix("", name))
+        # Only the topic's own (compacted) objects go now; a shared flush object may hold other topics'
+        # slices, and the collector deletes it once no row references any of them.
         for seg in segments:
+            if is_flush_key(seg.object_key):
+                continue
             try:
                 await self.store.delete(seg.object_key)
             except StreamhouseError as exc:  # unreferenced now: garbage collection removes it later
@@ -687,12 +776,22 @@ class Agent:
             raise OffsetOutOfRange(
                 f"offset {offset} of {topic}-{partition} is in no committed segment (removed by retention?)"
             )
-        return await self.segment_cache.read(segment, offset, max_bytes)
+        try:
+            return await self.segment_cache.read(segment, offset, max_bytes)
+        except ObjectNotFound:
+            # Our cached row is older than a compaction whose old objects the collector has removed
+            # since: ask the catalog again (a row it returns points at an existing object).
+            self._segments.pop(key, None)
+            fresh = await self.catalog.list_segments(topic, partition, offset, 1)
+            if not fresh or fresh[0] == segment:
+                raise
+            return await self.segment_cache.read(fresh[0], offset, max_bytes)
 
     def _on_commit(self, record: SegmentRecord) -> None:
         index = self._segments.get((record.topic, record.partition))
         if index is not None:
             index.add(record)
+        self.compactor.note_commit(record)
 
     # ---- consumer offsets -----------------------------------------------------------------------
 

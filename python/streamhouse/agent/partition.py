@@ -1,30 +1,30 @@
-"""One owned partition's write path: WAL, segment buffer, sealing, upload order, durable acks, recovery.
+r"""One owned partition's write path: WAL, segment buffer, what it hands to the agent-level flush, durable
+acks, recovery.
 
 Owns (DESIGN.md sections 3 and 4), for a partition this agent holds a lease on:
 
-- Appends: under ``_lock``, in a worker thread, ``wal.append`` assigns the base offset and then the same
-  batch goes into the active ``SegmentBuffer`` at that offset. Both happen under one lock so the WAL and
-  the buffer see appends in the same order, and every call on a SegmentBuffer (a PyO3 object that must not
-  be used mutably from two threads) is made under it. Python ints mirror the buffer's offsets and sizes so
-  that readers on the event loop never touch a buffer a worker thread may be mutating.
-- Sealing: when the buffer reaches ``segment_max_size``, or ``segment_max_age_ms`` after its first record
-  (one timer per partition), a fresh buffer is swapped in under the lock and the old one is sealed in a
-  thread. Sealed segments wait in ``_slots`` (offset order) and stay readable from memory until committed.
-- Uploads: one upload loop per partition takes the slots strictly in offset order (the commit is a CAS on
-  the expected next offset), retrying forever through the shared ``Uploader``. After a commit: the WAL is
-  truncated through the segment's end, the sealed bytes are dropped and durable waiters are released. A
-  slot is never skipped, so offsets never have gaps.
+- Appends: under ``_lock``, in a worker thread, ``wal.append`` validates the batch and assigns the base
+  offset, then the same batch goes into the active ``SegmentBuffer`` at that offset. Both happen under one
+  lock so the WAL and the buffer see appends in the same order, and every call on a SegmentBuffer (a PyO3
+  object that must not be used mutably from two threads) is made under it. Python ints mirror the buffer's
+  offsets and sizes so that readers on the event loop never touch a buffer a worker thread may be mutating.
+- Flushing is the agent's (flush.py): each append tells the ``Flusher`` how many bytes wait; a flush takes
+  the active buffer (swapped for a fresh one under the lock) and any segment sealed during recovery as
+  ``Slot``\ s, in offset order, seals them, and reports each slot back as committed (``slot_committed``:
+  durable waiters released, sealed bytes dropped, WAL truncated through it by the flusher) or refused
+  (``slot_refused``: the partition is fenced). Slots stay readable from memory until committed. A slot is
+  never skipped, so offsets never have gaps.
 - Failure: every failure goes through ``fence()``, which sets ``_failure`` (from then on produce raises
-  it), stops the age timer and fails the durable waiters whose records nothing will commit any more.
-  Reads keep working from committed segments. Two kinds:
+  it) and fails the durable waiters whose records nothing will commit any more. Reads keep working from
+  committed segments. Two kinds:
   - the partition cannot be written by us any more (NotLeader after StaleEpoch/LeaseLost, an upload
     conflict) or the WAL needs an operator (CorruptionError: WalCorrupted, UnsupportedVersion; a WAL that
-    disagrees with the catalog; an epoch below the WAL's): uploads stop at once;
+    disagrees with the catalog; an epoch below the WAL's): its slots are not committed any more;
   - the local write path failed (``is_local_failure``: WalPoisoned after a failed fdatasync, a segment
     buffer that refused a batch the WAL accepted, a failed seal, an I/O error during recovery): the
-    segments already sealed are valid data and are still uploaded and committed (their durable waiters
-    keep waiting), but the WAL is not truncated any more; the agent then reopens the partition, i.e.
-    recovers it from the bytes on disk (``reopenable``, core.py).
+    segments already handed to a flush are valid data and are still committed (their durable waiters
+    keep waiting), but the WAL is not truncated any more and the active buffer is not flushed; the agent
+    then reopens the partition, i.e. recovers it from the bytes on disk (``reopenable``, core.py).
 - Recovery errors (``open``) affect only this partition: it refuses writes, the WAL is closed, and the log
   says which file and what to do.
 """
@@ -37,9 +37,8 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streamhouse.agent.uploader import FATAL_UPLOAD_ERRORS, Uploader
 from streamhouse.broker import AckMode
 from streamhouse.catalog.base import PartitionState, SegmentRecord
 from streamhouse.config import Config, format_size
@@ -48,7 +47,6 @@ from streamhouse.errors import (
     CatalogUnavailable,
     CorruptionError,
     InvalidArgument,
-    LeaseLost,
     NotLeader,
     ObjectStoreError,
     ResourceExhausted,
@@ -64,6 +62,9 @@ from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
 from streamhouse.names import partition_dir
 
+if TYPE_CHECKING:
+    from streamhouse.agent.flush import Flusher
+
 log = get_logger(__name__)
 
 _FRAME_OVERHEAD = 40 - 20  # a WAL frame header replaces the 20-byte batch header (docs/format.md 4.2)
@@ -78,8 +79,8 @@ def is_local_failure(error: BaseException | None) -> bool:
 
 
 @dataclass(eq=False)
-class _Slot:
-    """A segment swapped out of the active buffer: being sealed, sealed, or uploading."""
+class Slot:
+    """Records swapped out of the active buffer for a flush: being sealed, sealed, or being committed."""
 
     base_offset: int
     end_offset: int
@@ -87,6 +88,7 @@ class _Slot:
     buffer: Any | None  # the SegmentBuffer until sealed
     sealed: Any | None = None  # SealedSegment
     reader: Any | None = None  # SegmentReader over sealed.data, built on first read
+    in_flush: bool = False  # taken by a flush (else: sealed during recovery, waiting for the next one)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -101,7 +103,7 @@ class PartitionWriter:
         *,
         engine: Any,
         config: Config,
-        uploader: Uploader,
+        flusher: Flusher,
         metrics: AgentMetrics,
         wal_root: str | os.PathLike[str],
         on_commit: Any = None,
@@ -112,7 +114,7 @@ class PartitionWriter:
         self.epoch = epoch
         self._engine = engine
         self._cfg = config
-        self._uploader = uploader
+        self._flusher = flusher
         self._metrics = metrics
         self._on_commit = on_commit
         self.wal_dir = partition_dir(wal_root, topic, partition)
@@ -122,24 +124,21 @@ class PartitionWriter:
         self._buffer: Any | None = None
         self._buffer_base = 0
         self._buffer_bytes = 0
-        self._buffer_first_ts = 0.0
         self._wal_bytes = 0
         self.next_offset = 0  # high watermark: next offset to assign
         self.committed_offset = 0  # catalog high watermark
         self.log_start_offset = 0
-        self._slots: list[_Slot] = []
+        self._slots: list[Slot] = []
+        self._waiting_slots = 0  # slots sealed by recovery that no flush has taken yet
         self._failure: StreamhouseError | None = None
         self._fenced = False  # fence() has run for _failure (it may be set first under the lock)
         self.failed_at: float | None = None  # monotonic time of the first fence
         self._closing = False
+        self._abandoned = False
         self.last_upload_error: BaseException | None = None
 
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._data_event = asyncio.Event()
-        self._upload_wakeup = asyncio.Event()
-        self._upload_task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop = asyncio.get_running_loop()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -155,8 +154,29 @@ class PartitionWriter:
 
     @property
     def uploads_idle(self) -> bool:
-        """No upload loop runs (any more): nothing this writer holds will be committed by it."""
-        return self._upload_task is None or self._upload_task.done()
+        """Nothing this writer holds will be committed any more: no slot left, or it may not commit."""
+        return not self._slots or self.uploads_stopped
+
+    @property
+    def upload_error(self) -> BaseException | None:
+        """Why this partition's records are not being committed: its flush's latest failure, or the
+        agent's (a flush that keeps failing holds up the ones after it)."""
+        return self.last_upload_error or self._flusher.last_error
+
+    @property
+    def uploads_stopped(self) -> bool:
+        """The partition's slots must not be committed (lost, conflicting, or abandoned)."""
+        return self._abandoned or (self._failure is not None and not is_local_failure(self._failure))
+
+    @property
+    def has_unflushed(self) -> bool:
+        return self._waiting_slots > 0 or (self._buffer_bytes > 0 and self._failure is None)
+
+    @property
+    def unflushed_bytes(self) -> int:
+        """Bytes a flush would take now."""
+        waiting = sum(s.size_bytes for s in self._slots if not s.in_flush) if self._waiting_slots else 0
+        return waiting + (self._buffer_bytes if self._failure is None else 0)
 
     @property
     def buffer_size_bytes(self) -> int:
@@ -219,7 +239,8 @@ class PartitionWriter:
             )
         with contextlib.suppress(StorageError):
             await asyncio.to_thread(wal.truncate, hw)
-        self._refresh_wal_bytes()
+        with contextlib.suppress(StorageError):
+            self._wal_bytes = int(wal.stats().bytes_on_disk)
         if frames:
             log.info(
                 "Recovered %s: %d WAL frames, offsets %d..%d, to upload (epoch %d, torn tail cut: %d bytes)",
@@ -236,10 +257,14 @@ class PartitionWriter:
                 self.name,
                 recovery.torn_tail_bytes,
             )
-        self._upload_task = asyncio.create_task(self._upload_loop(), name=f"upload {self.name}")
         for slot in slots:
-            self._start_seal(slot)
-        self._update_gauges()
+            slot.ready.set()  # sealed in _replay
+        self._flusher.register(self)
+        if self.has_unflushed:
+            self._flusher.note_data(self.unflushed_bytes)
+        if slots:
+            self._flusher.request_flush()  # recovered records have waited long enough
+        self.update_gauges()
 
     async def _open_failed(self, error: StreamhouseError) -> None:
         """Recovery failed: refuse writes with ``error``, close the WAL, keep the files as they are."""
@@ -290,13 +315,15 @@ class PartitionWriter:
         )
         self.fence(error, logged=True)
 
-    def _replay(self, frames: list[Any]) -> list[_Slot]:
+    def _replay(self, frames: list[Any]) -> list[Slot]:
+        """Recovered frames go into the active buffer; every ``segment_max_size`` bytes of them are sealed
+        here (in the worker thread) into a slot that the next flush takes."""
         # The recovered records were accepted once, under the max_record_size of that time: replaying
         # them must not depend on today's (possibly lower) limit, which applies to new produce only.
         replay_limit = int(self._engine.MAX_FRAME_BYTES)
         with self._lock:
             self._buffer = self._new_buffer(self.next_offset, replay_limit)
-            slots: list[_Slot] = []
+            slots: list[Slot] = []
             for frame in frames:
                 self._buffer.append(frame.base_offset, frame.batch)
                 self.next_offset = self._buffer.next_offset
@@ -307,19 +334,22 @@ class PartitionWriter:
                 slots.append(self._swap_locked())
             else:
                 self._buffer = self._new_buffer(self.next_offset)
+            for slot in slots:
+                buffer, slot.buffer = slot.buffer, None
+                assert buffer is not None
+                slot.sealed = buffer.seal()
+                slot.size_bytes = slot.sealed.size_bytes
+            self._waiting_slots = len(slots)
             return slots
 
     async def close(self, deadline: float) -> bool:
-        """Graceful: stop accepting produce, seal, wait (until ``deadline``, monotonic) for every segment to
+        """Graceful: stop accepting produce, flush, wait (until ``deadline``, monotonic) for every record to
         be committed, truncate and close the WAL. True if everything was committed."""
         with self._lock:
             self._closing = True
-        self._cancel_timer()
         drained = self._failure is None and self._wal is not None
         if drained:
-            slot = await asyncio.to_thread(self._swap_if_nonempty)
-            if slot is not None:
-                self._start_seal(slot)
+            self._flusher.request_flush()
             drained = await self._wait_drained(deadline)
         await self._shutdown(drained)
         if not drained and self._wal is not None:
@@ -334,26 +364,26 @@ class PartitionWriter:
         return drained
 
     async def abandon(self) -> None:
-        """Stop at once (crash-like): no seal, no upload; the WAL keeps what it holds."""
+        """Stop at once (crash-like): nothing more of it is committed; the WAL keeps what it holds."""
         with self._lock:
             self._closing = True
         await self._shutdown(False)
 
     async def _wait_drained(self, deadline: float) -> bool:
-        while self._slots and self._failure is None and time.monotonic() < deadline:
+        while (self._slots or self._buffer_bytes) and self._failure is None and time.monotonic() < deadline:
+            if self._buffer_bytes and not self._flusher_busy():
+                self._flusher.request_flush()
             await asyncio.sleep(0.01)
-        return not self._slots and self._failure is None
+        return not self._slots and not self._buffer_bytes and self._failure is None
+
+    def _flusher_busy(self) -> bool:
+        return any(s.in_flush for s in self._slots)
 
     async def _shutdown(self, drained: bool) -> None:
-        self._cancel_timer()
-        tasks = [t for t in (self._upload_task, *self._tasks) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        self._abandoned = True  # whatever a flush still holds of ours is not committed any more
+        self._flusher.unregister(self)
         for slot in self._slots:
-            slot.ready.set()  # a seal cancelled above never set it: readers of the slot must not hang
+            slot.ready.set()  # a seal cancelled at shutdown never set it: readers of the slot must not hang
         self._fail_waiters(self._failure or NotLeader(f"{self.name}: the agent is shutting down"))
         wal = self._wal
         if wal is not None:
@@ -404,10 +434,8 @@ class PartitionWriter:
                 type(error).__name__,
                 error,
             )
-        self._cancel_timer()
-        # Waiters whose records a sealed segment still uploading covers keep waiting; the others fail now.
+        # Waiters whose records a slot still being committed covers keep waiting; the others fail now.
         self._fail_waiters(failure, keep_through=self._commit_limit())
-        self._upload_wakeup.set()  # an idle upload loop looks at the failure and ends
 
     def _fence_locked(self, error: StreamhouseError) -> None:
         """From a worker thread holding ``_lock``: refuse further appends at once, fence on the loop."""
@@ -416,13 +444,10 @@ class PartitionWriter:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
             self._loop.call_soon_threadsafe(self.fence, error)
 
-    def _uploads_stopped(self) -> bool:
-        return self._failure is not None and not is_local_failure(self._failure)
-
     def _commit_limit(self) -> int:
-        """The offset up to which the upload loop may still commit: everything while healthy; after a local
-        failure, the end of the last sealed (or sealing) segment; after any other failure, nothing more."""
-        if self.uploads_idle or self._uploads_stopped():
+        """The offset up to which flushes may still commit: everything while healthy; after a local failure,
+        the end of the last slot; after any other failure, nothing more."""
+        if self.uploads_stopped:
             return self.committed_offset
         if self._failure is None:
             return 2**63
@@ -433,13 +458,10 @@ class PartitionWriter:
     async def produce(self, batch: bytes, acks: AckMode) -> tuple[int, int]:
         """Append a batch; returns its base and end offsets once ``acks`` is met. ``wal.append`` validates
         it (with ``max_record_size``) before anything is written, so a malformed batch changes nothing."""
-        base, end, first, slot = await asyncio.to_thread(self._append, batch)
-        if slot is not None:
-            self._start_seal(slot)
-        if first:
-            self._ensure_timer()
+        base, end, added = await asyncio.to_thread(self._append, batch)
+        self._flusher.note_data(added)
         self._notify_data()
-        self._update_gauges()
+        self.update_gauges()
         if acks == "wal" and self._cfg.wal_sync_policy == "batch":
             wal = self._wal
             if wal is None:
@@ -453,7 +475,7 @@ class PartitionWriter:
             await self._wait_committed(base, end)
         return int(base), int(end)
 
-    def _append(self, batch: bytes) -> tuple[int, int, bool, _Slot | None]:
+    def _append(self, batch: bytes) -> tuple[int, int, int]:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
@@ -461,10 +483,10 @@ class PartitionWriter:
                 raise NotLeader(f"{self.name}: the agent is shutting down or no longer owns the partition")
             limit = self._cfg.wal_max_size
             if self._wal_bytes + len(batch) + _FRAME_OVERHEAD > limit:
+                error = self.upload_error
                 cause = (
-                    f"segment uploads are failing ({type(self.last_upload_error).__name__}: "
-                    f"{self.last_upload_error})"
-                    if self.last_upload_error is not None
+                    f"segment uploads are failing ({type(error).__name__}: {error})"
+                    if error is not None
                     else "segments are waiting for upload"
                 )
                 raise ResourceExhausted(
@@ -477,9 +499,7 @@ class PartitionWriter:
             except WalPoisoned as exc:
                 self._fence_locked(exc)
                 raise
-            first = self._buffer_bytes == 0
-            if first:
-                self._buffer_first_ts = time.monotonic()
+            before = self._buffer_bytes
             try:
                 end = self._buffer.append(base, batch)
             except Exception as exc:
@@ -493,8 +513,7 @@ class PartitionWriter:
             self.next_offset = end
             self._buffer_bytes = self._buffer.size_bytes
             self._wal_bytes += len(batch) + _FRAME_OVERHEAD
-            slot = self._swap_locked() if self._buffer_bytes >= self._cfg.segment_max_size else None
-            return base, end, first, slot
+            return base, end, self._buffer_bytes - before
 
     async def _wait_committed(self, base: int, end: int) -> None:
         if self.committed_offset >= end:
@@ -516,7 +535,7 @@ class PartitionWriter:
                     # normally fails the future first: this is the safety net).
                     self._forget_waiter(fut)
                     raise self._not_committing() from None
-                err = self.last_upload_error
+                err = self.upload_error
                 if err is None:
                     continue  # slow but not failing: keep waiting
                 self._forget_waiter(fut)
@@ -557,72 +576,44 @@ class PartitionWriter:
             max_record_bytes=cfg.max_record_size if max_record_bytes is None else max_record_bytes,
         )
 
-    def _swap_locked(self, next_max_record_bytes: int | None = None) -> _Slot:
+    def _swap_locked(self, next_max_record_bytes: int | None = None) -> Slot:
         old = self._buffer
-        slot = _Slot(self._buffer_base, self.next_offset, self._buffer_bytes, old)
+        slot = Slot(self._buffer_base, self.next_offset, self._buffer_bytes, old)
         self._buffer = self._new_buffer(self.next_offset, next_max_record_bytes)
         self._slots.append(slot)
         return slot
 
-    def _swap_if_nonempty(self) -> _Slot | None:
+    # ---- the flush's side (flush.py) ------------------------------------------------------------
+
+    def take_for_flush(self) -> list[Slot]:
+        """In a worker thread: the slots a flush takes now, in offset order: those sealed by recovery and
+        the active buffer (swapped for a fresh one). After a local failure the active buffer stays (it may
+        disagree with the WAL; recovery sorts it out); after any other failure nothing is taken."""
         with self._lock:
-            if self._buffer is None or self._buffer_bytes == 0:
-                return None
-            return self._swap_locked()
+            if self.uploads_stopped:
+                return []
+            taken = [s for s in self._slots if not s.in_flush]
+            if self._buffer is not None and self._buffer_bytes and self._failure is None:
+                taken.append(self._swap_locked())
+            for slot in taken:
+                slot.in_flush = True
+            self._waiting_slots = 0
+            return taken
 
-    def _swap_if_old(self) -> tuple[_Slot | None, float | None]:
-        """Swap the active buffer out if its first record is segment_max_age_ms old; else the seconds
-        left (None when it is empty)."""
-        with self._lock:
-            if self._buffer is None or self._buffer_bytes == 0 or self._failure is not None:
-                return None, None
-            left = self._buffer_first_ts + self._cfg.segment_max_age_ms / 1000 - time.monotonic()
-            if left > 0:
-                return None, left
-            return self._swap_locked(), None
-
-    def _ensure_timer(self, delay_s: float | None = None) -> None:
-        # One timer per partition. When it fires it looks at whatever buffer is active then, so a buffer
-        # swapped out by size meanwhile does not leave its successor without a deadline.
-        if self._timer is None and not self._closing and self._failure is None:
-            delay = self._cfg.segment_max_age_ms / 1000 if delay_s is None else delay_s
-            self._timer = self._loop.call_later(delay, self._on_timer)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._closing or self._failure is not None:
-            return
-        self._spawn(self._seal_by_age())
-
-    async def _seal_by_age(self) -> None:
-        slot, left = await asyncio.to_thread(self._swap_if_old)
-        if slot is not None:
-            self._start_seal(slot)
-        elif left is not None:
-            self._ensure_timer(left)
-
-    def _start_seal(self, slot: _Slot) -> None:
-        self._spawn(self._seal(slot))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _seal(self, slot: _Slot) -> None:
-        # ``ready`` is set whatever happens (even when the task is cancelled at shutdown): readers and the
-        # upload loop wait on it, and find ``sealed`` None if the seal did not complete.
+    async def seal(self, slot: Slot) -> bool:
+        """Seal a slot a flush took (in a thread); False if it failed, which fences the partition and
+        takes this slot and every later one out of the flush (they would leave a gap)."""
+        # ``ready`` is set whatever happens (even when the task is cancelled at shutdown): readers wait on
+        # it, and find ``sealed`` None if the seal did not complete.
         try:
             buffer = slot.buffer
-            assert buffer is not None
+            if buffer is None:
+                return slot.sealed is not None
             try:
                 sealed = await asyncio.to_thread(buffer.seal)
             except Exception as exc:
+                if slot in self._slots:
+                    self._slots = self._slots[: self._slots.index(slot)]
                 self.fence(
                     StorageError(
                         f"{self.name}: sealing offsets {slot.base_offset}..{slot.end_offset} "
@@ -630,76 +621,26 @@ class PartitionWriter:
                         "reopened"
                     )
                 )
-                return
+                return False
             slot.sealed = sealed
             slot.buffer = None
             slot.size_bytes = sealed.size_bytes
+            return slot in self._slots
         finally:
             slot.ready.set()
-        self._upload_wakeup.set()
-        log.debug(
-            "Sealed segment %s offsets %d..%d: %d records, %d bytes (%s)",
-            self.name,
-            sealed.base_offset,
-            sealed.end_offset,
-            sealed.record_count,
-            sealed.size_bytes,
-            sealed.compression,
-        )
 
-    # ---- uploads --------------------------------------------------------------------------------
-
-    def _note_upload_failure(self, exc: BaseException, _attempt: int) -> None:
+    def note_upload_failure(self, exc: BaseException) -> None:
         self.last_upload_error = exc
 
-    async def _upload_loop(self) -> None:
-        try:
-            await self._upload_slots()
-        finally:
-            # Nothing commits from here on: no durable waiter may be left waiting for it.
-            if self._durable:
-                self._fail_waiters(self._not_committing())
-
-    async def _upload_slots(self) -> None:
-        while True:
-            if self._uploads_stopped():
-                return
-            if not self._slots:
-                if self._failure is not None:
-                    return  # after a local failure nothing is sealed any more: every sealed slot is done
-                self._upload_wakeup.clear()
-                await self._upload_wakeup.wait()
-                continue
-            slot = self._slots[0]
-            await slot.ready.wait()
-            if slot.sealed is None or self._uploads_stopped():
-                return
-            try:
-                record = await self._uploader.upload_and_commit(
-                    self.topic, self.partition, self.epoch, slot.sealed, self._note_upload_failure
-                )
-            except FATAL_UPLOAD_ERRORS as exc:
-                if isinstance(exc, (StaleEpoch, LeaseLost)):
-                    self.fence(NotLeader(f"{self.name}: lease lost at epoch {self.epoch} ({exc})"))
-                else:
-                    self.fence(exc if isinstance(exc, StreamhouseError) else StorageError(str(exc)))
-                return
-            self._committed(slot, record)
-            if self._failure is None:
-                await self._truncate_wal(record.end_offset)
-            else:
-                # A failed WAL (poisoned: what is on disk is unknown) is left as it is for recovery,
-                # which skips what is committed.
-                self._update_gauges()
-
-    def _committed(self, slot: _Slot, record: SegmentRecord) -> None:
-        # Synchronous from here to the pop: a reader sees the segment either in memory or in the catalog.
+    def slot_committed(self, slot: Slot, record: SegmentRecord) -> None:
+        """The flush committed ``slot`` as ``record``. Synchronous from here to the removal: a reader sees
+        the records either in memory or in the catalog."""
         self.last_upload_error = None
-        self.committed_offset = record.end_offset
+        self.committed_offset = max(self.committed_offset, record.end_offset)
         if self._on_commit is not None:
             self._on_commit(record)
-        if self._slots and self._slots[0] is slot:
-            self._slots.pop(0)
+        if slot in self._slots:
+            self._slots.remove(slot)
         still: list[tuple[int, asyncio.Future[None]]] = []
         for end, fut in self._durable:
             if end <= record.end_offset:
@@ -708,27 +649,36 @@ class PartitionWriter:
             else:
                 still.append((end, fut))
         self._durable = still
+        self.update_gauges()
 
-    async def _truncate_wal(self, committed: int) -> None:
+    def slot_refused(self, slot: Slot, error: StreamhouseError) -> None:
+        """The catalog refused ``slot``: StaleEpoch (we lost the partition) or an upload conflict."""
+        if isinstance(error, StaleEpoch):
+            self.fence(NotLeader(f"{self.name}: lease lost at epoch {self.epoch} ({error})"))
+        else:
+            self.fence(error)
+
+    def slot_abandoned(self, slot: Slot) -> None:
+        """A flush dropped ``slot`` because the partition may not commit any more (already fenced)."""
+        slot.ready.set()
+
+    def update_gauges(self) -> None:
+        self._metrics.set_partition_sizes(self.topic, self.partition, self.buffer_size_bytes, self._wal_bytes)
+
+    def truncate_committed(self) -> None:
+        """In a worker thread, after a commit: delete the WAL files the catalog now covers (not after a
+        failure: a failed WAL is left as it is for recovery, which skips what is committed)."""
         wal = self._wal
-        if wal is None:
+        if wal is None or self._failure is not None:
             return
         try:
-            await asyncio.to_thread(wal.truncate, committed)
+            wal.truncate(self.committed_offset)
         except StorageError as exc:
-            log.warning("WAL truncation of %s through offset %d failed: %s", self.name, committed, exc)
-        self._refresh_wal_bytes()
-        self._update_gauges()
-
-    def _refresh_wal_bytes(self) -> None:
-        wal = self._wal
-        if wal is None:
-            return
+            log.warning(
+                "WAL truncation of %s through offset %d failed: %s", self.name, self.committed_offset, exc
+            )
         with contextlib.suppress(StorageError):
             self._wal_bytes = int(wal.stats().bytes_on_disk)
-
-    def _update_gauges(self) -> None:
-        self._metrics.set_partition_sizes(self.topic, self.partition, self.buffer_size_bytes, self._wal_bytes)
 
     # ---- reads ----------------------------------------------------------------------------------
 
@@ -760,7 +710,7 @@ class PartitionWriter:
                 return data
             # The active buffer was swapped out between the two looks: it is a slot now.
 
-    async def _read_slot(self, slot: _Slot, offset: int, max_bytes: int) -> bytes:
+    async def _read_slot(self, slot: Slot, offset: int, max_bytes: int) -> bytes:
         await slot.ready.wait()
         sealed = slot.sealed
         if sealed is None:
@@ -791,4 +741,4 @@ class PartitionWriter:
             return data
 
 
-__all__ = ["PartitionWriter"]
+__all__ = ["PartitionWriter", "Slot"]
