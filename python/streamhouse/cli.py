@@ -516,8 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--yes", action="store_true", help="apply; without it, only print what would go")
     wal.set_defaults(func=cmd_wal)
 
-    bench = sub.add_parser("bench", help="benchmarks: `bench engine` or `bench produce` [--quick] [--json]")
-    bench.add_argument("bench", choices=("engine", "produce"))
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: `bench engine`, `bench produce` or `bench cost` [--quick] [--json] "
+        "(`bench NAME --help` for the options)",
+    )
+    bench.add_argument("bench", choices=("engine", "produce", "cost"))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return parser
