@@ -394,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a few seconds in total (CI smoke)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json-out", type=Path, default=None, help="also write the JSON object to this file (with the table)"
+    )
     args = parser.parse_args(argv)
     try:
         partitions = _partition_counts(args.partitions) if args.partitions else None
@@ -413,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
     results = run(opts, args.work_dir)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps({"results": results}, indent=1) + "\n")
     if args.json:
         print(json.dumps({"results": results}))
     else:
