@@ -18,14 +18,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from streamhouse import config as config_mod
 from streamhouse import errors
 from streamhouse.broker import ACK_MODES
+
+if TYPE_CHECKING:
+    from streamhouse.objstore.base import ObjectStore
 
 log = logging.getLogger("streamhouse.cli")
 
@@ -61,12 +64,20 @@ def describe_storage(cfg: config_mod.Config) -> str:
     return f"data {data_dir}, metadata {metadata}, objects {objects}, engine {cfg.engine}"
 
 
-async def serve_agent(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> int:
-    """Run an agent and its gRPC server until SIGTERM/SIGINT, then shut down gracefully."""
+async def serve_agent(
+    cfg: config_mod.Config,
+    ready: asyncio.Event | None = None,
+    *,
+    object_store: ObjectStore | None = None,
+) -> int:
+    """Run an agent and its gRPC server until SIGTERM/SIGINT, then shut down gracefully.
+
+    ``object_store`` replaces the store the configuration names (the agent owns and closes it): ``bench
+    cost`` passes a wrapper that counts requests."""
     from streamhouse.agent import Agent
     from streamhouse.server import GrpcServer
 
-    agent = await Agent.start(cfg)
+    agent = await Agent.start(cfg, object_store=object_store)
     try:
         server = await GrpcServer.start(
             agent,
@@ -110,17 +121,24 @@ async def serve_agent(cfg: config_mod.Config, ready: asyncio.Event | None = None
     return 0
 
 
-def cmd_agent(args: argparse.Namespace) -> int:
+def cmd_agent(
+    args: argparse.Namespace,
+    *,
+    make_object_store: Callable[[config_mod.Config], ObjectStore] | None = None,
+) -> int:
+    """``streamhouse agent``. ``make_object_store`` builds the agent's object store from the loaded
+    configuration instead of the one it names (``bench cost`` runs its request-counting agent this way)."""
     from streamhouse.logs import setup_logging
 
     try:
         cfg = config_mod.Config.load(args)
+        store = make_object_store(cfg) if make_object_store is not None else None
     except errors.ConfigError as exc:
         print(f"streamhouse agent: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(cfg.log_level)
     try:
-        return asyncio.run(serve_agent(cfg))
+        return asyncio.run(serve_agent(cfg, object_store=store))
     except errors.ConfigError as exc:
         print(f"streamhouse agent: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -498,8 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--yes", action="store_true", help="apply; without it, only print what would go")
     wal.set_defaults(func=cmd_wal)
 
-    bench = sub.add_parser("bench", help="benchmarks: `bench engine` or `bench produce` [--quick] [--json]")
-    bench.add_argument("bench", choices=("engine", "produce"))
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: `bench engine`, `bench produce` or `bench cost` [--quick] [--json] "
+        "(`bench NAME --help` for the options)",
+    )
+    bench.add_argument("bench", choices=("engine", "produce", "cost"))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -220,7 +220,11 @@ T = TypeVar("T")
 
 class Client:
     """A connection to a StreamHouse agent (``server`` is HOST:PORT; default ``$STREAMHOUSE_SERVER`` or
-    127.0.0.1:50051). Thread-safe. Follows NotLeader redirects to the owner's address."""
+    127.0.0.1:50051). Thread-safe. Follows NotLeader redirects to the owner's address.
+
+    ``channel_options`` are extra gRPC channel arguments. gRPC shares one TCP connection between the
+    channels of a process that have the same target and arguments; ``[("grpc.use_local_subchannel_pool",
+    1)]`` gives this client connections of its own, as a client in another process would have."""
 
     def __init__(
         self,
@@ -229,11 +233,13 @@ class Client:
         timeout_s: float = 30.0,
         retries: int = 5,
         default_acks: AckMode | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.server = server_from_env(server)
         self.timeout_s = timeout_s
         self.retries = retries
         self.default_acks = default_acks
+        self.channel_options = list(channel_options)
         self.codec = _codec()
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[grpc.Channel, pb_grpc.StreamHouseStub]] = {}
@@ -253,6 +259,7 @@ class Client:
                     options=[
                         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                        *self.channel_options,
                     ],
                 )
                 entry = (channel, pb_grpc.StreamHouseStub(channel))  # type: ignore[no-untyped-call]

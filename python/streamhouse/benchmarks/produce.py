@@ -11,97 +11,20 @@ object ``{"results": [...]}``; ``--quick`` is a CI smoke of a few seconds.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from streamhouse.benchmarks._harness import AgentProcess, available_engines, percentile
+
 RECORD_SIZE = 100
 BATCH_RECORDS = 1000
 PARTITIONS = 4
 ACK_MODES = ("buffered", "wal", "durable")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def available_engines() -> list[str]:
-    engines = ["python"]
-    if importlib.util.find_spec("streamhouse._core") is not None:
-        engines.insert(0, "rust")
-    return engines
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
-
-
-class _Agent:
-    def __init__(self, engine: str, root: Path) -> None:
-        self.data_dir = root / f"data-{engine}"
-        self.server = f"127.0.0.1:{_free_port()}"
-        env = dict(os.environ, STREAMHOUSE_ENGINE=engine)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
-        self.log = (root / f"agent-{engine}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamhouse",
-                "agent",
-                "--engine",
-                engine,
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                self.server,
-                "--metrics-listen",
-                "",
-                "--agent-id",
-                f"bench-{engine}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            env=env,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def _wait_ready(client: Any, agent: _Agent, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if agent.proc.poll() is not None:
-            raise RuntimeError(f"agent exited with status {agent.proc.returncode}; see {agent.log.name}")
-        try:
-            client.list_topics()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Path) -> dict[str, Any]:
@@ -154,8 +77,8 @@ def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Pa
         "records": records,
         "records_per_s": records / elapsed,
         "mb_per_s": records * RECORD_SIZE / elapsed / 1e6,
-        "p50_ms": _percentile(latencies, 0.5) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
         "consume_records_per_s": records / c_elapsed,
         "object_puts_per_gib": puts / gib,
     }
@@ -168,10 +91,13 @@ def run(engines: list[str], records: int) -> list[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="streamhouse-bench-"))
     try:
         for engine in engines:
-            agent = _Agent(engine, root)
+            agent = AgentProcess(
+                engine, root / f"data-{engine}", root / f"agent-{engine}.log", agent_id=f"bench-{engine}"
+            )
+            agent.start()
             try:
                 with Client(agent.server, timeout_s=120) as client:
-                    _wait_ready(client, agent)
+                    agent.wait_ready(client)
                     for acks in ACK_MODES:
                         results.append(_run_mode(client, engine, acks, records, agent.data_dir / "objects"))
             finally:
