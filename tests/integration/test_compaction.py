@@ -231,3 +231,22 @@ async def test_catch_up_over_compacted_data_makes_at_most_300_gets_per_gib(
         f"catch-up over compacted data: {counting.gets} GETs for {read_bytes} bytes, {gets_per_gib:.0f}/GiB"
     )
     assert gets_per_gib <= 300, f"{counting.gets} GETs for {read_bytes} bytes: {gets_per_gib:.0f} per GiB"
+
+
+async def test_slices_larger_than_one_read_are_compacted_whole(
+    setup: Setup, started: Callable[..., Any]
+) -> None:
+    """Regression: a slice bigger than one engine read (whole entries up to a size) must be rebuilt
+    entirely, not cut at the first read's end (found by `bench cost`: an offset mismatch, forever)."""
+    eng = engines.load("python")
+    agent = await started(setup.config(**MANUAL))
+    await agent.create_topic(TOPIC, 1)
+    for _f in range(2):
+        for _ in range(30):  # 30 x 100 records of about 1 KiB: about 3 MB per slice
+            n = agent.writer(TOPIC, 0).next_offset
+            await agent.produce(TOPIC, 0, batch(eng, n, 100, size=1000), "buffered")
+        await agent.flusher.flush_and_wait()
+    assert await agent.compactor.run_once(agent.owned_partitions(), now_ms=FAR) == 1
+    rows = await agent.catalog.list_segments(TOPIC, 0)
+    assert [(r.base_offset, r.end_offset) for r in rows] == [(0, 6000)]
+    assert [r[3] for r in await read_all(agent, eng, TOPIC, 0)] == values(0, 6000, size=1000)

@@ -53,6 +53,8 @@ _ENTRY = struct.Struct("<QIIq")  # record-set entry header: base_offset, record_
 _BATCH_HEADER = struct.Struct("<4sIqI")  # produce batch header: magic, record_count, base_ts, records_length
 _BATCH_MAGIC = b"SHB1"
 _COALESCE_GAP = 256 * 2**10  # fetch two needed ranges of one object in one GET when this close
+_READ_BYTES = 16 * 2**20  # record-set bytes per read while rebuilding
+_MAX_BACKOFF_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,9 @@ class Compactor:
         self._on_replace = on_replace
         self._small: dict[tuple[str, int], list[SegmentRecord]] = {}  # per partition, in offset order
         self._seeded: set[tuple[str, int]] = set()
+        self._failures: dict[
+            tuple[str, int], tuple[int, float]
+        ] = {}  # failures in a row, retry after (monotonic)
 
     # ---- what there is to compact ---------------------------------------------------------------
 
@@ -178,7 +183,7 @@ class Compactor:
         budget = self.settings.max_size_bytes
         for key in keys:
             epoch = self._owned(key)
-            if epoch is None:
+            if epoch is None or self._failures.get(key, (0, 0.0))[1] > time.monotonic():
                 continue
             if key not in self._seeded:
                 await self._seed(key)
@@ -240,16 +245,23 @@ class Compactor:
             self.forget(group.key)
             return False
         except (StreamhouseError, OSError) as exc:
-            log.warning(
-                "Compaction of %s-%d offsets %d..%d failed: %s: %s; the next run tries again",
+            # Back off per partition (1 s doubling to 10 min), so one bad segment does not spin the loop.
+            n = self._failures.get(group.key, (0, 0.0))[0] + 1
+            delay_s = min(2.0 ** (n - 1), _MAX_BACKOFF_S)
+            self._failures[group.key] = (n, time.monotonic() + delay_s)
+            retriable = isinstance(exc, StreamhouseError) and exc.retriable
+            (log.warning if retriable else log.error)(
+                "Compaction of %s-%d offsets %d..%d failed: %s: %s; retrying in %.0fs",
                 topic,
                 partition,
                 rows[0].base_offset,
                 rows[-1].end_offset,
                 type(exc).__name__,
                 exc,
+                delay_s,
             )
             return False
+        self._failures.pop(group.key, None)
         small = self._small.get(group.key, [])
         at = small.index(rows[0]) if rows[0] in small else -1
         if at >= 0:
@@ -290,8 +302,12 @@ class Compactor:
                     f"segment {row.object_key} at {row.object_position} holds offsets {reader.base_offset}.."
                     f"{reader.end_offset}, its row says {row.base_offset}..{row.end_offset}"
                 )
-            for base, batch in record_set_to_batches(reader.read(row.base_offset)):  # all of it
-                buffer.append(base, batch)
+            offset = row.base_offset
+            while offset < row.end_offset:  # a read returns whole entries up to a size: read on
+                entries = record_set_to_batches(reader.read(offset, _READ_BYTES))
+                for base, batch in entries:
+                    buffer.append(base, batch)
+                    offset = buffer.next_offset
         return buffer.seal()
 
 
