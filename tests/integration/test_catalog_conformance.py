@@ -22,6 +22,7 @@ from streamhouse.catalog import Catalog, Lease, SegmentRecord, open_catalog
 from streamhouse.catalog.migrations import LATEST_VERSION
 from streamhouse.errors import (
     InvalidArgument,
+    InvalidArgumentType,
     LeaseLost,
     OffsetConflict,
     StaleEpoch,
@@ -550,6 +551,28 @@ async def test_renewal_never_bumps_the_epoch(catalog: Catalog) -> None:
     state = await catalog.get_partition("t", 0)
     assert (state.leader_epoch, state.leader_agent_id) == (1, "agent-a")
     assert await catalog.list_leases("agent-a") == [lease]
+
+
+async def test_renew_leases_renews_many_in_one_call_and_refuses_a_lost_one_alone(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 3)
+    leases = [await owned(catalog, "t", p) for p in range(3)]
+    lost = await catalog.acquire_lease("t", 1, "agent-a", LONG_TTL_MS)
+    assert lost is not None
+    await catalog.release_lease("t", 1, "agent-a", lost.epoch)
+    taken = await catalog.acquire_lease("t", 1, "agent-b", LONG_TTL_MS)
+    assert taken is not None
+    results = await catalog.renew_leases(
+        "agent-a", [("t", p, lease.epoch) for p, lease in enumerate(leases)], 5_000
+    )
+    assert isinstance(results[1], LeaseLost) and "agent-b" in str(results[1])
+    for p in (0, 2):
+        renewed = results[p]
+        assert isinstance(renewed, Lease) and renewed.epoch == leases[p].epoch
+    held = {(le.partition, le.agent_id) for le in await catalog.list_leases()}
+    assert held == {(0, "agent-a"), (1, "agent-b"), (2, "agent-a")}
+    assert await catalog.renew_leases("agent-a", [], 5_000) == []
+    with pytest.raises(InvalidArgumentType):
+        await catalog.renew_leases("agent-a", [("t", 0)], 5_000)  # type: ignore[list-item]
 
 
 async def test_renewal_after_expiry_raises_lease_lost(catalog: Catalog) -> None:

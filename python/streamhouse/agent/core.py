@@ -56,7 +56,6 @@ from streamhouse.errors import (
     NotLeader,
     ObjectNotFound,
     OffsetOutOfRange,
-    StaleEpoch,
     StreamhouseError,
     UnknownTopic,
 )
@@ -416,22 +415,30 @@ class Agent:
                     writer.wal_dir,
                 )
                 await self._drop_writer(key)
-                continue
-            started = time.monotonic()
-            try:
-                await self.catalog.renew_lease(key[0], key[1], self.agent_id, writer.epoch, ttl_ms)
-            except (LeaseLost, StaleEpoch) as exc:
-                writer.fence(NotLeader(f"{writer.name}: lease lost ({exc})"))
-                await self._drop_writer(key)
-                continue
-            except CatalogUnavailable as exc:
+        # Every lease in one catalog transaction, whatever their number (one per partition would take
+        # longer than the ttl with hundreds of partitions on a busy catalog).
+        held = list(self._writers.items())
+        started = time.monotonic()
+        try:
+            results = await self.catalog.renew_leases(
+                self.agent_id, [(k[0], k[1], w.epoch) for k, w in held], ttl_ms
+            )
+        except CatalogUnavailable as exc:
+            for key, writer in held:
                 if time.monotonic() - self._lease_renewed_at.get(key, 0.0) > ttl_ms / 1000:
                     writer.fence(NotLeader(f"{writer.name}: lease not renewed within its ttl ({exc})"))
                     await self._drop_writer(key)
+            return
+        took = time.monotonic() - started
+        if took > _SLOW_RENEWAL_S:
+            log.warning("Lease renewal timeout: took %.0fs (expected <1s)", took)
+        for (key, writer), result in zip(held, results, strict=True):
+            if self._writers.get(key) is not writer:
+                continue  # dropped or reopened meanwhile
+            if isinstance(result, LeaseLost):
+                writer.fence(NotLeader(f"{writer.name}: lease lost ({result})"))
+                await self._drop_writer(key)
                 continue
-            took = time.monotonic() - started
-            if took > _SLOW_RENEWAL_S:
-                log.warning("Lease renewal timeout: took %.0fs (expected <1s)", took)
             self._lease_renewed_at[key] = started
             if writer.reopenable and self._reopen_due(key, writer):
                 reopen.append((key, writer))

@@ -669,11 +669,13 @@ class PartitionWriter:
         """In a worker thread, after a commit: delete the WAL files the catalog now covers (not after a
         failure: a failed WAL is left as it is for recovery, which skips what is committed)."""
         wal = self._wal
-        if wal is None or self._failure is not None:
+        if wal is None or self._failure is not None or self._abandoned:
             return
         try:
             wal.truncate(self.committed_offset)
         except StorageError as exc:
+            if self._abandoned:
+                return  # closed by a shutdown meanwhile: it truncates what is committed itself
             log.warning(
                 "WAL truncation of %s through offset %d failed: %s", self.name, self.committed_offset, exc
             )

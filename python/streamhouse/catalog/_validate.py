@@ -156,3 +156,18 @@ def replace_conflict_message(old: SegmentRecord) -> str:
         f"cannot replace segment {old.topic}[{old.partition}] {old.base_offset}..{old.end_offset} "
         f"({old.object_key} at {old.object_position}): it is no longer committed as given"
     )
+
+
+def check_lease_keys(leases: object) -> list[tuple[str, int, int]]:
+    """A list of ``(topic, partition, epoch)``, each checked."""
+    if not isinstance(leases, (list, tuple)):
+        raise InvalidArgumentType(
+            f"leases must be a list of (topic, partition, epoch), not {type(leases).__name__}"
+        )
+    out = []
+    for item in leases:
+        if not isinstance(item, tuple) or len(item) != 3:
+            raise InvalidArgumentType(f"each lease must be a (topic, partition, epoch) tuple, not {item!r}")
+        topic, partition, epoch = item
+        out.append((check_topic_name(topic), check_partition(partition), check_int("epoch", epoch)))
+    return out

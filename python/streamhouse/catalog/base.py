@@ -28,7 +28,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from streamhouse.errors import OffsetConflict, StaleEpoch
+from streamhouse.errors import LeaseLost, OffsetConflict, StaleEpoch
 
 CommitRefused = StaleEpoch | OffsetConflict
 """Why ``commit_segments`` refused one row."""
@@ -195,6 +195,14 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     async def renew_lease(self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int) -> Lease:
         """Extend our live lease; raises LeaseLost if it expired or is held at another epoch/agent."""
+
+    @abc.abstractmethod
+    async def renew_leases(
+        self, agent_id: str, leases: Sequence[tuple[str, int, int]], ttl_ms: int
+    ) -> list[Lease | LeaseLost]:
+        """``renew_lease`` for many ``(topic, partition, epoch)`` of one agent in one transaction (an agent
+        renews all its leases at once, whatever their number); per lease, in order, the renewed lease or
+        the LeaseLost that refused it alone."""
 
     @abc.abstractmethod
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:

@@ -445,33 +445,44 @@ class PostgresCatalog(Catalog):
         return lease
 
     async def renew_lease(self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int) -> Lease:
-        v.check_topic_name(topic)
-        v.check_int("partition", partition)
+        (result,) = await self.renew_leases(agent_id, [(topic, partition, epoch)], ttl_ms)
+        if isinstance(result, LeaseLost):
+            raise result
+        return result
+
+    async def renew_leases(
+        self, agent_id: str, leases: Sequence[tuple[str, int, int]], ttl_ms: int
+    ) -> list[Lease | LeaseLost]:
+        wanted = v.check_lease_keys(leases)
         v.check_agent_id(agent_id)
-        v.check_int("epoch", epoch)
         v.check_ttl_ms(ttl_ms)
+        out: list[Lease | LeaseLost] = []
         async with self._conn(transaction=True) as conn:
-            if await _lock_partition(conn, topic, partition) is None:
-                raise LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, None, 0))
             now = int(await conn.fetchval(f"SELECT {NOW_MS}"))
-            updated = await conn.fetchval(
-                "UPDATE partition_leases SET expires_at = $1 WHERE topic = $2 AND partition = $3 "
-                "AND agent_id = $4 AND epoch = $5 AND expires_at > $6 RETURNING expires_at",
-                now + ttl_ms,
-                topic,
-                partition,
-                agent_id,
-                epoch,
-                now,
-            )
-            if updated is None:
+            for topic, partition, epoch in wanted:
+                if await _lock_partition(conn, topic, partition) is None:
+                    out.append(LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, None, 0)))
+                    continue
+                updated = await conn.fetchval(
+                    "UPDATE partition_leases SET expires_at = $1 WHERE topic = $2 AND partition = $3 "
+                    "AND agent_id = $4 AND epoch = $5 AND expires_at > $6 RETURNING expires_at",
+                    now + ttl_ms,
+                    topic,
+                    partition,
+                    agent_id,
+                    epoch,
+                    now,
+                )
+                if updated is not None:
+                    out.append(Lease(topic, partition, agent_id, epoch, int(updated)))
+                    continue
                 row = await conn.fetchrow(
                     f"SELECT {LEASE_COLUMNS} FROM partition_leases WHERE topic = $1 AND partition = $2",
                     topic,
                     partition,
                 )
-                raise LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now))
-        return Lease(topic, partition, agent_id, epoch, int(updated))
+                out.append(LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now)))
+        return out
 
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:
         v.check_topic_name(topic)

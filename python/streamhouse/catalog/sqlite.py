@@ -485,27 +485,37 @@ class SqliteCatalog(Catalog):
         return await self._run(q)
 
     async def renew_lease(self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int) -> Lease:
-        v.check_topic_name(topic)
-        v.check_int("partition", partition)
+        (result,) = await self.renew_leases(agent_id, [(topic, partition, epoch)], ttl_ms)
+        if isinstance(result, LeaseLost):
+            raise result
+        return result
+
+    async def renew_leases(
+        self, agent_id: str, leases: Sequence[tuple[str, int, int]], ttl_ms: int
+    ) -> list[Lease | LeaseLost]:
+        wanted = v.check_lease_keys(leases)
         v.check_agent_id(agent_id)
-        v.check_int("epoch", epoch)
         v.check_ttl_ms(ttl_ms)
 
-        def q(conn: sqlite3.Connection) -> Lease:
+        def q(conn: sqlite3.Connection) -> list[Lease | LeaseLost]:
+            out: list[Lease | LeaseLost] = []
             with _write(conn):
                 now = self._now()
-                n = conn.execute(
-                    "UPDATE partition_leases SET expires_at = ? WHERE topic = ? AND partition = ? "
-                    "AND agent_id = ? AND epoch = ? AND expires_at > ?",
-                    (now + ttl_ms, topic, partition, agent_id, epoch, now),
-                ).rowcount
-                if n != 1:
+                for topic, partition, epoch in wanted:
+                    n = conn.execute(
+                        "UPDATE partition_leases SET expires_at = ? WHERE topic = ? AND partition = ? "
+                        "AND agent_id = ? AND epoch = ? AND expires_at > ?",
+                        (now + ttl_ms, topic, partition, agent_id, epoch, now),
+                    ).rowcount
+                    if n == 1:
+                        out.append(Lease(topic, partition, agent_id, epoch, now + ttl_ms))
+                        continue
                     row = conn.execute(
                         f"SELECT {LEASE_COLUMNS} FROM partition_leases WHERE topic = ? AND partition = ?",
                         (topic, partition),
                     ).fetchone()
-                    raise LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now))
-                return Lease(topic, partition, agent_id, epoch, now + ttl_ms)
+                    out.append(LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now)))
+            return out
 
         return await self._run(q)
 
