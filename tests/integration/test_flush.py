@@ -323,3 +323,33 @@ async def test_collector_keeps_a_shared_object_while_any_slice_is_referenced(
     result = await collect_garbage(agent.catalog, agent.store, grace_ms=0, now_ms=far_future)
     assert result.deleted_keys == (key,)
     assert await flush_objects(agent) == []
+
+
+async def test_committed_wal_files_are_deleted_by_the_agent_once_idle(
+    setup: Setup, started: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cleanup job: a committed WAL file is deleted by the agent, the file in use once its partition has
+    been idle for a moment (deleting it after every flush costs a file create and delete per flush)."""
+    from streamhouse.agent import partition
+
+    monkeypatch.setattr(partition, "WAL_IDLE_DELETE_S", 0.3)
+    eng = engines.load("python")
+    agent = await started(setup.config(segment_max_age_ms=3_600_000, lease_ttl_ms=1000))  # sweeps every 1/3 s
+    await agent.create_topic(TOPIC, 2)
+    for p in range(2):
+        await agent.produce(TOPIC, p, batch(eng, 0, 10), "wal")
+    assert len(wal_files(setup.data_dir)) == 2
+    await agent.flusher.flush_and_wait()
+    assert len(wal_files(setup.data_dir)) == 2, "just written to: kept for the next appends"
+    for _ in range(200):
+        if not wal_files(setup.data_dir):
+            break
+        await asyncio.sleep(0.02)
+    assert wal_files(setup.data_dir) == [], "idle and committed: deleted"
+    assert agent.writer(TOPIC, 0).wal_size_bytes == 0
+    # The partitions go on: the next append makes a new file, recovered if the agent crashes now.
+    await agent.produce(TOPIC, 0, batch(eng, 10, 5), "wal")
+    await agent.abort()
+    agent2 = await started(setup.config(segment_max_age_ms=50))
+    await wait_committed(agent2, TOPIC, 0)
+    assert [r[3] for r in await read_all(agent2, eng, TOPIC, 0)] == values(0, 15)

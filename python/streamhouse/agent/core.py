@@ -388,6 +388,7 @@ class Agent:
             await asyncio.sleep(interval)
             try:
                 await self._renew_leases()
+                await self._sweep_wals()
                 await self.catalog.heartbeat(self.agent_id)
                 await self._acquire_free_partitions()
             except asyncio.CancelledError:
@@ -445,6 +446,19 @@ class Agent:
         # After every renewal: a recovery may take a while.
         for key, writer in reopen:
             await self._reopen_writer(key, writer)
+
+    async def _sweep_wals(self) -> None:
+        """Delete the WAL files of partitions that went idle with everything committed (the flush keeps a
+        busy partition's file; see PartitionWriter.truncate_committed)."""
+        writers = list(self._writers.values())
+
+        def sweep() -> None:
+            for w in writers:
+                w.truncate_committed()
+
+        await asyncio.to_thread(sweep)
+        for w in writers:
+            w.update_gauges()
 
     def _reopen_due(self, key: tuple[str, int], writer: PartitionWriter) -> bool:
         """Whether to reopen a writer whose local write path failed (``writer.reopenable``) now."""

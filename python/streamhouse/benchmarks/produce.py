@@ -27,6 +27,10 @@ PARTITIONS = 4
 ACK_MODES = ("buffered", "wal", "durable")
 
 
+def _count_objects(objects_dir: Path) -> int:
+    return sum(1 for p in objects_dir.rglob("*") if p.is_file()) if objects_dir.exists() else 0
+
+
 def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Path) -> dict[str, Any]:
     from streamhouse.client import Consumer, Producer
 
@@ -35,6 +39,7 @@ def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Pa
     value = bytes(range(256)) * (RECORD_SIZE // 256 + 1)
     batch = [(None, value[:RECORD_SIZE], None, None)] * BATCH_RECORDS
     producer = Producer(client, acks=acks, max_in_flight=16, max_buffered_records=BATCH_RECORDS * 64)  # type: ignore[arg-type]
+    objects_before = _count_objects(objects_dir)
     started = time.perf_counter()
     futures = []
     for i in range(0, records, BATCH_RECORDS):
@@ -64,11 +69,7 @@ def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Pa
         if all(p.committed_offset == p.high_watermark for p in d.partitions):
             break
         time.sleep(0.05)
-    puts = (
-        sum(1 for p in (objects_dir / "topics" / topic).rglob("*") if p.is_file())
-        if objects_dir.exists()
-        else 0
-    )
+    puts = _count_objects(objects_dir) - objects_before  # one flush object per flush, for every topic
     gib = records * RECORD_SIZE / 2**30
     return {
         "engine": engine,
