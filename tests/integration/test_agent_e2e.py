@@ -545,6 +545,11 @@ async def test_metrics_are_emitted_with_the_documented_names(
     assert 'streamhouse_segment_buffer_size_bytes{partition="0",topic="orders"}' in text
     assert "streamhouse_partitions_owned 1.0" in text
     assert "streamhouse_produce_records_total 6.0" in text
+    reg = agent.metrics.registry
+    flushes = reg.get_sample_value("streamhouse_flushes_total")
+    assert flushes is not None and flushes >= 1
+    assert reg.get_sample_value("streamhouse_objstore_requests_total", {"operation": "PUT"}) == flushes
+    assert reg.get_sample_value("streamhouse_flush_partitions_count") == flushes
     assert agent.metrics_address is not None
     import urllib.request
 
