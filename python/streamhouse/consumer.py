@@ -1,17 +1,39 @@
 """``Consumer``: reads one topic's partitions from positions it keeps (seek, long polls on every partition
-at once) and optionally commits them for a consumer group."""
+at once) and optionally commits them for a consumer group.
+
+Read-ahead: when a fetch returns records, the fetch of what follows is sent at once (its offset is read
+from the record set's entry headers), before the records are decoded and returned, so the agent and the
+network work while the application handles a poll. A prefetched answer is used only if the position is
+still where it was asked from (a seek, or a poll that took fewer records, drops it)."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import grpc
 
 from streamhouse import errors
 from streamhouse.client import Client, Record, _raise
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
+
+_ENTRY = struct.Struct("<QII")  # record-set entry header prefix: base_offset, record_count, payload_length
+_ENTRY_HEADER_SIZE = 24
+
+
+def _end_offset(record_set: bytes) -> int | None:
+    """One past the last record of a record set (entry headers only), None if it is empty."""
+    end = None
+    pos = 0
+    n = len(record_set)
+    while pos + _ENTRY_HEADER_SIZE <= n:
+        base, count, length = _ENTRY.unpack_from(record_set, pos)
+        end = base + count
+        pos += _ENTRY_HEADER_SIZE + length
+    return end
 
 
 class Consumer:
@@ -44,20 +66,27 @@ class Consumer:
         self._partitions = list(partitions)
         self._positions: dict[int, int] = {}
         self._next = 0  # round-robin start, so one busy partition cannot starve the others
+        self._prefetched: dict[int, tuple[int, Any]] = {}  # partition -> (offset asked, Consume call)
 
     def assignment(self) -> list[int]:
         return list(self._partitions)
 
     def seek(self, partition: int, offset: int) -> None:
         self._positions[partition] = offset
+        self._drop_prefetch(partition)
+
+    def _drop_prefetch(self, partition: int) -> None:
+        stale = self._prefetched.pop(partition, None)
+        if stale is not None:
+            stale[1].cancel()
 
     def seek_to_beginning(self, partitions: Iterable[int] | None = None) -> None:
         for p in self._partitions if partitions is None else partitions:
-            self._positions[p] = self.client.list_offsets(self.topic, p)[0]
+            self.seek(p, self.client.list_offsets(self.topic, p)[0])
 
     def seek_to_end(self, partitions: Iterable[int] | None = None) -> None:
         for p in self._partitions if partitions is None else partitions:
-            self._positions[p] = self.client.list_offsets(self.topic, p)[1]
+            self.seek(p, self.client.list_offsets(self.topic, p)[1])
 
     def position(self, partition: int) -> int:
         pos = self._positions.get(partition)
@@ -100,28 +129,37 @@ class Consumer:
             records = self._fetch_round(order, max_records, timeout_ms)
         return records
 
+    def _call(self, partition: int, offset: int, wait_ms: int) -> Any:
+        req = pb.ConsumeRequest(
+            topic=self.topic,
+            partition=partition,
+            offset=offset,
+            max_bytes=self.max_bytes,
+            max_wait_ms=wait_ms,
+        )
+        return self.client.leader_stub(self.topic, partition).Consume.future(
+            req, timeout=self.client.timeout_s + wait_ms / 1000
+        )
+
     def _fetch_round(self, order: list[int], max_records: int, wait_ms: int) -> list[Record]:
         positions = {p: self.position(p) for p in order}
         first = threading.Event()
         calls = []
         for p in order:
-            req = pb.ConsumeRequest(
-                topic=self.topic,
-                partition=p,
-                offset=positions[p],
-                max_bytes=self.max_bytes,
-                max_wait_ms=wait_ms,
-            )
-            call = self.client.leader_stub(self.topic, p).Consume.future(
-                req, timeout=self.client.timeout_s + wait_ms / 1000
-            )
+            ahead = self._prefetched.pop(p, None)
+            if ahead is not None and ahead[0] == positions[p] and not wait_ms:
+                call = ahead[1]
+            else:
+                if ahead is not None:
+                    ahead[1].cancel()
+                call = self._call(p, positions[p], wait_ms)
             call.add_done_callback(lambda _f: first.set())
             calls.append((p, call))
         if wait_ms:
             first.wait()  # the first answer (records, an error or the end of its wait) ends the long poll
             # A few milliseconds more collects the partitions that answered at the same time.
             time.sleep(0.002)
-        out: list[Record] = []
+        answers: list[tuple[int, Any]] = []
         error: errors.StreamhouseError | None = None
         for p, call in calls:
             if wait_ms and not call.done():
@@ -139,6 +177,12 @@ class Consumer:
                     exc.__cause__ = rpc
                     error = exc
                 continue
+            answers.append((p, resp))
+            end = _end_offset(resp.record_set)
+            if end is not None:
+                self._prefetched[p] = (end, self._call(p, end, 0))  # read ahead while this one is decoded
+        out: list[Record] = []
+        for p, resp in answers:
             left = max_records - len(out)
             if left <= 0:
                 continue
@@ -151,6 +195,8 @@ class Consumer:
         return out
 
     def close(self) -> None:
+        for p in list(self._prefetched):
+            self._drop_prefetch(p)
         if self._owns_client:
             self.client.close()
 

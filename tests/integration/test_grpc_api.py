@@ -209,6 +209,31 @@ def test_producer_and_consumer_group(client: Client) -> None:
     assert len(again.poll(1000)) >= 1
 
 
+def test_consumer_read_ahead_never_skips_or_repeats_a_record(client: Client) -> None:
+    """The consumer fetches what follows while it decodes; polls that take fewer records than a fetch
+    brought, and seeks, must drop the read-ahead rather than skip or repeat records."""
+    client.create_topic("ra", 2)
+    for p in range(2):
+        for n in range(0, 3000, 100):
+            client.produce(
+                "ra", [(None, f"{p}-{i}".encode()) for i in range(n, n + 100)], partition=p, acks="wal"
+            )
+    consumer = Consumer(client, "ra", auto_offset_reset="earliest", max_bytes=4096)
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    while sum(len(v) for v in seen.values()) < 6000:
+        batch = consumer.poll(150, timeout_ms=2000)  # fewer than some fetches bring
+        assert batch, "consumer stalled"
+        for r in batch:
+            seen[r.partition].append(r.offset)
+            assert r.value == f"{r.partition}-{r.offset}".encode()
+    assert seen == {0: list(range(3000)), 1: list(range(3000))}
+    consumer.seek(1, 1234)
+    consumer.seek(0, 3000)
+    again = consumer.poll(10, timeout_ms=2000)
+    assert [(r.partition, r.offset) for r in again] == [(1, 1234 + i) for i in range(10)]
+    consumer.close()
+
+
 def test_health_serving_and_reflection(served: ServerThread) -> None:
     with grpc.insecure_channel(served.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
