@@ -47,13 +47,16 @@ class DelegatingStore(ObjectStore):
 
 
 class UploadThenHangStore(DelegatingStore):
-    """Puts land, then the call never returns: the agent dies between upload and commit."""
+    """Puts land, then the call never returns: the agent dies between upload and commit. With ``prefix``,
+    only puts of keys under it hang (others go through)."""
 
-    def __init__(self, inner: ObjectStore) -> None:
+    def __init__(self, inner: ObjectStore, prefix: str = "") -> None:
         super().__init__(inner)
+        self.prefix = prefix
         self.landed: list[str] = []
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
         await self.inner.put(key, data, if_absent=if_absent)
-        self.landed.append(key)
-        await asyncio.Event().wait()
+        if key.startswith(self.prefix):
+            self.landed.append(key)
+            await asyncio.Event().wait()

@@ -20,7 +20,7 @@ from streamhouse.agent.collector import collect_garbage
 from streamhouse.agent.compaction import record_set_to_batches
 from streamhouse.names import FLUSHES_PREFIX, is_flush_key
 from tests.integration import test_agent_e2e as e2e
-from tests.integration.helpers import DelegatingStore
+from tests.integration.helpers import DelegatingStore, UploadThenHangStore
 from tests.integration.test_agent_e2e import TOPIC, Setup, batch, read_all, values
 
 setup = e2e.setup  # the fixtures: embedded and production, agents stopped at teardown
@@ -116,25 +116,11 @@ async def test_compaction_waits_for_its_delay_and_merges_only_consecutive_rows(
     assert [(r.base_offset, r.end_offset) for r in rows] == [(0, 120)]
 
 
-class HangAfterSegmentPut(DelegatingStore):
-    """Puts of per-partition segments land, then never return: the agent dies between put and swap."""
-
-    def __init__(self, inner: Any) -> None:
-        super().__init__(inner)
-        self.landed: list[str] = []
-
-    async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
-        await self.inner.put(key, data, if_absent=if_absent)
-        if key.startswith("topics/"):
-            self.landed.append(key)
-            await asyncio.Event().wait()
-
-
 async def test_crash_between_compaction_put_and_swap_loses_nothing(
     setup: Setup, started: Callable[..., Any]
 ) -> None:
     eng = engines.load("python")
-    hanging = HangAfterSegmentPut(setup.open_store())
+    hanging = UploadThenHangStore(setup.open_store(), prefix="topics/")  # compaction's puts hang
     agent = await started(setup.config(**MANUAL), object_store=hanging)
     await agent.create_topic(TOPIC, 2)
     await fill(agent, eng, 2, 5)

@@ -192,9 +192,12 @@ class Catalog(abc.ABC):
         """Take the lease if it is free, expired, or already ours; None if another agent holds a live
         one. Bumps the partition's leader epoch iff the holder changes."""
 
-    @abc.abstractmethod
     async def renew_lease(self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int) -> Lease:
         """Extend our live lease; raises LeaseLost if it expired or is held at another epoch/agent."""
+        (result,) = await self.renew_leases(agent_id, [(topic, partition, epoch)], ttl_ms)
+        if isinstance(result, LeaseLost):
+            raise result
+        return result
 
     @abc.abstractmethod
     async def renew_leases(

@@ -444,12 +444,6 @@ class PostgresCatalog(Catalog):
             )
         return lease
 
-    async def renew_lease(self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int) -> Lease:
-        (result,) = await self.renew_leases(agent_id, [(topic, partition, epoch)], ttl_ms)
-        if isinstance(result, LeaseLost):
-            raise result
-        return result
-
     async def renew_leases(
         self, agent_id: str, leases: Sequence[tuple[str, int, int]], ttl_ms: int
     ) -> list[Lease | LeaseLost]:
