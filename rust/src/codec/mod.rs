@@ -116,40 +116,74 @@ impl<'a> Reader<'a> {
     pub fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.array()?))
     }
-    /// Unsigned LEB128, at most 10 bytes, no overflow past 64 bits.
-    #[inline]
+    /// Unsigned LEB128, at most 10 bytes, no overflow past 64 bits (see [`take_varint`]).
+    #[inline(always)]
     pub fn varint(&mut self) -> Result<u64> {
-        let mut value: u64 = 0;
-        for i in 0..10u32 {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| Error::batch(format!("truncated varint at {}", self.pos)))?;
-            self.pos += 1;
-            let low = u64::from(b & 0x7f);
-            if i == 9 && low > 1 {
-                return Err(Error::batch("varint overflows 64 bits"));
-            }
-            value |= low << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
+        let (value, n) = take_varint(self.buf.get(self.pos..).unwrap_or_default());
+        if n == 0 {
+            return Err(varint_error(self.pos, self.remaining()));
         }
-        Err(Error::batch("varint longer than 10 bytes"))
+        self.pos += n;
+        Ok(value)
     }
     /// Zig-zag varint.
-    #[inline]
+    #[inline(always)]
     pub fn zvarint(&mut self) -> Result<i64> {
         self.varint().map(unzigzag)
     }
     /// A varint used as a length, checked against the bytes left.
-    #[inline]
+    #[inline(always)]
     pub fn len_varint(&mut self) -> Result<usize> {
         let v = self.varint()?;
         usize::try_from(v)
             .ok()
             .filter(|&n| n <= self.remaining())
             .ok_or_else(|| Error::batch(format!("length {v} runs past the end")))
+    }
+}
+
+/// Decode the varint at the start of `buf`: `(value, bytes it takes)`, or `(0, 0)` if it is
+/// truncated, longer than 10 bytes or overflows 64 bits.
+///
+/// Every record field is a varint and nearly all of them take one or two bytes: those are decoded
+/// inline (slice patterns, so no bounds-check panic and no branch to one), the rest out of line.
+/// The pair comes back in registers, which a `Result` or `Option` of it would not.
+#[inline(always)]
+pub fn take_varint(buf: &[u8]) -> (u64, usize) {
+    match buf {
+        [b0, ..] if *b0 < 0x80 => (u64::from(*b0), 1),
+        [b0, b1, ..] if *b1 < 0x80 => (u64::from(b0 & 0x7f) | (u64::from(*b1) << 7), 2),
+        _ => take_varint_slow(buf),
+    }
+}
+
+#[inline(never)]
+fn take_varint_slow(buf: &[u8]) -> (u64, usize) {
+    let mut value: u64 = 0;
+    for (i, &b) in buf.iter().take(10).enumerate() {
+        let low = u64::from(b & 0x7f);
+        if i == 9 && low > 1 {
+            return (0, 0);
+        }
+        value |= low << (7 * i);
+        if b & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    (0, 0)
+}
+
+/// Why the varint at `pos`, with `remaining` bytes from there, does not decode.
+#[cold]
+#[inline(never)]
+fn varint_error(pos: usize, remaining: usize) -> Error {
+    if remaining < 10 {
+        // A varint that fits could only have been cut short (at most 9 bytes, 63 bits).
+        Error::batch(format!("truncated varint at {pos}"))
+    } else {
+        Error::batch(format!(
+            "varint at {pos} overflows 64 bits or is longer than 10 bytes"
+        ))
     }
 }
 
@@ -179,6 +213,39 @@ mod tests {
     #[test]
     fn crc_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    /// The plain LEB128 loop `take_varint` must agree with, fast paths included.
+    fn reference_varint(buf: &[u8]) -> (u64, usize) {
+        let mut value = 0u64;
+        for (i, &b) in buf.iter().enumerate().take(10) {
+            if i == 9 && b & 0x7f > 1 {
+                return (0, 0);
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (value, i + 1);
+            }
+        }
+        (0, 0)
+    }
+
+    #[test]
+    fn take_varint_agrees_with_the_plain_loop() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for buf in [&[a][..], &[a, b], &[a, b, 0x01], &[a, b, 0x80]] {
+                    assert_eq!(take_varint(buf), reference_varint(buf), "{buf:?}");
+                }
+            }
+        }
+        let mut long = vec![0xffu8; 9];
+        for last in [0u8, 1, 2, 0x7f, 0x80] {
+            long.truncate(9);
+            long.push(last);
+            assert_eq!(take_varint(&long), reference_varint(&long), "{long:?}");
+        }
+        assert_eq!(take_varint(&[]), (0, 0));
     }
 
     #[test]
