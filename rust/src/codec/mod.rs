@@ -9,7 +9,10 @@ pub mod record_set;
 
 use crate::error::{Error, Result};
 
-pub use batch::{batch_info, encode_batch, BatchEncoder, BatchInfo, RecordIn};
+pub use batch::{
+    batch_header, batch_info, encode_batch, trusted_timestamps, BatchEncoder, BatchHeader,
+    BatchInfo, RecordIn,
+};
 pub use record::{HeaderIter, RecordView};
 pub use record_set::{
     decode_record_set, visit_record_set, write_entry_header, EntryView, OwnedRecord,

@@ -6,16 +6,21 @@
 //! brings it to `block_size_bytes`; after `seal` the buffer is spent. Closed block bodies are exactly
 //! sized (capacity == length), so the memory held is what the blocks take.
 //!
-//! Sealing reads nothing twice: the file's CRC is extended block by block as they close, and codec
-//! `none` hands the open block's buffer over as the body instead of copying it.
+//! Two appends write the same bytes: [`SegmentBuffer::append`] validates every record, and
+//! [`SegmentBuffer::append_trusted`] takes a batch that already passed that validation (the agent's
+//! WAL append) and re-reads only what offsets and timestamps need. Sealing reads nothing twice: the
+//! file's CRC is extended block by block as they close, and codec `none` hands the open block's buffer
+//! over as the body instead of copying it.
 use std::borrow::Cow;
 
 use super::format::{
     collect_entries, encode_block_header, encode_header, BlockLocation, SegmentFooter,
     BLOCK_HEADER_LEN, HEADER_LEN, INDEX_ENTRY_LEN,
 };
+use crate::codec::batch::walk_payload;
 use crate::codec::{
-    batch_info, crc32c, crc32c_append, crc32c_combine, write_entry_header, ENTRY_HEADER_LEN,
+    batch_header, crc32c, crc32c_append, crc32c_combine, trusted_timestamps, write_entry_header,
+    ENTRY_HEADER_LEN,
 };
 use crate::compress::{compress, decompress, Codec};
 use crate::error::{Error, Result};
@@ -54,6 +59,13 @@ pub struct SealedSegment {
     pub crc32c: u32,
     pub compression: Codec,
     pub block_count: u32,
+}
+
+/// How much of a batch an append checks (see `append` and `append_trusted`).
+#[derive(Clone, Copy)]
+enum Check {
+    Full,
+    Framing,
 }
 
 /// A closed block: its index entry, its 16-byte header and its body.
@@ -151,37 +163,80 @@ impl SegmentBuffer {
         Ok(())
     }
 
-    /// Append a batch whose first record has `base_offset`; returns the new next offset.
+    /// Append a batch whose first record has `base_offset`, validating every record (format
+    /// section 2, with this buffer's `max_record_bytes`); returns the new next offset.
     pub fn append(&mut self, base_offset: u64, batch: &[u8]) -> Result<u64> {
+        self.append_checked(base_offset, batch, Check::Full)
+    }
+
+    /// Append a batch that was already validated with this buffer's `max_record_bytes` (the agent's
+    /// WAL append does exactly that), without validating its records again; returns the new next
+    /// offset. The result is byte for byte what [`SegmentBuffer::append`] gives for the batch.
+    ///
+    /// Still checked, and refused with the same errors as `append` (nothing appended): the buffer is
+    /// live and `base_offset == next_offset`; the header (magic, `record_count >= 1`, exact length);
+    /// and, per record, only what offsets and timestamps depend on (see [`trusted_timestamps`]):
+    /// exactly `record_count` records tile the payload, `offset_delta` is the index, no record is
+    /// above `max_record_bytes`, no timestamp overflows. Not checked: keys, values and headers.
+    pub fn append_trusted(&mut self, base_offset: u64, batch: &[u8]) -> Result<u64> {
+        self.append_checked(base_offset, batch, Check::Framing)
+    }
+
+    /// Copy the batch into the open block as an entry, then check the copy (it is in cache there,
+    /// so the records are fetched from memory once, by the copy) and undo the copy if it fails.
+    fn append_checked(&mut self, base_offset: u64, batch: &[u8], check: Check) -> Result<u64> {
         self.check_next(base_offset)?;
-        let (info, payload) = batch_info(batch, Some(self.opts.max_record_bytes))?;
-        let end = base_offset
-            .checked_add(u64::from(info.record_count))
-            .filter(|&e| e <= i64::MAX as u64)
-            .ok_or_else(|| Error::invalid("offsets would pass 2^63"))?;
-        if self.open_entries == 0 {
-            self.open_base = base_offset;
-            self.open_max_ts = i64::MIN;
-        }
+        let (h, payload) = batch_header(batch)?;
+        let (start, capacity) = (self.open.len(), self.open.capacity());
         self.reserve_open(ENTRY_HEADER_LEN + payload.len());
         write_entry_header(
             &mut self.open,
             base_offset,
-            info.record_count,
-            info.payload_length,
-            info.base_timestamp_ms,
+            h.record_count,
+            h.payload_length,
+            h.base_timestamp_ms,
         );
         self.open.extend_from_slice(payload);
+        let copy = self
+            .open
+            .get(start + ENTRY_HEADER_LEN..)
+            .unwrap_or_default();
+        let max = self.opts.max_record_bytes;
+        let checked = match check {
+            Check::Full => walk_payload(
+                copy,
+                h.record_count,
+                h.base_timestamp_ms,
+                Some(max),
+                |_, _, _| Ok(()),
+            )
+            .map(|info| (info.min_timestamp_ms, info.max_timestamp_ms)),
+            Check::Framing => trusted_timestamps(copy, h.record_count, h.base_timestamp_ms, max),
+        }
+        .and_then(|ts| {
+            base_offset
+                .checked_add(u64::from(h.record_count))
+                .filter(|&e| e <= i64::MAX as u64)
+                .map(|end| (ts, end))
+                .ok_or_else(|| Error::invalid("offsets would pass 2^63"))
+        });
+        let ((min_ts, max_ts), end) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing changed, memory included.
+                self.open.truncate(start);
+                self.open.shrink_to(capacity);
+                return Err(e);
+            }
+        };
+        if self.open_entries == 0 {
+            self.open_base = base_offset;
+            self.open_max_ts = i64::MIN;
+        }
         self.open_entries += 1;
-        self.open_max_ts = self.open_max_ts.max(info.max_timestamp_ms);
-        self.min_ts = Some(
-            self.min_ts
-                .map_or(info.min_timestamp_ms, |m| m.min(info.min_timestamp_ms)),
-        );
-        self.max_ts = Some(
-            self.max_ts
-                .map_or(info.max_timestamp_ms, |m| m.max(info.max_timestamp_ms)),
-        );
+        self.open_max_ts = self.open_max_ts.max(max_ts);
+        self.min_ts = Some(self.min_ts.map_or(min_ts, |m| m.min(min_ts)));
+        self.max_ts = Some(self.max_ts.map_or(max_ts, |m| m.max(max_ts)));
         self.next_offset = end;
         if self.open.len() >= self.opts.block_size_bytes {
             self.close_block()?;
