@@ -112,6 +112,19 @@ impl PySegmentBuffer {
         release(py, true, || self.lock().append(base, &batch)).py_err(py)
     }
 
+    /// A batch already validated with this buffer's max_record_bytes (by the WAL append): only its
+    /// header and record framing are checked (see `SegmentBuffer::append_trusted`).
+    fn append_trusted(
+        &self,
+        py: Python<'_>,
+        base_offset: &Bound<'_, PyAny>,
+        batch: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
+        let base = u63_arg(base_offset, "base_offset")?;
+        let batch = bytes_arg(batch, "batch")?;
+        release(py, true, || self.lock().append_trusted(base, &batch)).py_err(py)
+    }
+
     #[pyo3(signature = (offset, max_bytes=None))]
     fn read<'py>(
         &self,
