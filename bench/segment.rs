@@ -1,9 +1,22 @@
 //! Segment sealing per codec (append 8 MiB of batches, then seal) and segment reads.
 //!
-//! `segment_seal_100B*` is the flush's CPU cost as the agent pays it: 8 MiB of distinct produce batches
-//! of 100 records of exactly 100 bytes appended into a `SegmentBuffer` with the default options, then
-//! `seal()`. Throughput is in appended batch bytes. `*_codec_only` compresses the same bytes in
-//! default-sized blocks and nothing else.
+//! `segment_seal_100B*` is the flush's CPU cost as the agent pays it: 8 MiB of produce batches of 100
+//! records of exactly 100 bytes appended into a `SegmentBuffer` with the default options, then
+//! `seal()`. Throughput is in appended batch bytes. `<codec>` appends with `append` (every record
+//! validated), `<codec>_trusted` with `append_trusted` (the agent's path: its WAL append validated
+//! the batch); `*_codec_only` compresses the same bytes in default-sized blocks and nothing else.
+//! The batches cycle through 64 distinct ones (640 KiB): a batch the agent appends has just been
+//! read by its WAL append, so it is in cache, not in memory as 8 MiB of distinct batches would be.
+//! `segment_seal_100B_repeated` appends one batch over and over, as this file's older `segment_seal`
+//! does: LZ4 then runs at memory speed and what is left is the engine's own cost.
+//!
+//! Memory: with glibc's default, dynamic mmap threshold, whether the next iteration's blocks and
+//! sealed file reuse the pages the last one freed or get fresh ones from the kernel depends on
+//! what was freed before (a chunk the size of the one just freed is mmapped again), so figures
+//! would depend on the order benches run in. Each group fixes it with `mallopt` instead:
+//! `segment_seal_100B*` keeps freed memory in the heap (a warm, long-running process), and
+//! `segment_seal_100B_fresh_pages` maps every buffer of 128 KiB or more fresh, paying a page fault
+//! per 4 KiB touched (several microseconds each on a VM), as a process seals its first segments.
 use std::time::Duration;
 
 use _core::codec::{batch_info, encode_batch, varint_len, zigzag, RecordIn};
@@ -65,13 +78,40 @@ fn batch_of_100b_records(n: u64, values: Values) -> Vec<u8> {
     b
 }
 
-/// 8 MiB of distinct batches of 100-byte records.
-fn workload_100b(values: Values) -> Vec<Vec<u8>> {
-    let per_batch = RECORD_BYTES * RECORDS_PER_BATCH as usize + 20;
-    let batches = (8u64 << 20) / per_batch as u64;
-    (0..batches)
+/// 8 MiB of batches of 100-byte records, cycling through `distinct` different ones.
+fn workload_100b(values: Values, distinct: u64) -> Vec<Vec<u8>> {
+    let distinct: Vec<Vec<u8>> = (0..distinct)
         .map(|n| batch_of_100b_records(n, values))
-        .collect()
+        .collect();
+    let per_batch = RECORD_BYTES * RECORDS_PER_BATCH as usize + 20;
+    let batches = (8usize << 20) / per_batch;
+    distinct.iter().cycle().take(batches).cloned().collect()
+}
+
+/// glibc only: where freed memory goes (see the module comment).
+#[derive(Clone, Copy)]
+enum Pages {
+    /// Kept in the heap and reused.
+    Reused,
+    /// Every buffer of 128 KiB or more mapped fresh and unmapped on free.
+    Fresh,
+}
+
+fn set_pages(pages: Pages) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let (mmap_threshold, trim_threshold) = match pages {
+            Pages::Reused => (64 << 20, 1 << 30),
+            Pages::Fresh => (128 << 10, 128 << 10),
+        };
+        // SAFETY: mallopt only changes allocator parameters; existing chunks stay valid.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_threshold);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, trim_threshold);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = pages;
 }
 
 fn opts(codec: Codec) -> SegmentOptions {
@@ -81,28 +121,55 @@ fn opts(codec: Codec) -> SegmentOptions {
     }
 }
 
-fn append_all(codec: Codec, batches: &[Vec<u8>]) -> SegmentBuffer {
+/// How the batches go in: `append` validates every record, `append_trusted` (what the agent uses
+/// after its WAL append validated the batch) does not.
+#[derive(Clone, Copy)]
+enum Append {
+    Validating,
+    Trusted,
+}
+
+fn append_all(codec: Codec, batches: &[Vec<u8>], how: Append) -> SegmentBuffer {
     let mut buf = SegmentBuffer::new(0, opts(codec)).unwrap_or_else(|e| panic!("{e}"));
     let mut next = 0;
     for b in batches {
-        next = buf.append(next, b).unwrap_or_else(|e| panic!("{e}"));
+        next = match how {
+            Append::Validating => buf.append(next, b),
+            Append::Trusted => buf.append_trusted(next, b),
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
     }
     buf
 }
 
 fn seal_100b(c: &mut Criterion) {
-    for (group, values) in [
-        ("segment_seal_100B", Values::Filler),
-        ("segment_seal_100B_json", Values::Json),
+    for (group, values, distinct, pages) in [
+        ("segment_seal_100B", Values::Filler, 64, Pages::Reused),
+        (
+            "segment_seal_100B_repeated",
+            Values::Filler,
+            1,
+            Pages::Reused,
+        ),
+        ("segment_seal_100B_json", Values::Json, 64, Pages::Reused),
+        (
+            "segment_seal_100B_fresh_pages",
+            Values::Filler,
+            64,
+            Pages::Fresh,
+        ),
     ] {
-        let batches = workload_100b(values);
+        let batches = workload_100b(values, distinct);
         let bytes: usize = batches.iter().map(Vec::len).sum();
+        set_pages(pages);
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Bytes(bytes as u64));
         for codec in [Codec::Lz4, Codec::None, Codec::Zstd] {
-            g.bench_function(codec.name(), |bench| {
-                bench.iter(|| append_all(codec, &batches).seal())
-            });
+            for (suffix, how) in [("", Append::Validating), ("_trusted", Append::Trusted)] {
+                g.bench_function(format!("{}{suffix}", codec.name()), |bench| {
+                    bench.iter(|| append_all(codec, &batches, how).seal())
+                });
+            }
         }
         // The codec alone on the same bytes in default-sized blocks: the floor of what sealing costs.
         let set: Vec<u8> = batches.iter().flat_map(|b| b.iter().copied()).collect();
@@ -118,6 +185,7 @@ fn seal_100b(c: &mut Criterion) {
         }
         g.finish();
     }
+    set_pages(Pages::Reused);
 }
 
 fn json_batch() -> Vec<u8> {
