@@ -1,6 +1,6 @@
 //! `append_trusted` writes exactly what `append` writes: same offsets, same buffer state and reads,
 //! byte-identical sealed segments (whose reported CRC is the CRC of the file, now computed block by
-//! block), for every codec and block size; and on any damaged batch it never panics, never accepts
+//! block; `seal_parts` lays out the same file), for every codec and block size; and on any damaged batch it never panics, never accepts
 //! what would put the offsets wrong, and agrees with `append` whenever `append` accepts.
 #![allow(clippy::unwrap_used)]
 use _core::codec::{batch_header, crc32c, encode_batch, RecordIn};
@@ -82,7 +82,13 @@ proptest! {
             prop_assert_eq!(checked.read(off, 300).unwrap(), trusted.read(off, 300).unwrap());
         }
         let a = checked.seal().unwrap();
-        let t = trusted.seal().unwrap();
+        // seal_parts (what the Python binding copies into its bytes) lays out the same file.
+        let parts = trusted.seal_parts().unwrap();
+        let mut laid_out = vec![0u8; parts.len()];
+        prop_assert!(parts.write_to(&mut laid_out[1..]).is_err());
+        parts.write_to(&mut laid_out).unwrap();
+        prop_assert_eq!(&laid_out, &a.data);
+        let t = parts.into_segment();
         prop_assert_eq!(&a, &t);
         prop_assert_eq!(t.crc32c, crc32c(&t.data));
         SegmentReader::new(t.data).unwrap().verify().unwrap();

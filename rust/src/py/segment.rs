@@ -139,10 +139,13 @@ impl PySegmentBuffer {
     }
 
     fn seal(&self, py: Python<'_>) -> PyResult<PySealedSegment> {
-        let s = release(py, true, || self.lock().seal()).py_err(py)?;
+        let parts = release(py, true, || self.lock().seal_parts()).py_err(py)?;
+        // The blocks go straight into the returned bytes: no intermediate copy of the whole file.
+        let data = PyBytes::new_with(py, parts.len(), |out| parts.write_to(out).py_err(py))?;
+        let s = &parts.segment;
         Ok(PySealedSegment {
-            size_bytes: s.data.len() as u64,
-            data: PyBytes::new(py, &s.data).unbind(),
+            size_bytes: parts.len() as u64,
+            data: data.unbind(),
             base_offset: s.base_offset,
             end_offset: s.end_offset,
             record_count: s.record_count,

@@ -17,6 +17,7 @@ use super::format::{
     collect_entries, encode_block_header, encode_header, BlockLocation, SegmentFooter,
     BLOCK_HEADER_LEN, HEADER_LEN, INDEX_ENTRY_LEN,
 };
+use super::sealed::{ClosedBlock, SealedParts, SealedSegment};
 use crate::codec::batch::walk_payload;
 use crate::codec::{
     batch_header, crc32c, crc32c_append, crc32c_combine, trusted_timestamps, write_entry_header,
@@ -47,35 +48,11 @@ impl Default for SegmentOptions {
     }
 }
 
-/// A finished segment file and its metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SealedSegment {
-    pub data: Vec<u8>,
-    pub base_offset: u64,
-    pub end_offset: u64,
-    pub record_count: u64,
-    pub min_timestamp_ms: i64,
-    pub max_timestamp_ms: i64,
-    pub crc32c: u32,
-    pub compression: Codec,
-    pub block_count: u32,
-}
-
 /// How much of a batch an append checks (see `append` and `append_trusted`).
 #[derive(Clone, Copy)]
 enum Check {
     Full,
     Framing,
-}
-
-/// A closed block: its index entry, its 16-byte header and its body.
-#[derive(Debug)]
-struct ClosedBlock {
-    loc: BlockLocation,
-    header: [u8; BLOCK_HEADER_LEN],
-    /// The compressed body, exactly sized.
-    body: Vec<u8>,
-    uncompressed_len: usize,
 }
 
 /// An unsealed segment.
@@ -351,6 +328,13 @@ impl SegmentBuffer {
 
     /// Build the segment file; the buffer is spent afterwards.
     pub fn seal(&mut self) -> Result<SealedSegment> {
+        Ok(self.seal_parts()?.into_segment())
+    }
+
+    /// Seal without laying the file out: the parts `seal` copies into `data`, for a caller that
+    /// copies them straight into its own buffer (the Python binding, into the `bytes` it returns).
+    /// The buffer is spent afterwards.
+    pub fn seal_parts(&mut self) -> Result<SealedParts> {
         self.check_live()?;
         let (Some(min_ts), Some(max_ts)) = (self.min_ts, self.max_ts) else {
             return Err(Error::invalid("cannot seal an empty segment buffer"));
@@ -374,28 +358,26 @@ impl SegmentBuffer {
             compression: self.opts.compression,
         }
         .encode();
-        let mut data = Vec::with_capacity(self.file_len + index.len() + FOOTER_SIZE);
-        data.extend_from_slice(&self.header);
-        // Each body is freed as soon as it is copied.
-        for block in std::mem::take(&mut self.closed) {
-            data.extend_from_slice(&block.header);
-            data.extend_from_slice(&block.body);
-        }
-        data.extend_from_slice(&index);
-        data.extend_from_slice(&footer);
         let file_crc = crc32c_append(crc32c_append(self.file_crc, &index), &footer);
         self.sealed = true;
         self.open = Vec::new();
-        Ok(SealedSegment {
-            crc32c: file_crc,
-            data,
-            base_offset: self.base_offset,
-            end_offset: self.next_offset,
-            record_count: self.next_offset - self.base_offset,
-            min_timestamp_ms: min_ts,
-            max_timestamp_ms: max_ts,
-            compression: self.opts.compression,
-            block_count,
+        Ok(SealedParts {
+            len: self.file_len + index.len() + FOOTER_SIZE,
+            header: self.header,
+            blocks: std::mem::take(&mut self.closed),
+            index,
+            footer,
+            segment: SealedSegment {
+                crc32c: file_crc,
+                data: Vec::new(),
+                base_offset: self.base_offset,
+                end_offset: self.next_offset,
+                record_count: self.next_offset - self.base_offset,
+                min_timestamp_ms: min_ts,
+                max_timestamp_ms: max_ts,
+                compression: self.opts.compression,
+                block_count,
+            },
         })
     }
 
