@@ -153,7 +153,8 @@ pub fn batch_info(batch: &[u8], max_record_bytes: Option<usize>) -> Result<(Batc
 /// proves what keeps offsets and the segment's metadata right: exactly `record_count` records tile
 /// the payload, each record's `offset_delta` is its index, no record is larger than
 /// `max_record_bytes` and no timestamp overflows. It does not look at keys, values or headers.
-/// Returns `(min_timestamp_ms, max_timestamp_ms)`; errors as [`batch_info`] would give them.
+/// Returns `(min_timestamp_ms, max_timestamp_ms)`; a failed check is the error kind [`batch_info`]
+/// gives for it (`InvalidBatch`, or `RecordTooLarge`).
 pub fn trusted_timestamps(
     payload: &[u8],
     record_count: u32,
@@ -187,7 +188,7 @@ pub fn trusted_timestamps(
         if m == 0 || offset_delta != index {
             return Err(framing_error(
                 index,
-                "offset_delta is not the record's index",
+                "offset_delta is cut short or not the record's index",
             ));
         }
         let (zigzag_delta, k) = take_varint(body.get(m..).unwrap_or_default());
