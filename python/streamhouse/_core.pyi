@@ -236,6 +236,13 @@ class SegmentBuffer:
     def append(self, base_offset: int, batch: bytes) -> int:
         """Append a validated batch whose first record has `base_offset` (must equal next_offset, else
         OffsetMismatch). Returns the new next_offset. Raises InvalidArgument after seal()."""
+    def append_trusted(self, base_offset: int, batch: bytes) -> int:
+        """`append` for a batch already validated with this buffer's max_record_bytes (as `Wal.append`
+        does): the same bytes and result, without validating every record again. Still raises, with
+        nothing appended: OffsetMismatch / InvalidArgument as `append`; InvalidBatch / EmptyBatch for a
+        bad header (magic, record_count 0, length) or record framing (the records must tile the
+        payload in exactly record_count records, each offset_delta its index, no timestamp
+        overflowing); RecordTooLarge above max_record_bytes. Keys, values and headers are not read."""
     def read(self, offset: int, max_bytes: int | None = None) -> bytes:
         """Record set of whole entries starting with the one holding `offset`, stopping before an entry
         that would pass `max_bytes` (default 1048576) (but always at least one). Empty at or past

@@ -3,7 +3,8 @@
 Everything here is pure and stateless. Decoders never trust a length before checking it against the
 bytes that remain, so malformed input raises ``InvalidBatch`` and never allocates from a bad length.
 Validation (``scan_batch``) is what every append runs; it checks the whole batch before anything is
-written, so a batch is accepted or rejected whole.
+written, so a batch is accepted or rejected whole. ``scan_framing`` is the cheap re-read of a batch that
+already passed it (``SegmentBuffer.append_trusted``).
 """
 
 from __future__ import annotations
@@ -348,6 +349,49 @@ def scan_batch(batch: Any, max_record_bytes: int | None) -> tuple[memoryview, Ba
         view, BATCH_HEADER_SIZE, BATCH_HEADER_SIZE + rlen, count, base_ts, max_record_bytes, False
     )
     return view, BatchInfo(count, base_ts, max_ts, rlen, max_size), min_ts
+
+
+def scan_framing(batch: Any, max_record_bytes: int) -> tuple[memoryview, int, int, int, int, int]:
+    """Re-read a batch that already passed ``scan_batch`` with the same ``max_record_bytes`` (what
+    ``SegmentBuffer.append_trusted`` does, as the Rust engine's ``trusted_timestamps``): check the header,
+    then per record only its length, offset_delta and timestamp_delta, jumping over the rest. Raises what
+    ``scan_batch`` raises for a bad header, a framing that does not tile the payload in exactly
+    ``record_count`` records, a wrong offset_delta, an overflowing timestamp or a record above the limit.
+
+    Returns (view, record_count, base_timestamp_ms, records_length, min_timestamp, max_timestamp).
+    """
+    view = _as_buffer(batch, "batch")
+    count, base_ts, rlen = parse_batch_header(view)
+    pos = BATCH_HEADER_SIZE
+    end = BATCH_HEADER_SIZE + rlen
+    min_ts = I64_MAX
+    max_ts = I64_MIN
+    for index in range(count):
+        rec_start = pos
+        length, pos = read_varint(view, pos, end)
+        rec_end = pos + length
+        if rec_end > end:
+            raise errors.InvalidBatch(f"record {index} runs past the end of the batch")
+        if rec_end - rec_start > max_record_bytes:
+            raise errors.RecordTooLarge(
+                f"record {index} takes {rec_end - rec_start} bytes, more than "
+                f"max_record_bytes={max_record_bytes}"
+            )
+        delta, pos = read_varint(view, pos, rec_end)
+        if delta != index:
+            raise errors.InvalidBatch(f"record {index} has offset_delta {delta}, expected {index}")
+        tsz, pos = read_varint(view, pos, rec_end)
+        ts = base_ts + unzigzag(tsz)
+        if ts < I64_MIN or ts > I64_MAX:
+            raise errors.InvalidBatch(f"record {index} timestamp overflows 64 bits")
+        if ts < min_ts:
+            min_ts = ts
+        if ts > max_ts:
+            max_ts = ts
+        pos = rec_end
+    if pos != end:
+        raise errors.InvalidBatch(f"{end - pos} bytes follow the last of {count} records")
+    return view, count, base_ts, rlen, min_ts, max_ts
 
 
 def batch_info(batch: Any, max_record_bytes: int | None = None) -> BatchInfo:

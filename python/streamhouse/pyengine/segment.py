@@ -29,6 +29,7 @@ from streamhouse.pyengine.codec import (
     iter_entries,
     or_default,
     scan_batch,
+    scan_framing,
     scan_records,
 )
 from streamhouse.pyengine.compress import CODEC_IDS, CODECS, check_codec, compress, decompress
@@ -166,6 +167,26 @@ class SegmentBuffer:
         self._sealed = False
 
     def append(self, base_offset: int, batch: Any) -> int:
+        self._check_next(base_offset)
+        view, info, min_ts = scan_batch(batch, self._max_record_bytes)
+        return self._push(
+            base_offset,
+            view,
+            info.record_count,
+            info.base_timestamp_ms,
+            info.payload_length,
+            min_ts,
+            info.max_timestamp_ms,
+        )
+
+    def append_trusted(self, base_offset: int, batch: Any) -> int:
+        """``append`` for a batch already validated with this buffer's max_record_bytes (by the WAL
+        append): same bytes, same result, but only the header and record framing are read again."""
+        self._check_next(base_offset)
+        view, count, base_ts, rlen, min_ts, max_ts = scan_framing(batch, self._max_record_bytes)
+        return self._push(base_offset, view, count, base_ts, rlen, min_ts, max_ts)
+
+    def _check_next(self, base_offset: int) -> None:
         check_offset(base_offset, "base_offset")
         if self._sealed:
             raise errors.InvalidArgument("segment buffer is sealed; start a new one")
@@ -173,24 +194,30 @@ class SegmentBuffer:
             raise errors.OffsetMismatch(
                 f"batch base offset {base_offset} does not follow the buffer's next offset {self._next}"
             )
-        view, info, min_ts = scan_batch(batch, self._max_record_bytes)
-        if base_offset + info.record_count > OFFSET_LIMIT:
+
+    def _push(
+        self,
+        base_offset: int,
+        view: memoryview,
+        count: int,
+        base_ts: int,
+        payload_length: int,
+        min_ts: int,
+        max_ts: int,
+    ) -> int:
+        if base_offset + count > OFFSET_LIMIT:
             raise errors.InvalidArgument(f"offsets from {base_offset} overflow 2**63")
         if self._open_count == 0:
             self._open_base = base_offset
             self._block_bases.append(base_offset)
-        self._open += ENTRY_HEADER.pack(
-            base_offset, info.record_count, info.payload_length, info.base_timestamp_ms
-        )
+        self._open += ENTRY_HEADER.pack(base_offset, count, payload_length, base_ts)
         self._open += view[BATCH_HEADER_SIZE:]
-        self._open_count += info.record_count
+        self._open_count += count
         self._open_entries += 1
-        self._open_max_ts = max(self._open_max_ts, info.max_timestamp_ms)
+        self._open_max_ts = max(self._open_max_ts, max_ts)
         self._min_ts = min_ts if self._min_ts is None else min(self._min_ts, min_ts)
-        self._max_ts = (
-            info.max_timestamp_ms if self._max_ts is None else max(self._max_ts, info.max_timestamp_ms)
-        )
-        self._next = base_offset + info.record_count
+        self._max_ts = max_ts if self._max_ts is None else max(self._max_ts, max_ts)
+        self._next = base_offset + count
         if len(self._open) >= self._block_size:
             self._close_block()
         return self._next

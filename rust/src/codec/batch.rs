@@ -2,11 +2,12 @@
 //!
 //! Invariant: a batch that passes [`batch_info`] has the magic, `record_count >= 1` records whose
 //! `offset_delta` equals their index, exactly `20 + records_length` bytes, UTF-8 header names and no
-//! record above `max_record_bytes`. Appends carry its payload verbatim.
+//! record above `max_record_bytes`. Appends carry its payload verbatim. [`trusted_timestamps`] is the
+//! cheap re-read of a batch that already passed: it checks the framing it reads, not the records.
 use super::record::{
     body_size, header_size, parse_record, put_header, put_record_head, RecordView,
 };
-use super::Reader;
+use super::{take_varint, unzigzag, Reader};
 use crate::error::{Error, Result};
 
 /// `b"SHB1"`.
@@ -86,8 +87,17 @@ fn strip(e: &Error) -> String {
     }
 }
 
-/// Validate a produce batch fully; returns its description and its records payload.
-pub fn batch_info(batch: &[u8], max_record_bytes: Option<usize>) -> Result<(BatchInfo, &[u8])> {
+/// The fixed 20-byte header of a produce batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub record_count: u32,
+    pub base_timestamp_ms: i64,
+    pub payload_length: u32,
+}
+
+/// Check a produce batch's header in O(1): magic, `record_count >= 1` and that the batch is exactly
+/// `20 + records_length` bytes. Returns the header and the records payload; no record is read.
+pub fn batch_header(batch: &[u8]) -> Result<(BatchHeader, &[u8])> {
     let mut r = Reader::new(batch);
     let magic = r
         .bytes(4)
@@ -116,14 +126,96 @@ pub fn batch_info(batch: &[u8], max_record_bytes: Option<usize>) -> Result<(Batc
         )));
     }
     let payload = batch.get(BATCH_HEADER_LEN..).unwrap_or_default();
-    let info = walk_payload(
-        payload,
+    let header = BatchHeader {
         record_count,
         base_timestamp_ms,
+        payload_length: records_length,
+    };
+    Ok((header, payload))
+}
+
+/// Validate a produce batch fully; returns its description and its records payload.
+pub fn batch_info(batch: &[u8], max_record_bytes: Option<usize>) -> Result<(BatchInfo, &[u8])> {
+    let (h, payload) = batch_header(batch)?;
+    let info = walk_payload(
+        payload,
+        h.record_count,
+        h.base_timestamp_ms,
         max_record_bytes,
         |_, _, _| Ok(()),
     )?;
     Ok((info, payload))
+}
+
+/// The timestamp range of a records payload that was validated before (by [`batch_info`] with the
+/// same `max_record_bytes`), read without validating it again. Per record it reads only the
+/// `length`, `offset_delta` and `timestamp_delta` varints and jumps to the next record, so it still
+/// proves what keeps offsets and the segment's metadata right: exactly `record_count` records tile
+/// the payload, each record's `offset_delta` is its index, no record is larger than
+/// `max_record_bytes` and no timestamp overflows. It does not look at keys, values or headers.
+/// Returns `(min_timestamp_ms, max_timestamp_ms)`; a failed check is the error kind [`batch_info`]
+/// gives for it (`InvalidBatch`, or `RecordTooLarge`).
+pub fn trusted_timestamps(
+    payload: &[u8],
+    record_count: u32,
+    base_timestamp_ms: i64,
+    max_record_bytes: usize,
+) -> Result<(i64, i64)> {
+    let mut rest = payload;
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    for index in 0..u64::from(record_count) {
+        // Only the `length` varint is on the chain from one record to the next; the two fields
+        // read inside the record are off it.
+        let (length, n) = take_varint(rest);
+        let size = usize::try_from(length)
+            .ok()
+            .and_then(|l| l.checked_add(n))
+            .filter(|&size| n > 0 && size <= rest.len());
+        let Some((record, tail)) = size.and_then(|size| rest.split_at_checked(size)) else {
+            return Err(framing_error(
+                index,
+                "length is cut short or runs past the end",
+            ));
+        };
+        if record.len() > max_record_bytes {
+            return Err(Error::RecordTooLarge {
+                size: record.len(),
+                max: max_record_bytes,
+            });
+        }
+        let body = record.get(n..).unwrap_or_default();
+        let (offset_delta, m) = take_varint(body);
+        if m == 0 || offset_delta != index {
+            return Err(framing_error(
+                index,
+                "offset_delta is cut short or not the record's index",
+            ));
+        }
+        let (zigzag_delta, k) = take_varint(body.get(m..).unwrap_or_default());
+        let ts = base_timestamp_ms.checked_add(unzigzag(zigzag_delta));
+        let Some(ts) = ts.filter(|_| k > 0) else {
+            return Err(framing_error(
+                index,
+                "timestamp_delta is cut short or overflows",
+            ));
+        };
+        min_ts = min_ts.min(ts);
+        max_ts = max_ts.max(ts);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(Error::batch(format!(
+            "{} bytes after the last of {record_count} records",
+            rest.len()
+        )));
+    }
+    Ok((min_ts, max_ts))
+}
+
+#[cold]
+#[inline(never)]
+fn framing_error(index: u64, what: &str) -> Error {
+    Error::batch(format!("record {index}: {what}"))
 }
 
 /// Build a produce batch from a records payload (used to hand WAL frames back as batches).

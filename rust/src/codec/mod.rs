@@ -9,7 +9,10 @@ pub mod record_set;
 
 use crate::error::{Error, Result};
 
-pub use batch::{batch_info, encode_batch, BatchEncoder, BatchInfo, RecordIn};
+pub use batch::{
+    batch_header, batch_info, encode_batch, trusted_timestamps, BatchEncoder, BatchHeader,
+    BatchInfo, RecordIn,
+};
 pub use record::{HeaderIter, RecordView};
 pub use record_set::{
     decode_record_set, visit_record_set, write_entry_header, EntryView, OwnedRecord,
@@ -21,6 +24,69 @@ pub use record_set::{
 pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
 }
+
+/// CRC32C of `a ++ data` from `crc32c(a)`.
+#[inline]
+pub fn crc32c_append(crc_a: u32, data: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc_a, data)
+}
+
+/// CRC32C of `a ++ b` from `crc32c(a)`, `crc32c(b)` and `b.len()`, in O(log len) (zlib 1.2.12's
+/// method: multiply by x^(8 len) modulo the polynomial). The `crc32c` crate's own combine squares
+/// 32x32 bit matrices and took tens of microseconds a call, as long as reading the block again.
+pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
+    let mut shift = X0;
+    // Bits of zeros to append: up to 67 bits, one table entry each.
+    let mut bits = len_b as u128 * 8;
+    for &power in X_POW2.iter() {
+        if bits == 0 {
+            break;
+        }
+        if bits & 1 == 1 {
+            shift = multmodp(power, shift);
+        }
+        bits >>= 1;
+    }
+    multmodp(shift, crc_a) ^ crc_b
+}
+
+/// The Castagnoli polynomial, reflected.
+const CRC32C_POLY: u32 = 0x82F6_3B78;
+/// x^0 in the reflected representation (the top bit is the lowest power).
+const X0: u32 = 1 << 31;
+
+/// `a * b` modulo the polynomial, both reflected.
+const fn multmodp(a: u32, mut b: u32) -> u32 {
+    let mut p = 0u32;
+    let mut m = X0;
+    while m != 0 {
+        if a & m != 0 {
+            p ^= b;
+        }
+        b = if b & 1 != 0 {
+            (b >> 1) ^ CRC32C_POLY
+        } else {
+            b >> 1
+        };
+        m >>= 1;
+    }
+    p
+}
+
+/// `X_POW2[k]` = x^(2^k) modulo the polynomial, for every bit of a 67-bit shift (8 * a `u64` length).
+// Evaluated at compile time: an index out of bounds would fail the build, it cannot panic.
+#[allow(clippy::indexing_slicing)]
+const X_POW2: [u32; 67] = {
+    let mut table = [0u32; 67];
+    let mut p = X0 >> 1; // x^1
+    let mut k = 0;
+    while k < table.len() {
+        table[k] = p;
+        p = multmodp(p, p);
+        k += 1;
+    }
+    table
+};
 
 /// Number of bytes `v` takes as a varint.
 #[inline]
@@ -116,40 +182,74 @@ impl<'a> Reader<'a> {
     pub fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.array()?))
     }
-    /// Unsigned LEB128, at most 10 bytes, no overflow past 64 bits.
-    #[inline]
+    /// Unsigned LEB128, at most 10 bytes, no overflow past 64 bits (see [`take_varint`]).
+    #[inline(always)]
     pub fn varint(&mut self) -> Result<u64> {
-        let mut value: u64 = 0;
-        for i in 0..10u32 {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| Error::batch(format!("truncated varint at {}", self.pos)))?;
-            self.pos += 1;
-            let low = u64::from(b & 0x7f);
-            if i == 9 && low > 1 {
-                return Err(Error::batch("varint overflows 64 bits"));
-            }
-            value |= low << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
+        let (value, n) = take_varint(self.buf.get(self.pos..).unwrap_or_default());
+        if n == 0 {
+            return Err(varint_error(self.pos, self.remaining()));
         }
-        Err(Error::batch("varint longer than 10 bytes"))
+        self.pos += n;
+        Ok(value)
     }
     /// Zig-zag varint.
-    #[inline]
+    #[inline(always)]
     pub fn zvarint(&mut self) -> Result<i64> {
         self.varint().map(unzigzag)
     }
     /// A varint used as a length, checked against the bytes left.
-    #[inline]
+    #[inline(always)]
     pub fn len_varint(&mut self) -> Result<usize> {
         let v = self.varint()?;
         usize::try_from(v)
             .ok()
             .filter(|&n| n <= self.remaining())
             .ok_or_else(|| Error::batch(format!("length {v} runs past the end")))
+    }
+}
+
+/// Decode the varint at the start of `buf`: `(value, bytes it takes)`, or `(0, 0)` if it is
+/// truncated, longer than 10 bytes or overflows 64 bits.
+///
+/// Every record field is a varint and nearly all of them take one or two bytes: those are decoded
+/// inline (slice patterns, so no bounds-check panic and no branch to one), the rest out of line.
+/// The pair comes back in registers, which a `Result` or `Option` of it would not.
+#[inline(always)]
+pub fn take_varint(buf: &[u8]) -> (u64, usize) {
+    match buf {
+        [b0, ..] if *b0 < 0x80 => (u64::from(*b0), 1),
+        [b0, b1, ..] if *b1 < 0x80 => (u64::from(b0 & 0x7f) | (u64::from(*b1) << 7), 2),
+        _ => take_varint_slow(buf),
+    }
+}
+
+#[inline(never)]
+fn take_varint_slow(buf: &[u8]) -> (u64, usize) {
+    let mut value: u64 = 0;
+    for (i, &b) in buf.iter().take(10).enumerate() {
+        let low = u64::from(b & 0x7f);
+        if i == 9 && low > 1 {
+            return (0, 0);
+        }
+        value |= low << (7 * i);
+        if b & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    (0, 0)
+}
+
+/// Why the varint at `pos`, with `remaining` bytes from there, does not decode.
+#[cold]
+#[inline(never)]
+fn varint_error(pos: usize, remaining: usize) -> Error {
+    if remaining < 10 {
+        // A varint that fits could only have been cut short (at most 9 bytes, 63 bits).
+        Error::batch(format!("truncated varint at {pos}"))
+    } else {
+        Error::batch(format!(
+            "varint at {pos} overflows 64 bits or is longer than 10 bytes"
+        ))
     }
 }
 
@@ -179,6 +279,57 @@ mod tests {
     #[test]
     fn crc_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn combine_is_the_crc_of_the_concatenation() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for split in [0, 1, 2, 3, 7, 8, 63, 64, 1000, 4096, 4999, 5000] {
+            let (a, b) = data.split_at(split);
+            let got = crc32c_combine(crc32c(a), crc32c(b), b.len());
+            assert_eq!(got, crc32c(&data), "split at {split}");
+            assert_eq!(got, crc32c::crc32c_combine(crc32c(a), crc32c(b), b.len()));
+        }
+        // Lengths beyond memory: agrees with the crate's (slow) combine.
+        for len in [1usize << 32, (1 << 40) + 3, usize::MAX] {
+            assert_eq!(
+                crc32c_combine(0x1234_5678, 0x9abc_def0, len),
+                crc32c::crc32c_combine(0x1234_5678, 0x9abc_def0, len)
+            );
+        }
+    }
+
+    /// The plain LEB128 loop `take_varint` must agree with, fast paths included.
+    fn reference_varint(buf: &[u8]) -> (u64, usize) {
+        let mut value = 0u64;
+        for (i, &b) in buf.iter().enumerate().take(10) {
+            if i == 9 && b & 0x7f > 1 {
+                return (0, 0);
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (value, i + 1);
+            }
+        }
+        (0, 0)
+    }
+
+    #[test]
+    fn take_varint_agrees_with_the_plain_loop() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for buf in [&[a][..], &[a, b], &[a, b, 0x01], &[a, b, 0x80]] {
+                    assert_eq!(take_varint(buf), reference_varint(buf), "{buf:?}");
+                }
+            }
+        }
+        let mut long = vec![0xffu8; 9];
+        for last in [0u8, 1, 2, 0x7f, 0x80] {
+            long.truncate(9);
+            long.push(last);
+            assert_eq!(take_varint(&long), reference_varint(&long), "{long:?}");
+        }
+        assert_eq!(take_varint(&[]), (0, 0));
     }
 
     #[test]

@@ -112,6 +112,19 @@ impl PySegmentBuffer {
         release(py, true, || self.lock().append(base, &batch)).py_err(py)
     }
 
+    /// A batch already validated with this buffer's max_record_bytes (by the WAL append): only its
+    /// header and record framing are checked (see `SegmentBuffer::append_trusted`).
+    fn append_trusted(
+        &self,
+        py: Python<'_>,
+        base_offset: &Bound<'_, PyAny>,
+        batch: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
+        let base = u63_arg(base_offset, "base_offset")?;
+        let batch = bytes_arg(batch, "batch")?;
+        release(py, true, || self.lock().append_trusted(base, &batch)).py_err(py)
+    }
+
     #[pyo3(signature = (offset, max_bytes=None))]
     fn read<'py>(
         &self,
@@ -126,10 +139,13 @@ impl PySegmentBuffer {
     }
 
     fn seal(&self, py: Python<'_>) -> PyResult<PySealedSegment> {
-        let s = release(py, true, || self.lock().seal()).py_err(py)?;
+        let parts = release(py, true, || self.lock().seal_parts()).py_err(py)?;
+        // The blocks go straight into the returned bytes: no intermediate copy of the whole file.
+        let data = PyBytes::new_with(py, parts.len(), |out| parts.write_to(out).py_err(py))?;
+        let s = &parts.segment;
         Ok(PySealedSegment {
-            size_bytes: s.data.len() as u64,
-            data: PyBytes::new(py, &s.data).unbind(),
+            size_bytes: parts.len() as u64,
+            data: data.unbind(),
             base_offset: s.base_offset,
             end_offset: s.end_offset,
             record_count: s.record_count,

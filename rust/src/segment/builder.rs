@@ -3,12 +3,26 @@
 //!
 //! Invariants: entries are appended with dense offsets (`base_offset == next_offset`); the buffer holds
 //! its closed (compressed) blocks plus one open block; a block is closed right after the entry that
-//! brings it to `block_size_bytes`; after `seal` the buffer is spent.
+//! brings it to `block_size_bytes`; after `seal` the buffer is spent. Closed block bodies are exactly
+//! sized (capacity == length), so the memory held is what the blocks take.
+//!
+//! Two appends write the same bytes: [`SegmentBuffer::append`] validates every record, and
+//! [`SegmentBuffer::append_trusted`] takes a batch that already passed that validation (the agent's
+//! WAL append) and re-reads only what offsets and timestamps need. Sealing reads nothing twice: the
+//! file's CRC is extended block by block as they close, and codec `none` hands the open block's buffer
+//! over as the body instead of copying it.
+use std::borrow::Cow;
+
 use super::format::{
     collect_entries, encode_block_header, encode_header, BlockLocation, SegmentFooter,
-    BLOCK_HEADER_LEN, INDEX_ENTRY_LEN,
+    BLOCK_HEADER_LEN, HEADER_LEN, INDEX_ENTRY_LEN,
 };
-use crate::codec::{batch_info, crc32c, write_entry_header, ENTRY_HEADER_LEN};
+use super::sealed::{ClosedBlock, SealedParts, SealedSegment};
+use crate::codec::batch::walk_payload;
+use crate::codec::{
+    batch_header, crc32c, crc32c_append, crc32c_combine, trusted_timestamps, write_entry_header,
+    ENTRY_HEADER_LEN,
+};
 use crate::compress::{compress, decompress, Codec};
 use crate::error::{Error, Result};
 use crate::stats::SegmentBufferStats;
@@ -34,25 +48,11 @@ impl Default for SegmentOptions {
     }
 }
 
-/// A finished segment file and its metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SealedSegment {
-    pub data: Vec<u8>,
-    pub base_offset: u64,
-    pub end_offset: u64,
-    pub record_count: u64,
-    pub min_timestamp_ms: i64,
-    pub max_timestamp_ms: i64,
-    pub crc32c: u32,
-    pub compression: Codec,
-    pub block_count: u32,
-}
-
-/// Metadata of a closed block kept next to its index entry.
-#[derive(Clone, Copy, Debug)]
-struct ClosedBlock {
-    loc: BlockLocation,
-    uncompressed_len: usize,
+/// How much of a batch an append checks (see `append` and `append_trusted`).
+#[derive(Clone, Copy)]
+enum Check {
+    Full,
+    Framing,
 }
 
 /// An unsealed segment.
@@ -61,15 +61,18 @@ pub struct SegmentBuffer {
     next_offset: u64,
     opts: SegmentOptions,
     /// The file header; closed blocks follow it in the file.
-    header: [u8; 32],
-    /// Each closed block (header and compressed body) in its own exactly sized buffer, so that memory
-    /// held is what the blocks take rather than a doubling vector's spare capacity.
-    closed: Vec<Vec<u8>>,
+    header: [u8; HEADER_LEN],
+    /// Closed blocks, in file order.
+    closed: Vec<ClosedBlock>,
     /// Length of the file so far: header plus closed blocks.
     file_len: usize,
-    blocks: Vec<ClosedBlock>,
+    /// CRC32C of the file so far (header plus closed blocks).
+    file_crc: u32,
     /// The open block's uncompressed record set.
     open: Vec<u8>,
+    /// Uncompressed length of the last closed block: the open block is sized for it up front, so a
+    /// block of like batches is allocated once rather than grown by doubling.
+    open_hint: usize,
     open_entries: u32,
     open_base: u64,
     open_max_ts: i64,
@@ -99,15 +102,17 @@ impl SegmentBuffer {
                 )));
             }
         }
+        let header = encode_header(opts.compression, base_offset);
         Ok(SegmentBuffer {
             base_offset,
             next_offset: base_offset,
             opts,
-            header: encode_header(opts.compression, base_offset),
+            file_crc: crc32c(&header),
+            header,
             closed: Vec::new(),
-            file_len: 32,
-            blocks: Vec::new(),
+            file_len: HEADER_LEN,
             open: Vec::new(),
+            open_hint: 0,
             open_entries: 0,
             open_base: base_offset,
             open_max_ts: i64::MIN,
@@ -124,8 +129,7 @@ impl SegmentBuffer {
         Ok(())
     }
 
-    /// Append a batch whose first record has `base_offset`; returns the new next offset.
-    pub fn append(&mut self, base_offset: u64, batch: &[u8]) -> Result<u64> {
+    fn check_next(&self, base_offset: u64) -> Result<()> {
         self.check_live()?;
         if base_offset != self.next_offset {
             return Err(Error::OffsetMismatch {
@@ -133,34 +137,83 @@ impl SegmentBuffer {
                 got: base_offset,
             });
         }
-        let (info, payload) = batch_info(batch, Some(self.opts.max_record_bytes))?;
-        let end = base_offset
-            .checked_add(u64::from(info.record_count))
-            .filter(|&e| e <= i64::MAX as u64)
-            .ok_or_else(|| Error::invalid("offsets would pass 2^63"))?;
+        Ok(())
+    }
+
+    /// Append a batch whose first record has `base_offset`, validating every record (format
+    /// section 2, with this buffer's `max_record_bytes`); returns the new next offset.
+    pub fn append(&mut self, base_offset: u64, batch: &[u8]) -> Result<u64> {
+        self.append_checked(base_offset, batch, Check::Full)
+    }
+
+    /// Append a batch that was already validated with this buffer's `max_record_bytes` (the agent's
+    /// WAL append does exactly that), without validating its records again; returns the new next
+    /// offset. The result is byte for byte what [`SegmentBuffer::append`] gives for the batch.
+    ///
+    /// Still checked, and refused with the same errors as `append` (nothing appended): the buffer is
+    /// live and `base_offset == next_offset`; the header (magic, `record_count >= 1`, exact length);
+    /// and, per record, only what offsets and timestamps depend on (see [`trusted_timestamps`]):
+    /// exactly `record_count` records tile the payload, `offset_delta` is the index, no record is
+    /// above `max_record_bytes`, no timestamp overflows. Not checked: keys, values and headers.
+    pub fn append_trusted(&mut self, base_offset: u64, batch: &[u8]) -> Result<u64> {
+        self.append_checked(base_offset, batch, Check::Framing)
+    }
+
+    /// Copy the batch into the open block as an entry, then check the copy (it is in cache there,
+    /// so the records are fetched from memory once, by the copy) and undo the copy if it fails.
+    fn append_checked(&mut self, base_offset: u64, batch: &[u8], check: Check) -> Result<u64> {
+        self.check_next(base_offset)?;
+        let (h, payload) = batch_header(batch)?;
+        let (start, capacity) = (self.open.len(), self.open.capacity());
+        self.reserve_open(ENTRY_HEADER_LEN + payload.len());
+        write_entry_header(
+            &mut self.open,
+            base_offset,
+            h.record_count,
+            h.payload_length,
+            h.base_timestamp_ms,
+        );
+        self.open.extend_from_slice(payload);
+        let copy = self
+            .open
+            .get(start + ENTRY_HEADER_LEN..)
+            .unwrap_or_default();
+        let max = self.opts.max_record_bytes;
+        let checked = match check {
+            Check::Full => walk_payload(
+                copy,
+                h.record_count,
+                h.base_timestamp_ms,
+                Some(max),
+                |_, _, _| Ok(()),
+            )
+            .map(|info| (info.min_timestamp_ms, info.max_timestamp_ms)),
+            Check::Framing => trusted_timestamps(copy, h.record_count, h.base_timestamp_ms, max),
+        }
+        .and_then(|ts| {
+            base_offset
+                .checked_add(u64::from(h.record_count))
+                .filter(|&e| e <= i64::MAX as u64)
+                .map(|end| (ts, end))
+                .ok_or_else(|| Error::invalid("offsets would pass 2^63"))
+        });
+        let ((min_ts, max_ts), end) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing changed, memory included.
+                self.open.truncate(start);
+                self.open.shrink_to(capacity);
+                return Err(e);
+            }
+        };
         if self.open_entries == 0 {
             self.open_base = base_offset;
             self.open_max_ts = i64::MIN;
         }
-        self.open.reserve(ENTRY_HEADER_LEN + payload.len());
-        write_entry_header(
-            &mut self.open,
-            base_offset,
-            info.record_count,
-            info.payload_length,
-            info.base_timestamp_ms,
-        );
-        self.open.extend_from_slice(payload);
         self.open_entries += 1;
-        self.open_max_ts = self.open_max_ts.max(info.max_timestamp_ms);
-        self.min_ts = Some(
-            self.min_ts
-                .map_or(info.min_timestamp_ms, |m| m.min(info.min_timestamp_ms)),
-        );
-        self.max_ts = Some(
-            self.max_ts
-                .map_or(info.max_timestamp_ms, |m| m.max(info.max_timestamp_ms)),
-        );
+        self.open_max_ts = self.open_max_ts.max(max_ts);
+        self.min_ts = Some(self.min_ts.map_or(min_ts, |m| m.min(min_ts)));
+        self.max_ts = Some(self.max_ts.map_or(max_ts, |m| m.max(max_ts)));
         self.next_offset = end;
         if self.open.len() >= self.opts.block_size_bytes {
             self.close_block()?;
@@ -168,23 +221,59 @@ impl SegmentBuffer {
         Ok(end)
     }
 
+    /// Make room for `need` more bytes in the open block. The entry that closes the block gets
+    /// exactly its room, so a block that is handed over as it is (codec `none`) has no spare
+    /// capacity; before that the block grows to the last block's size, else by doubling, never
+    /// past `block_size_bytes`.
+    fn reserve_open(&mut self, need: usize) {
+        let len = self.open.len();
+        if self.open.capacity() - len >= need {
+            return;
+        }
+        let full = len.saturating_add(need);
+        let block = self.opts.block_size_bytes;
+        let want = if full >= block {
+            full
+        } else {
+            self.open
+                .capacity()
+                .saturating_mul(2)
+                .max(self.open_hint)
+                .min(block.max(self.open_hint))
+                .max(full)
+        };
+        self.open.reserve_exact(want - len);
+    }
+
     fn close_block(&mut self) -> Result<()> {
         if self.open_entries == 0 {
             return Ok(());
         }
-        let body = compress(
-            self.opts.compression,
-            &self.open,
-            self.opts.compression_level,
-        )?;
         let too_big = || Error::invalid("block larger than 4 GiB");
-        let compressed = u32::try_from(body.len()).map_err(|_| too_big())?;
-        let uncompressed = u32::try_from(self.open.len()).map_err(|_| too_big())?;
-        let header =
-            encode_block_header(compressed, uncompressed, self.open_entries, crc32c(&body));
-        let length = u32::try_from(BLOCK_HEADER_LEN + body.len()).map_err(|_| too_big())?;
+        let uncompressed_len = self.open.len();
+        let uncompressed = u32::try_from(uncompressed_len).map_err(|_| too_big())?;
         let record_count =
             u32::try_from(self.next_offset - self.open_base).map_err(|_| too_big())?;
+        u32::try_from(BLOCK_HEADER_LEN + uncompressed_len).map_err(|_| too_big())?;
+        let body = match self.opts.compression {
+            // The open block is the body: hand its buffer over rather than copy it.
+            Codec::None => {
+                let mut body = std::mem::take(&mut self.open);
+                body.shrink_to_fit();
+                body
+            }
+            codec => {
+                let mut body = compress(codec, &self.open, self.opts.compression_level)?;
+                body.shrink_to_fit();
+                body
+            }
+        };
+        // Cannot fail for `none` (checked above), so the open block taken there is never lost.
+        let compressed = u32::try_from(body.len()).map_err(|_| too_big())?;
+        let length = u32::try_from(BLOCK_HEADER_LEN + body.len()).map_err(|_| too_big())?;
+        self.open.clear();
+        let body_crc = crc32c(&body);
+        let header = encode_block_header(compressed, uncompressed, self.open_entries, body_crc);
         let loc = BlockLocation {
             base_offset: self.open_base,
             position: self.file_len as u64,
@@ -192,16 +281,16 @@ impl SegmentBuffer {
             record_count,
             max_timestamp_ms: self.open_max_ts,
         };
-        let mut block = Vec::with_capacity(BLOCK_HEADER_LEN + body.len());
-        block.extend_from_slice(&header);
-        block.extend_from_slice(&body);
-        self.file_len += block.len();
-        self.closed.push(block);
-        self.blocks.push(ClosedBlock {
+        // The file's CRC grows with the block's header and its body's CRC, so no byte is read twice.
+        self.file_crc = crc32c_combine(crc32c_append(self.file_crc, &header), body_crc, body.len());
+        self.file_len += length as usize;
+        self.closed.push(ClosedBlock {
             loc,
-            uncompressed_len: self.open.len(),
+            header,
+            body,
+            uncompressed_len,
         });
-        self.open.clear();
+        self.open_hint = uncompressed_len;
         self.open_entries = 0;
         self.open_base = self.next_offset;
         Ok(())
@@ -222,20 +311,13 @@ impl SegmentBuffer {
             return Ok(out);
         }
         let first = self
-            .blocks
+            .closed
             .partition_point(|b| b.loc.end_offset() <= offset);
-        let closed = self.closed.get(first..).unwrap_or_default();
-        for (b, block) in self
-            .blocks
-            .get(first..)
-            .unwrap_or_default()
-            .iter()
-            .zip(closed)
-        {
-            let body = block
-                .get(BLOCK_HEADER_LEN..)
-                .ok_or_else(|| Error::invalid("block out of range"))?;
-            let set = decompress(self.opts.compression, body, b.uncompressed_len)?;
+        for b in self.closed.get(first..).unwrap_or_default() {
+            let set = match self.opts.compression {
+                Codec::None => Cow::Borrowed(b.body.as_slice()),
+                codec => Cow::Owned(decompress(codec, &b.body, b.uncompressed_len)?),
+            };
             if collect_entries(&mut out, &set, offset, max_bytes)? {
                 return Ok(out);
             }
@@ -246,15 +328,22 @@ impl SegmentBuffer {
 
     /// Build the segment file; the buffer is spent afterwards.
     pub fn seal(&mut self) -> Result<SealedSegment> {
+        Ok(self.seal_parts()?.into_segment())
+    }
+
+    /// Seal without laying the file out: the parts `seal` copies into `data`, for a caller that
+    /// copies them straight into its own buffer (the Python binding, into the `bytes` it returns).
+    /// The buffer is spent afterwards.
+    pub fn seal_parts(&mut self) -> Result<SealedParts> {
         self.check_live()?;
         let (Some(min_ts), Some(max_ts)) = (self.min_ts, self.max_ts) else {
             return Err(Error::invalid("cannot seal an empty segment buffer"));
         };
         self.close_block()?;
         let block_count =
-            u32::try_from(self.blocks.len()).map_err(|_| Error::invalid("too many blocks"))?;
-        let mut index = Vec::with_capacity(self.blocks.len() * INDEX_ENTRY_LEN);
-        for b in &self.blocks {
+            u32::try_from(self.closed.len()).map_err(|_| Error::invalid("too many blocks"))?;
+        let mut index = Vec::with_capacity(self.closed.len() * INDEX_ENTRY_LEN);
+        for b in &self.closed {
             b.loc.encode(&mut index);
         }
         let footer = SegmentFooter {
@@ -267,27 +356,28 @@ impl SegmentBuffer {
             block_count,
             index_crc: crc32c(&index),
             compression: self.opts.compression,
-        };
-        let mut data = Vec::with_capacity(self.file_len + index.len() + FOOTER_SIZE);
-        data.extend_from_slice(&self.header);
-        for block in std::mem::take(&mut self.closed) {
-            data.extend_from_slice(&block);
         }
-        data.extend_from_slice(&index);
-        data.extend_from_slice(&footer.encode());
+        .encode();
+        let file_crc = crc32c_append(crc32c_append(self.file_crc, &index), &footer);
         self.sealed = true;
         self.open = Vec::new();
-        self.blocks = Vec::new();
-        Ok(SealedSegment {
-            crc32c: crc32c(&data),
-            data,
-            base_offset: self.base_offset,
-            end_offset: self.next_offset,
-            record_count: self.next_offset - self.base_offset,
-            min_timestamp_ms: min_ts,
-            max_timestamp_ms: max_ts,
-            compression: self.opts.compression,
-            block_count,
+        Ok(SealedParts {
+            len: self.file_len + index.len() + FOOTER_SIZE,
+            header: self.header,
+            blocks: std::mem::take(&mut self.closed),
+            index,
+            footer,
+            segment: SealedSegment {
+                crc32c: file_crc,
+                data: Vec::new(),
+                base_offset: self.base_offset,
+                end_offset: self.next_offset,
+                record_count: self.next_offset - self.base_offset,
+                min_timestamp_ms: min_ts,
+                max_timestamp_ms: max_ts,
+                compression: self.opts.compression,
+                block_count,
+            },
         })
     }
 
@@ -324,14 +414,13 @@ impl SegmentBuffer {
         } else {
             self.file_len
                 + open_blocks * (BLOCK_HEADER_LEN + self.open.len())
-                + (self.blocks.len() + open_blocks) * INDEX_ENTRY_LEN
+                + (self.closed.len() + open_blocks) * INDEX_ENTRY_LEN
                 + FOOTER_SIZE
         };
         let memory = self.header.len()
-            + self.closed.iter().map(Vec::capacity).sum::<usize>()
-            + self.closed.capacity() * std::mem::size_of::<Vec<u8>>()
-            + self.open.capacity()
-            + self.blocks.capacity() * std::mem::size_of::<ClosedBlock>();
+            + self.closed.iter().map(|b| b.body.capacity()).sum::<usize>()
+            + self.closed.capacity() * std::mem::size_of::<ClosedBlock>()
+            + self.open.capacity();
         SegmentBufferStats {
             size_bytes: size as u64,
             memory_bytes: memory as u64,

@@ -5,7 +5,9 @@
 pub mod builder;
 pub mod format;
 pub mod reader;
+pub mod sealed;
 
-pub use builder::{SealedSegment, SegmentBuffer, SegmentOptions};
+pub use builder::{SegmentBuffer, SegmentOptions};
 pub use format::{BlockLocation, SegmentFooter};
 pub use reader::{decode_block, parse_segment_footer, parse_segment_index, SegmentReader};
+pub use sealed::{SealedParts, SealedSegment};
