@@ -365,8 +365,13 @@ async def test_wal_limit_rejects_produce_while_uploads_fail(
     flaky.failing = True
     agent = await started(cfg, object_store=flaky)
     await agent.create_topic(TOPIC, 1)
+    await agent.produce(TOPIC, 0, batch(eng, 0, 10, size=1000), "buffered")
+    for _ in range(500):  # the first flush fails: from then on the cause is known
+        if agent.flusher.last_error is not None:
+            break
+        await asyncio.sleep(0.01)
     with pytest.raises(errors.ResourceExhausted) as exc_info:
-        for i in range(200):
+        for i in range(1, 200):
             await agent.produce(TOPIC, 0, batch(eng, i * 10, 10, size=1000), "buffered")
     msg = str(exc_info.value)
     assert "orders-0" in msg and "wal_max_size=64KiB" in msg and "ObjectStoreError" in msg

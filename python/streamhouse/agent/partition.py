@@ -504,7 +504,8 @@ class PartitionWriter:
             before = self._buffer_bytes
             self._last_append = time.monotonic()
             try:
-                end = self._buffer.append(base, batch)
+                # The WAL append validated the batch with the same max_record_size: copy it, trusted.
+                end = self._buffer.append_trusted(base, batch)
             except Exception as exc:
                 # The WAL holds a frame the buffer does not: offsets would diverge. Recovery sorts it out.
                 error = StorageError(
