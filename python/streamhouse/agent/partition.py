@@ -535,7 +535,7 @@ class PartitionWriter:
                 if self.committed_offset >= end:
                     return
                 if end > self._commit_limit():
-                    # Nothing will commit these records any more (fence() or the end of the upload loop
+                    # Nothing will commit these records any more (fence() or a refused slot
                     # normally fails the future first: this is the safety net).
                     self._forget_waiter(fut)
                     raise self._not_committing() from None
