@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from streamhouse.agent import flushobj
+from streamhouse.agent.partition import seal_in_thread
 from streamhouse.agent.uploader import UploadConflict, backoff_delays, put_once, segment_record
 from streamhouse.catalog.base import Catalog, SegmentRecord
 from streamhouse.errors import OffsetConflict, StaleEpoch, StreamhouseError
@@ -133,6 +134,7 @@ class Flusher:
     def note_data(self, nbytes: int) -> None:
         """A partition holds ``nbytes`` more that no flush has taken (call on the event loop)."""
         self._unflushed += nbytes
+        self.metrics.unflushed_bytes.set(self._unflushed)
         if self._unflushed >= self._max_bytes:
             self.request_flush()
         elif self._timer is None and not self._closed:
@@ -198,6 +200,9 @@ class Flusher:
                 writers = [w for w in self._writers.values() if w.has_unflushed]
                 taken = await asyncio.to_thread(_take_all, writers)
                 self._unflushed = sum(w.unflushed_bytes for w in self._writers.values())
+                self.metrics.unflushed_bytes.set(self._unflushed)
+                for w in writers:
+                    w.update_gauges()
                 if not taken:
                     self._uploading.release()
                     return
@@ -234,8 +239,12 @@ class Flusher:
             self._active.discard(job)
 
     async def _seal(self, job: _Job) -> None:
-        results = await asyncio.gather(*(w.seal(slot) for w, slot in job.slots))
-        job.slots = [ws for ws, ok in zip(job.slots, results, strict=True) if ok]
+        # One thread call for every slot (the engines release the GIL while compressing): a thread hop per
+        # partition costs more than sealing a small segment.
+        errors = await asyncio.to_thread(_seal_all, [slot for _w, slot in job.slots])
+        job.slots = [
+            (w, slot) for (w, slot), err in zip(job.slots, errors, strict=True) if w.seal_done(slot, err)
+        ]
 
     async def _upload_and_commit(self, job: _Job) -> None:
         delays = backoff_delays(self._retry_initial_ms, self._retry_max_ms)
@@ -361,6 +370,10 @@ def _take_all(writers: Iterable[PartitionWriter]) -> list[tuple[PartitionWriter,
     for w in writers:
         taken.extend((w, s) for s in w.take_for_flush())
     return taken
+
+
+def _seal_all(slots: list[Slot]) -> list[Exception | None]:
+    return [seal_in_thread(slot) for slot in slots]
 
 
 def _truncate_all(writers: list[PartitionWriter]) -> None:

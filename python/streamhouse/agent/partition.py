@@ -93,6 +93,23 @@ class Slot:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def seal_in_thread(slot: Slot) -> Exception | None:
+    """In a worker thread: seal a slot a flush took; the error if it failed (``sealed`` stays None). The
+    flush seals all its slots in one thread call; ``PartitionWriter.seal_done`` then reports each on the
+    loop."""
+    buffer = slot.buffer
+    if buffer is None:
+        return None
+    try:
+        sealed = buffer.seal()
+    except Exception as exc:
+        return exc
+    slot.sealed = sealed
+    slot.size_bytes = sealed.size_bytes
+    slot.buffer = None
+    return None
+
+
 class PartitionWriter:
     """The owned state of one partition. Create, then ``await open(state)`` to recover the WAL."""
 
@@ -462,8 +479,7 @@ class PartitionWriter:
         it (with ``max_record_size``) before anything is written, so a malformed batch changes nothing."""
         base, end, added = await asyncio.to_thread(self._append, batch)
         self._flusher.note_data(added)
-        self._notify_data()
-        self.update_gauges()
+        self._notify_data()  # the size gauges are set at each flush and commit, not per produce
         if acks == "wal" and self._cfg.wal_sync_policy == "batch":
             wal = self._wal
             if wal is None:
@@ -604,34 +620,21 @@ class PartitionWriter:
             self._waiting_slots = 0
             return taken
 
-    async def seal(self, slot: Slot) -> bool:
-        """Seal a slot a flush took (in a thread); False if it failed, which fences the partition and
-        takes this slot and every later one out of the flush (they would leave a gap)."""
-        # ``ready`` is set whatever happens (even when the task is cancelled at shutdown): readers wait on
-        # it, and find ``sealed`` None if the seal did not complete.
-        try:
-            buffer = slot.buffer
-            if buffer is None:
-                return slot.sealed is not None
-            try:
-                sealed = await asyncio.to_thread(buffer.seal)
-            except Exception as exc:
-                if slot in self._slots:
-                    self._slots = self._slots[: self._slots.index(slot)]
-                self.fence(
-                    StorageError(
-                        f"{self.name}: sealing offsets {slot.base_offset}..{slot.end_offset} "
-                        f"failed ({exc}); the records are in the WAL and recovered when the partition is "
-                        "reopened"
-                    )
-                )
-                return False
-            slot.sealed = sealed
-            slot.buffer = None
-            slot.size_bytes = sealed.size_bytes
+    def seal_done(self, slot: Slot, error: Exception | None) -> bool:
+        """On the loop, after ``seal_in_thread``: True if the slot goes on to the commit. A failed seal
+        fences the partition and takes this slot and every later one out (they would leave a gap)."""
+        slot.ready.set()  # readers of the slot wait on it; they find ``sealed`` None if the seal failed
+        if error is None and slot.sealed is not None:
             return slot in self._slots
-        finally:
-            slot.ready.set()
+        if slot in self._slots:
+            self._slots = self._slots[: self._slots.index(slot)]
+        self.fence(
+            StorageError(
+                f"{self.name}: sealing offsets {slot.base_offset}..{slot.end_offset} failed ({error}); the "
+                "records are in the WAL and recovered when the partition is reopened"
+            )
+        )
+        return False
 
     def note_upload_failure(self, exc: BaseException) -> None:
         self.last_upload_error = exc
@@ -762,4 +765,4 @@ class PartitionWriter:
             return data
 
 
-__all__ = ["PartitionWriter", "Slot"]
+__all__ = ["PartitionWriter", "Slot", "seal_in_thread"]
