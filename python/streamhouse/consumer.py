@@ -8,7 +8,6 @@ still where it was asked from (a seek, or a poll that took fewer records, drops 
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,24 +15,9 @@ from typing import Any
 
 import grpc
 
-from streamhouse import errors
+from streamhouse import errors, recordset
 from streamhouse.client import Client, Record, _raise
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
-
-_ENTRY = struct.Struct("<QII")  # record-set entry header prefix: base_offset, record_count, payload_length
-_ENTRY_HEADER_SIZE = 24
-
-
-def _end_offset(record_set: bytes) -> int | None:
-    """One past the last record of a record set (entry headers only), None if it is empty."""
-    end = None
-    pos = 0
-    n = len(record_set)
-    while pos + _ENTRY_HEADER_SIZE <= n:
-        base, count, length = _ENTRY.unpack_from(record_set, pos)
-        end = base + count
-        pos += _ENTRY_HEADER_SIZE + length
-    return end
 
 
 class Consumer:
@@ -178,7 +162,7 @@ class Consumer:
                     error = exc
                 continue
             answers.append((p, resp))
-            end = _end_offset(resp.record_set)
+            end = recordset.end_offset(resp.record_set)
             if end is not None:
                 self._prefetched[p] = (end, self._call(p, end, 0))  # read ahead while this one is decoded
         out: list[Record] = []

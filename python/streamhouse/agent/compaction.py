@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from streamhouse import recordset
 from streamhouse.agent.uploader import fresh_key, put_once, segment_record
 from streamhouse.catalog.base import Catalog, SegmentRecord
 from streamhouse.errors import OffsetConflict, StaleEpoch, StreamhouseError
@@ -49,7 +50,6 @@ from streamhouse.objstore.base import ObjectStore
 
 log = get_logger(__name__)
 
-_ENTRY = struct.Struct("<QIIq")  # record-set entry header: base_offset, record_count, payload_length, base_ts
 _BATCH_HEADER = struct.Struct("<4sIqI")  # produce batch header: magic, record_count, base_ts, records_length
 _BATCH_MAGIC = b"SHB1"
 _COALESCE_GAP = 256 * 2**10  # fetch two needed ranges of one object in one GET when this close
@@ -80,15 +80,11 @@ class _Group:
 def record_set_to_batches(record_set: bytes) -> list[tuple[int, bytes]]:
     """Each entry of a record set (docs/format.md section 3) as (base offset, produce batch): the same
     records payload under a batch header (section 2)."""
-    out: list[tuple[int, bytes]] = []
-    pos = 0
     view = memoryview(record_set)
-    while pos < len(record_set):
-        base, count, length, ts = _ENTRY.unpack_from(record_set, pos)
-        start = pos + _ENTRY.size
-        out.append((base, _BATCH_HEADER.pack(_BATCH_MAGIC, count, ts, length) + view[start : start + length]))
-        pos = start + length
-    return out
+    return [
+        (base, _BATCH_HEADER.pack(_BATCH_MAGIC, count, ts, stop - start) + view[start:stop])
+        for base, count, ts, start, stop in recordset.entries(record_set)
+    ]
 
 
 class Compactor:

@@ -26,13 +26,13 @@ import contextlib
 import logging
 import os
 import shutil
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from streamhouse import engine as engines
+from streamhouse import recordset
 from streamhouse.agent.collector import GcResult, collect_garbage, format_duration_ms
 from streamhouse.agent.compaction import CompactionSettings, Compactor
 from streamhouse.agent.flush import Flusher
@@ -75,8 +75,6 @@ log = get_logger(__name__)
 
 MAX_PARTITIONS_PER_TOPIC = 10_000
 _SEGMENT_LIST_PAGE = 256
-_ENTRY = struct.Struct("<QII")  # record-set entry header prefix: base_offset, record_count, payload_length
-_ENTRY_HEADER_SIZE = 24
 _UNOWNED_POLL_S = 0.1
 _SLOW_RENEWAL_S = 1.0
 _MAX_REOPEN_DELAY_S = 60.0
@@ -758,7 +756,7 @@ class Agent:
             data = await writer.read(offset, max_bytes)
         if data is None:
             data = await self._read_committed(topic, partition, offset, max_bytes)
-        records = _count_records(data, offset)
+        records = recordset.count_from(data, offset)
         self.metrics.consume_records.inc(records)
         self.metrics.consume_bytes.inc(len(data))
         return FetchResult(data, hw, log_start)
@@ -837,18 +835,6 @@ class Agent:
 
     def writer(self, topic: str, partition: int) -> PartitionWriter | None:
         return self._writers.get((topic, partition))
-
-
-def _count_records(record_set: bytes, start_offset: int) -> int:
-    """Records at or above ``start_offset`` in a record set (reads entry headers only)."""
-    total = 0
-    pos = 0
-    n = len(record_set)
-    while pos + _ENTRY_HEADER_SIZE <= n:
-        base, count, length = _ENTRY.unpack_from(record_set, pos)
-        total += max(0, base + count - max(base, start_offset))
-        pos += _ENTRY_HEADER_SIZE + length
-    return total
 
 
 __all__ = ["Agent"]

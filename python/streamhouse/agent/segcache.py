@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import struct
 from collections import OrderedDict
 from typing import Any
 
+from streamhouse import recordset
 from streamhouse.catalog.base import SegmentRecord
 from streamhouse.errors import SegmentCorrupted
 from streamhouse.objstore.base import ObjectStore
 
-_ENTRY_HEADER = struct.Struct("<QIIq")  # base_offset, record_count, payload_length, base_timestamp_ms
 DEFAULT_WHOLE_OBJECT_MAX_BYTES = 4 * 2**20
 DEFAULT_READ_AHEAD_BYTES = 8 * 2**20
 _TAIL_READ_BYTES = 64 * 2**10
@@ -73,20 +72,17 @@ class _Lru:
 def slice_record_set(record_set: bytes, offset: int, max_bytes: int) -> bytes:
     """Whole entries of ``record_set`` from the one holding ``offset``, stopping before an entry that would
     pass ``max_bytes`` (at least one entry). Empty if no entry holds ``offset`` or beyond."""
-    pos = 0
     start = -1
-    n = len(record_set)
-    while pos + _ENTRY_HEADER.size <= n:
-        base, count, length, _ts = _ENTRY_HEADER.unpack_from(record_set, pos)
-        end_pos = pos + _ENTRY_HEADER.size + length
-        if end_pos > n:
+    pos = 0  # where the current entry's header begins
+    header = recordset.ENTRY_HEADER.size
+    for base, count, _ts, payload, end_pos in recordset.entries(record_set):
+        pos = payload - header
+        if end_pos > len(record_set):
             raise SegmentCorrupted(f"record set entry at byte {pos} runs past the block end", position=pos)
         if start < 0:
-            if base + count > offset:
-                start = pos
-            else:
-                pos = end_pos
+            if base + count <= offset:
                 continue
+            start = pos
         if end_pos - start > max_bytes and pos > start:
             return record_set[start:pos]
         pos = end_pos

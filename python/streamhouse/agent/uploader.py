@@ -4,7 +4,7 @@ per-partition segment objects.
 The agent-level flush (flush.py) and compaction (compaction.py) both put immutable objects under keys that
 carry a fresh nonce, so a key names one set of bytes forever: a put is conditional, and a retry that finds
 its own object there (same size; the reply of an earlier attempt was lost) carries on. Failures are retried
-with exponential backoff and full jitter; only ``FATAL_UPLOAD_ERRORS`` stop the retries.
+with exponential backoff and full jitter; only losing the partition or an ``UploadConflict`` stops them.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 
 from streamhouse.catalog.base import SegmentRecord
 from streamhouse.errors import (
-    LeaseLost,
     ObjectExists,
     SegmentCorrupted,
-    StaleEpoch,
 )
 from streamhouse.logs import get_logger
 from streamhouse.names import segment_key
@@ -31,9 +29,6 @@ log = get_logger(__name__)
 class UploadConflict(SegmentCorrupted):
     """The key of a segment holds different bytes (or the catalog holds a different segment at its offset):
     never overwritten, never skipped; the partition stops accepting writes until an operator looks."""
-
-
-FATAL_UPLOAD_ERRORS: tuple[type[BaseException], ...] = (StaleEpoch, LeaseLost, UploadConflict)
 
 
 def backoff_delays(initial_ms: int, max_ms: int) -> Any:
@@ -89,7 +84,6 @@ async def put_once(store: ObjectStore, key: str, data: bytes) -> None:
 
 
 __all__ = [
-    "FATAL_UPLOAD_ERRORS",
     "UploadConflict",
     "backoff_delays",
     "fresh_key",
