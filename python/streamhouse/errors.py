@@ -157,9 +157,14 @@ class NotLeader(StreamhouseError):
 
 
 class ObjectStoreError(StreamhouseError):
-    """The object store failed a request (timeout, 5xx, throttling, connection refused)."""
+    """The object store failed a request (timeout, 5xx, throttling, connection refused). ``throttled`` is
+    True when the store asked the client to slow down (S3's 503 SlowDown and its kin)."""
 
     retriable = True
+
+    def __init__(self, message: str, *, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.throttled = throttled
 
 
 class ObjectStoreRejected(ObjectStoreError):
@@ -203,13 +208,15 @@ class RpcError(StreamhouseError):
 
 
 class ResourceExhausted(StreamhouseError):
-    """The agent is out of memory or disk budget; retry after ``retry_after_ms``."""
+    """The agent is out of memory or disk budget; retry after ``retry_after_ms``. ``reason`` says which
+    limit refused it (memory, disk, wal_limit, object_store: the ``produce_refused_total`` label)."""
 
     retriable = True
 
-    def __init__(self, message: str, retry_after_ms: int = 1000) -> None:
+    def __init__(self, message: str, retry_after_ms: int = 1000, *, reason: str = "memory") -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
+        self.reason = reason
 
 
 __all__ = [

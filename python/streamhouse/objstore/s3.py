@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import io
 import logging
 import re
 import threading
@@ -91,6 +92,44 @@ _RETRIABLE_CODES: Final = frozenset(
         "ServiceUnavailable",
     }
 )
+
+
+_THROTTLING_CODES: Final = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+)
+
+
+class _View(io.RawIOBase):
+    """A read-only, seekable file over a memoryview: a part of an object handed to botocore without
+    copying it (botocore reads it in chunks for the checksum and the request body)."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self._view) - self._pos)
+        buffer[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = min(max(base + offset, 0), len(self._view))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 class _ConditionalConflict(ObjectStoreError):
@@ -262,7 +301,10 @@ class S3ObjectStore(ObjectStore):
                     f"{where} failed: {detail}: a concurrent write to the key was in flight (retriable)"
                 )
             if code in _RETRIABLE_CODES or status >= 500 or status in (408, 429):
-                return ObjectStoreError(f"{where} failed: {detail} (retriable)")
+                return ObjectStoreError(
+                    f"{where} failed: {detail} (retriable)",
+                    throttled=code in _THROTTLING_CODES or status == 429,
+                )
             return ObjectStoreRejected(f"{where} failed: {detail}")
         if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
             return ObjectStoreRejected(
@@ -352,7 +394,11 @@ class S3ObjectStore(ObjectStore):
         self, client: Any, full_key: str, upload_id: str, number: int, data: bytes, begin: int, end: int
     ) -> dict[str, Any]:
         response = client.upload_part(
-            Bucket=self.bucket, Key=full_key, UploadId=upload_id, PartNumber=number, Body=data[begin:end]
+            Bucket=self.bucket,
+            Key=full_key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=_View(memoryview(data)[begin:end]),  # not data[begin:end]: a copy of every part at once
         )
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
         # With checksums on (botocore's default), CompleteMultipartUpload must repeat each part's checksum.
