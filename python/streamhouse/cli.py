@@ -396,8 +396,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_wal(args: argparse.Namespace) -> int:
     from streamhouse import engine, waltool
 
-    eng = engine.load()
     path = Path(args.path)
+    if args.wal_command == "dump":
+        if args.limit is not None and args.limit < 0:
+            print("streamhouse wal dump: error: --limit must be 0 or more", file=sys.stderr)
+            return EXIT_USAGE
+        dirs = waltool.partition_dirs(path)
+        if not dirs:
+            print(f"no WAL files under {path}", file=sys.stderr)
+            return 0
+        try:
+            summaries = waltool.print_dump(dirs, path, as_json=args.json, limit=args.limit, out=sys.stdout)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and keep the exit-time flush from failing too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILED
+        damaged = sum(not s.ok for s in summaries)
+        if damaged:
+            print(
+                f"{damaged} of {len(summaries)} partition WAL(s) damaged; see `streamhouse wal repair DIR` "
+                "(with the agent stopped)",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED if damaged else 0
+    eng = engine.load()
     if args.wal_command == "verify":
         dirs = waltool.partition_dirs(path)
         if not dirs:
@@ -503,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--group", default=None, help="consumer group: start from and commit its offsets")
     consume.set_defaults(func=cmd_consume)
 
-    wal = sub.add_parser("wal", help="verify or repair write-ahead logs on this machine")
+    wal = sub.add_parser("wal", help="verify, repair or dump write-ahead logs on this machine")
     wsub = wal.add_subparsers(dest="wal_command", required=True, metavar="ACTION")
     verify = wsub.add_parser(
         "verify", help="report damage in a partition's WAL or every WAL under a data dir"
@@ -514,6 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("path", help="a partition WAL directory (as `wal verify` names it)")
     repair.add_argument("--yes", action="store_true", help="apply; without it, only print what would go")
+    dump = wsub.add_parser(
+        "dump", help="list every frame of a partition's WAL (or of every WAL under a data dir); read-only"
+    )
+    dump.add_argument("path", help="a partition WAL directory, or a data directory")
+    dump.add_argument("--json", action="store_true", help="one JSON object per frame and per summary")
+    dump.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="print at most N frames per partition"
+    )
     wal.set_defaults(func=cmd_wal)
 
     bench = sub.add_parser(

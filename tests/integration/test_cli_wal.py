@@ -5,9 +5,11 @@ recovers and takes appends again."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from streamhouse import engine
 
@@ -94,3 +96,175 @@ def test_repair_of_a_sound_wal_changes_nothing(tmp_path: Path) -> None:
     out = run("repair", str(directory), "--yes")
     assert out.returncode == 0 and "nothing to repair" in out.stdout
     assert fingerprint(directory) == before
+
+
+# -- wal dump -------------------------------------------------------------------------------------------
+
+
+def dump_json(*args: str) -> tuple[int, list[dict[str, Any]]]:
+    out = run("dump", "--json", *args)
+    return out.returncode, [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def frame_rows(stdout: str) -> list[list[str]]:
+    """The text dump's frame lines, split into columns (the status keeps its detail)."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith("  ") and line.split()[0].endswith(".wal"):
+            rows.append(line.split(maxsplit=7))
+    return rows
+
+
+def make_two_epoch_wal(data_dir: Path) -> Path:
+    """150 records at epoch 1 over several files (make_wal), then 20 more at epoch 2."""
+    directory = make_wal(data_dir)
+    wal, _ = eng.Wal.open(str(directory), epoch=2, max_file_bytes=4096)
+    for i in range(4):
+        wal.append(
+            eng.encode_batch([(None, f"late-{i}-{j}".encode() * 8, 2000 + j, None) for j in range(5)], 0)
+        )
+    wal.close()
+    return directory
+
+
+def test_dump_lists_every_frame_of_a_sound_wal_with_offsets_epochs_and_positions(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    directory = make_two_epoch_wal(data)
+    files = sorted(directory.glob("*.wal"))
+    before = fingerprint(directory)
+
+    out = run("dump", str(data))
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = frame_rows(out.stdout)
+    assert len(rows) == 34
+    assert [int(r[2]) for r in rows] == list(range(0, 170, 5))
+    assert [int(r[3]) for r in rows] == list(range(5, 175, 5))
+    assert all(r[4] == "5" for r in rows)
+    assert [r[5] for r in rows] == ["1"] * 30 + ["2"] * 4
+    assert all(r[7] == "ok" for r in rows)
+    # Positions chain through each file from its 32-byte header, and the frames fill the files exactly.
+    assert sorted({r[0] for r in rows}) == [p.name for p in files]
+    for p in files:
+        mine = [r for r in rows if r[0] == p.name]
+        pos = 32
+        for r in mine:
+            assert int(r[1]) == pos
+            pos += int(r[6])
+        assert pos == p.stat().st_size
+    summary = out.stdout.splitlines()[-1]
+    assert summary.startswith("summary wal/orders/00000: ")
+    assert f"{len(files)} file(s), 34 frame(s) ok, offsets 0..170" in summary
+    assert f"{sum(p.stat().st_size for p in files)} bytes" in summary and summary.endswith("; OK")
+    assert fingerprint(directory) == before, "dump must not change anything"
+
+
+def test_dump_shows_a_flipped_byte_as_bad_crc_at_its_file_and_position(tmp_path: Path) -> None:
+    directory = make_wal(tmp_path / "data")
+    _, healthy = dump_json(str(directory))
+    frames = [o for o in healthy if o["type"] == "frame"]
+    victim = frames[len(frames) // 2]
+    names = sorted(p.name for p in directory.glob("*.wal"))
+    assert victim["file"] not in (names[0], names[-1]) and victim["position"] > 32
+    path = directory / victim["file"]
+    raw = bytearray(path.read_bytes())
+    raw[victim["position"] + 40 + 7] ^= 0x01  # inside the payload of a frame in a middle file
+    path.write_bytes(bytes(raw))
+    before = fingerprint(directory)
+
+    out = run("dump", str(directory))
+    assert out.returncode == 1, out.stdout + out.stderr
+    rows = frame_rows(out.stdout)
+    assert len(rows) == 30, "the frames after the damage are still listed"
+    bad = [r for r in rows if not r[7].startswith("ok")]
+    assert len(bad) == 1
+    assert bad[0][:3] == [victim["file"], str(victim["position"]), str(victim["base_offset"])]
+    assert bad[0][7].startswith("BAD CRC")
+    summary = out.stdout.splitlines()[-1]
+    assert f"offsets 0..{victim['base_offset']} before the damage" in summary
+    assert (
+        f"first damage: WAL frame payload CRC mismatch in {victim['file']} at byte {victim['position']}"
+        in (summary)
+    )
+    assert "repair" in out.stderr
+    # The engine's own recovery names the same place.
+    verify = run("verify", str(directory))
+    assert f"{victim['file']}:{victim['position']}" in verify.stdout
+    assert fingerprint(directory) == before
+
+
+def test_dump_reports_a_torn_tail_without_calling_it_damage(tmp_path: Path) -> None:
+    directory = make_wal(tmp_path / "data")
+    last = sorted(directory.glob("*.wal"))[-1]
+    raw = last.read_bytes()
+    last.write_bytes(raw[:-100])
+
+    rc, objs = dump_json(str(directory))
+    assert rc == 0
+    frames = [o for o in objs if o["type"] == "frame"]
+    torn = frames[-1]
+    assert torn["status"] == "torn" and torn["file"] == last.name
+    assert torn["base_offset"] == 145 and torn["position"] + torn["bytes"] == len(raw) - 100
+    assert all(f["status"] == "ok" for f in frames[:-1]) and len(frames) == 30
+    (summary,) = [o for o in objs if o["type"] == "summary"]
+    assert summary["ok"] and summary["damage"] is None
+    assert summary["torn_tail_bytes"] == torn["bytes"]
+    assert (summary["first_offset"], summary["next_offset"], summary["frames"]) == (0, 145, 29)
+
+    text = run("dump", str(directory))
+    assert text.returncode == 0
+    assert frame_rows(text.stdout)[-1][7].startswith("torn")
+    assert f"torn tail {torn['bytes']} bytes; OK" in text.stdout
+
+
+def test_dump_json_is_one_object_per_frame_and_per_partition(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_wal(data, partition=0)
+    make_wal(data, "payments", partition=2)
+    rc, objs = dump_json(str(data))
+    assert rc == 0
+    assert [o["type"] for o in objs] == (["frame"] * 30 + ["summary"]) * 2
+    summaries = [o for o in objs if o["type"] == "summary"]
+    assert [s["partition"] for s in summaries] == ["wal/orders/00000", "wal/payments/00002"]
+    for s in summaries:
+        assert s["ok"] and s["frames"] == 30 and (s["first_offset"], s["next_offset"]) == (0, 150)
+        assert s["frames_not_shown"] == 0
+    first = objs[0]
+    assert first == {
+        "type": "frame",
+        "partition": "wal/orders/00000",
+        "file": "00000000000000000000.wal",
+        "position": 32,
+        "base_offset": 0,
+        "end_offset": 5,
+        "record_count": 5,
+        "epoch": 1,
+        "bytes": first["bytes"],
+        "status": "ok",
+        "detail": None,
+    }
+
+
+def test_dump_limit_prints_at_most_n_frames_and_says_how_many_were_left_out(tmp_path: Path) -> None:
+    directory = make_wal(tmp_path / "data")
+    out = run("dump", str(directory), "--limit", "4")
+    assert out.returncode == 0, out.stderr
+    rows = frame_rows(out.stdout)
+    assert [int(r[2]) for r in rows] == [0, 5, 10, 15]
+    assert "26 more frame(s) not shown (--limit 4)" in out.stdout
+    assert "30 frame(s) ok, offsets 0..150" in out.stdout.splitlines()[-1], "the summary covers every frame"
+
+    rc, objs = dump_json(str(directory), "--limit", "0")
+    assert rc == 0 and [o["type"] for o in objs] == ["summary"]
+    assert objs[0]["frames_not_shown"] == 30
+
+    negative = run("dump", str(directory), "--limit", "-1")
+    assert negative.returncode == 2 and "--limit" in negative.stderr
+
+
+def test_dump_of_a_missing_path_is_a_one_line_error(tmp_path: Path) -> None:
+    out = run("dump", str(tmp_path / "nowhere"))
+    assert out.returncode == 1
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nowhere" in lines[0] and "does not exist" in lines[0]
+    assert "Traceback" not in out.stderr
