@@ -11,7 +11,7 @@ RUST_SOURCES := $(shell find rust bench -name '*.rs' 2>/dev/null) Cargo.toml Car
 # Where `make run` keeps its data; delete it to start over.
 DATA_DIR ?= ./streamhouse-data
 
-.PHONY: help venv build run test test-rust test-python bench bench-quick lint format proto clean lock
+.PHONY: help venv build run test test-rust test-python bench bench-quick lint check-alerts format proto clean lock
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ lint: venv ## ruff, mypy --strict, rustfmt, clippy -D warnings
 	$(VENV)/bin/hadolint deploy/Dockerfile
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+
+check-alerts: ## promtool: check deploy/prometheus/alerts.yml and run its unit tests (alerts_test.yml)
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 format: venv ## Format Python and Rust code
 	$(VENV)/bin/ruff format python tests bench examples

@@ -64,8 +64,13 @@ class Broker(Protocol):
 
     async def describe_topic(self, name: str) -> TopicDescription: ...
 
-    async def produce(self, topic: str, partition: int, batch: bytes, acks: AckMode) -> ProduceResult:
+    async def produce(
+        self, topic: str, partition: int, batch: bytes, acks: AckMode, *, prepaid: int = 0
+    ) -> ProduceResult:
         """Append one produce batch (docs/format.md section 2) and return once ``acks`` is met.
+
+        ``prepaid``: bytes the server already drew from the broker's memory budget for this request
+        (``admit_request``, before decoding it); the broker owns them from here and gives them back.
 
         Raises UnknownTopic, UnknownPartition, InvalidBatch/EmptyBatch/RecordTooLarge (nothing written),
         NotLeader (with the owner's address), ResourceExhausted or DiskFull (retriable, nothing written),

@@ -86,6 +86,8 @@ async def serve_agent(
             default_acks=cfg.default_acks,
             max_fetch_bytes=cfg.max_fetch_size,
             stop_broker=agent.stop,
+            on_error=agent.count_error,
+            admission=agent,
         )
     except BaseException:
         await agent.stop()
@@ -136,7 +138,10 @@ def cmd_agent(
     except errors.ConfigError as exc:
         print(f"streamhouse agent: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, log_file=cfg.log_file or None, max_bytes=cfg.log_file_max_size)
+    from streamhouse.agent.pressure import tune_allocator
+
+    tune_allocator()  # this process is the agent's: freed memory goes back to the OS
     try:
         return asyncio.run(serve_agent(cfg, object_store=store))
     except errors.ConfigError as exc:
@@ -390,6 +395,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return rc
 
 
+# -- sizing ---------------------------------------------------------------------------------------------
+
+
+def cmd_sizing(args: argparse.Namespace) -> int:
+    """``streamhouse sizing``: memory, WAL volume and CPU of an agent (docs/sizing.md)."""
+    from streamhouse.ops import sizing
+
+    try:
+        inputs = sizing.inputs_from_args(args)
+    except sizing.InputError as exc:
+        print(f"streamhouse sizing: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result = sizing.compute(inputs)
+    print(sizing.render_json(result) if args.json else sizing.render_text(result).rstrip("\n"))
+    return 0
+
+
+# -- doctor ---------------------------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``streamhouse doctor``: the pressure runbook's investigation against a running agent."""
+    from streamhouse.ops import doctor
+
+    if args.interval <= 0:
+        print("streamhouse doctor: error: --interval must be greater than 0", file=sys.stderr)
+        return EXIT_USAGE
+    url = args.metrics_url or os.environ.get("STREAMHOUSE_METRICS_URL") or "http://127.0.0.1:9090/metrics"
+    return doctor.run(
+        url,
+        args.interval,
+        server=args.server,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        as_json=args.json,
+    )
+
+
 # -- wal ------------------------------------------------------------------------------------------------
 
 
@@ -554,6 +596,43 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("bench", choices=("engine", "produce", "cost"))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
+
+    from streamhouse.ops import sizing
+
+    sizing_cmd = sub.add_parser(
+        "sizing",
+        help="memory, WAL volume and CPU an agent needs: a Kubernetes resources: block and a PVC size",
+        description="Size one agent for a partition count and a write rate (docs/sizing.md). Sizes take "
+        "64MiB-style suffixes, rates bytes per second (2MiB/s or 2MB), durations 300s, 250ms or 5m.",
+    )
+    sizing.add_arguments(sizing_cmd)
+    sizing_cmd.set_defaults(func=cmd_sizing)
+
+    doctor_cmd = sub.add_parser(
+        "doctor",
+        help="diagnose a running agent: resource use against limits, WAL, buffers, object store, leases",
+        description="Reads the agent's metrics twice, --interval seconds apart, and names the cause of any "
+        "memory, disk, CPU, object-store or lease trouble with its figures and what to do. Exit code 1 when "
+        "something is wrong (usable as a probe).",
+    )
+    doctor_cmd.add_argument(
+        "--metrics-url",
+        default=None,
+        metavar="URL",
+        help="the agent's metrics endpoint [env STREAMHOUSE_METRICS_URL; default: "
+        "http://127.0.0.1:9090/metrics]",
+    )
+    doctor_cmd.add_argument(
+        "--server", default=None, metavar="HOST:PORT", help="also check the agent's gRPC health"
+    )
+    doctor_cmd.add_argument(
+        "--data-dir", default=None, metavar="DIR", help="also look at this data directory's WAL and volume"
+    )
+    doctor_cmd.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between the two looks (rates, growth; default 5)"
+    )
+    doctor_cmd.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor_cmd.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -366,6 +366,89 @@ KNOBS: tuple[Knob, ...] = (
         _positive,
         group="read",
     ),
+    # -- pressure --
+    Knob(
+        "memory_limit",
+        0,
+        "Memory the agent may use; 0 detects it (the cgroup v2 or v1 limit of its container, else the "
+        "machine's memory). The memory budget and the pressure levels are fractions of it.",
+        parse_size,
+        _non_negative,
+        group="pressure",
+    ),
+    Knob(
+        "memory_budget_fraction",
+        0.4,
+        "Share of (memory_limit minus the agent's own footprint at start) that records may take: unflushed "
+        "records, flushes being uploaded, requests being appended. A produce that does not fit is refused "
+        "with RESOURCE_EXHAUSTED and a retry hint; the read cache and compaction are capped at a quarter "
+        "of it each.",
+        float,
+        _fraction,
+        group="pressure",
+    ),
+    Knob(
+        "disk_reserve",
+        0,
+        "Free space kept on the WAL volume: produce is refused with a disk-full error (RESOURCE_EXHAUSTED) "
+        "before free space falls below it, so commits and the embedded catalog always have room. 0 means "
+        "5% of the volume, at least 64MiB and at most 1GiB, never more than a quarter of the volume.",
+        parse_size,
+        _non_negative,
+        group="pressure",
+    ),
+    Knob(
+        "pressure_interval_ms",
+        1000,
+        "How often the agent samples its memory, disk and CPU use against their limits.",
+        int,
+        _positive,
+        group="pressure",
+    ),
+    Knob(
+        "produce_timeout_ms",
+        10_000,
+        "Longest a `durable` produce waits for its records to be committed; after it the request fails "
+        "with UNAVAILABLE (retriable; the records stay in the WAL and are committed when the store "
+        "answers).",
+        int,
+        _positive,
+        group="pressure",
+    ),
+    Knob(
+        "objstore_timeout_ms",
+        5000,
+        "S3 connect and read timeout: a hung store is noticed within about this long.",
+        int,
+        _positive,
+        group="pressure",
+    ),
+    Knob(
+        "objstore_breaker_failures",
+        5,
+        "Object-store failures in a row that open the circuit breaker (requests then fail at once).",
+        int,
+        _positive,
+        group="pressure",
+    ),
+    Knob(
+        "objstore_breaker_open_ms",
+        5000,
+        "How long the circuit breaker stays open before one probe request; doubles after a failed probe, "
+        "up to 60s.",
+        int,
+        _positive,
+        group="pressure",
+    ),
+    Knob(
+        "objstore_max_request_rate",
+        1000,
+        "Most object-store requests per second; the adaptive limit halves on every 503 SlowDown and "
+        "climbs back by 10/s each second without one.",
+        int,
+        _positive,
+        group="pressure",
+    ),
     # -- coordination --
     Knob(
         "max_partitions_per_agent",
@@ -389,6 +472,21 @@ KNOBS: tuple[Knob, ...] = (
         "info",
         "Log verbosity.",
         choices=("debug", "info", "warning", "error"),
+        group="operations",
+    ),
+    Knob(
+        "log_file",
+        "",
+        "Write the log to this file, rotated by size, instead of stderr (empty: stderr, which Kubernetes "
+        "rotates).",
+        group="operations",
+    ),
+    Knob(
+        "log_file_max_size",
+        64 * 2**20,
+        "Size at which log_file is rotated; 3 rotated files are kept.",
+        parse_size,
+        _positive,
         group="operations",
     ),
     Knob(

@@ -12,6 +12,7 @@ Every StreamHouse module logs through ``get_logger`` (children of the ``streamho
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import time
 from typing import TextIO
@@ -48,16 +49,34 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.Handler:
-    """Send StreamHouse logs to ``stream`` (stderr by default) in the runbook format at ``level``
-    (the ``log_level`` knob). Idempotent: a second call replaces the handler it installed."""
+LOG_FILE_BACKUPS = 3  # rotated log files kept beside ``log_file`` (log_file.1 ... log_file.3)
+
+
+def setup_logging(
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    log_file: str | None = None,
+    max_bytes: int = 64 << 20,
+) -> logging.Handler:
+    """Send StreamHouse logs to ``stream`` (stderr by default), or to ``log_file`` rotated at
+    ``max_bytes`` with ``LOG_FILE_BACKUPS`` old files kept (so logs never fill the disk), in the runbook
+    format at ``level`` (the ``log_level`` knob). Idempotent: a second call replaces the handler it
+    installed."""
     logger = logging.getLogger(ROOT_LOGGER)
-    for handler in list(logger.handlers):
-        if getattr(handler, "_streamhouse", False):
-            logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    for old in list(logger.handlers):
+        if getattr(old, "_streamhouse", False):
+            logger.removeHandler(old)
+            old.close()
+    handler: logging.Handler
+    if log_file:
+        handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+        )
+    else:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(RunbookFormatter())
-    handler._streamhouse = True  # type: ignore[attr-defined]
+    setattr(handler, "_streamhouse", True)  # noqa: B010 (a marker attribute on a stdlib object)
     logger.addHandler(handler)
     logger.setLevel(_LEVELS.get(level, logging.INFO))
     logger.propagate = False

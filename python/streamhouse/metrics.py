@@ -13,11 +13,22 @@ from __future__ import annotations
 import contextlib
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from streamhouse.config import parse_host_port
 
 PREFIX: Final = "streamhouse_"
+
+# No `*_created` series: they double the series count and nobody alerts on them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # name (without prefix) → (kind, labels, help). The one list; docs/architecture.md mirrors it.
 METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
@@ -78,6 +89,78 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
         "Age of the oldest committed slice still waiting for compaction (0 when none waits).",
     ),
     "partitions_owned": ("gauge", (), "Partitions this agent holds a lease on."),
+    "partitions_refusing_writes": (
+        "gauge",
+        (),
+        "Owned partitions that refuse produce (a WAL needing an operator, a local failure being reopened).",
+    ),
+    "uncommitted_bytes": (
+        "gauge",
+        ("topic", "partition"),
+        "Bytes of a partition's records appended but not yet committed (in memory and in the WAL).",
+    ),
+    "uncommitted_age_seconds": (
+        "gauge",
+        ("topic", "partition"),
+        "Age of a partition's oldest record not yet committed (0 when everything is committed).",
+    ),
+    "memory_usage_bytes": ("gauge", (), "Resident memory of the agent process."),
+    "memory_limit_bytes": (
+        "gauge",
+        (),
+        "Memory the agent may use: memory_limit, else its cgroup's limit, else the machine's memory.",
+    ),
+    "memory_budget_bytes": ("gauge", (), "Bytes of records the agent may hold in memory (the budget)."),
+    "memory_budget_used_bytes": ("gauge", (), "Bytes of the memory budget in use."),
+    "disk_usage_bytes": ("gauge", (), "Used bytes of the WAL volume."),
+    "disk_limit_bytes": ("gauge", (), "Size of the WAL volume."),
+    "disk_reserve_bytes": (
+        "gauge",
+        (),
+        "Free space the agent keeps on the WAL volume: produce is refused below it.",
+    ),
+    "cpu_usage_cores": ("gauge", (), "CPU the agent process used over the last sample, in cores."),
+    "cpu_limit_cores": ("gauge", (), "CPU the agent may use: its cgroup's quota, else its cores."),
+    "pressure_level": (
+        "gauge",
+        ("resource",),
+        "Pressure level per resource (memory, disk, cpu): 0 NORMAL, 1 HIGH, 2 CRITICAL.",
+    ),
+    "produce_refused_total": (
+        "counter",
+        ("reason",),
+        "Produce requests refused for lack of resources, by reason: memory, disk, wal_limit, object_store.",
+    ),
+    "errors_total": ("counter", ("method", "code"), "gRPC requests that failed, by method and status code."),
+    "segment_cache_bytes": ("gauge", (), "Bytes held by the read cache of committed segment blocks."),
+    "segment_cache_hits_total": ("counter", (), "Reads of committed segments served from the cache."),
+    "segment_cache_misses_total": ("counter", (), "Reads of committed segments that went to the store."),
+    "upload_retries_total": (
+        "counter",
+        (),
+        "Flush uploads or commits retried after a failure (exponential backoff with jitter).",
+    ),
+    "objstore_throttled_total": (
+        "counter",
+        (),
+        "Object-store requests answered with a request to slow down (503 SlowDown).",
+    ),
+    "objstore_breaker_state": (
+        "gauge",
+        (),
+        "Object-store circuit breaker: 0 closed, 1 half-open, 2 open (requests fail at once).",
+    ),
+    "objstore_rate_limit": (
+        "gauge",
+        (),
+        "Object-store requests per second the adaptive limit allows now.",
+    ),
+    "append_latency_seconds": (
+        "histogram",
+        (),
+        "Time to append a produce batch to the WAL and the segment buffer (fsync excluded).",
+    ),
+    "lease_renewal_seconds": ("histogram", (), "Time to renew all of the agent's leases in the catalog."),
     "gc_runs_total": ("counter", (), "Completed garbage-collection runs over the object store."),
     "gc_deleted_objects_total": (
         "counter",
@@ -174,6 +257,69 @@ class AgentMetrics:
             PREFIX + "compaction_lag_seconds", doc("compaction_lag_seconds"), registry=r
         )
         self.partitions_owned = Gauge(PREFIX + "partitions_owned", doc("partitions_owned"), registry=r)
+        self.partitions_refusing_writes = Gauge(
+            PREFIX + "partitions_refusing_writes", doc("partitions_refusing_writes"), registry=r
+        )
+        self.uncommitted_bytes = Gauge(
+            PREFIX + "uncommitted_bytes", doc("uncommitted_bytes"), ("topic", "partition"), registry=r
+        )
+        self.uncommitted_age = Gauge(
+            PREFIX + "uncommitted_age_seconds",
+            doc("uncommitted_age_seconds"),
+            ("topic", "partition"),
+            registry=r,
+        )
+
+        def gauge(name: str) -> Gauge:
+            return Gauge(PREFIX + name, doc(name), registry=r)
+
+        self.memory_usage = gauge("memory_usage_bytes")
+        self.memory_limit = gauge("memory_limit_bytes")
+        self.memory_budget = gauge("memory_budget_bytes")
+        self.memory_budget_used = gauge("memory_budget_used_bytes")
+        self.disk_usage = gauge("disk_usage_bytes")
+        self.disk_limit = gauge("disk_limit_bytes")
+        self.disk_reserve = gauge("disk_reserve_bytes")
+        self.cpu_usage = gauge("cpu_usage_cores")
+        self.cpu_limit = gauge("cpu_limit_cores")
+        self.pressure_level = Gauge(
+            PREFIX + "pressure_level", doc("pressure_level"), ("resource",), registry=r
+        )
+        for resource in ("memory", "disk", "cpu"):
+            self.pressure_level.labels(resource).set(0)
+        self.produce_refused = Counter(
+            PREFIX + "produce_refused", doc("produce_refused_total"), ("reason",), registry=r
+        )
+        for reason in ("memory", "disk", "wal_limit", "object_store"):
+            self.produce_refused.labels(reason)  # every reason reported from the start, at 0
+        self.errors = Counter(PREFIX + "errors", doc("errors_total"), ("method", "code"), registry=r)
+        self.segment_cache_bytes = gauge("segment_cache_bytes")
+        self.segment_cache_hits = Counter(
+            PREFIX + "segment_cache_hits", doc("segment_cache_hits_total"), registry=r
+        )
+        self.segment_cache_misses = Counter(
+            PREFIX + "segment_cache_misses", doc("segment_cache_misses_total"), registry=r
+        )
+        self.upload_retries = Counter(PREFIX + "upload_retries", doc("upload_retries_total"), registry=r)
+        self.objstore_throttled = Counter(
+            PREFIX + "objstore_throttled", doc("objstore_throttled_total"), registry=r
+        )
+        self.objstore_breaker_state = gauge("objstore_breaker_state")
+        self.objstore_rate_limit = gauge("objstore_rate_limit")
+        self.append_latency = Histogram(
+            PREFIX + "append_latency_seconds",
+            doc("append_latency_seconds"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lease_renewal = Histogram(
+            PREFIX + "lease_renewal_seconds",
+            doc("lease_renewal_seconds"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # The standard process_* series (CPU seconds, resident memory, open files) for this agent.
+        ProcessCollector(registry=r)
         self.gc_runs = Counter(PREFIX + "gc_runs", doc("gc_runs_total"), registry=r)
         self.gc_deleted_objects = Counter(
             PREFIX + "gc_deleted_objects", doc("gc_deleted_objects_total"), registry=r
@@ -186,7 +332,12 @@ class AgentMetrics:
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop a partition's series (topic deleted or lease lost) so it stops being reported."""
-        for gauge in (self.segment_buffer_size_bytes, self.wal_size_bytes):
+        for gauge in (
+            self.segment_buffer_size_bytes,
+            self.wal_size_bytes,
+            self.uncommitted_bytes,
+            self.uncommitted_age,
+        ):
             with contextlib.suppress(KeyError):
                 gauge.remove(topic, str(partition))
 
@@ -207,9 +358,22 @@ class AgentMetrics:
             server.server_close()  # type: ignore[attr-defined]
 
 
+def metrics_table_markdown() -> str:
+    """The metric reference in docs/architecture.md is this text (a test compares them)."""
+    lines = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
+    for name, (kind, labels, help_text) in METRICS.items():
+        lines.append(f"| `{PREFIX}{name}` | {kind} | {', '.join(labels)} | {help_text} |")
+    lines.append(
+        "| `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, "
+        "`process_max_fds`, `process_virtual_memory_bytes`, `process_start_time_seconds` | | | the "
+        "standard process metrics of the agent's process |"
+    )
+    return "\n".join(lines) + "\n"
+
+
 def metric_names() -> list[str]:
     """Every series family name emitted, with the prefix (counters include ``_total``)."""
     return [PREFIX + name for name in METRICS]
 
 
-__all__ = ["METRICS", "PREFIX", "AgentMetrics", "metric_names"]
+__all__ = ["METRICS", "PREFIX", "AgentMetrics", "metric_names", "metrics_table_markdown"]

@@ -68,8 +68,10 @@ class Producer:
     A batch closes when it holds ``batch_max_records`` records or ``batch_max_bytes`` bytes, or
     ``linger_ms`` after its first record. ``send`` returns a future resolving to the record's offset;
     ``flush`` waits for everything sent so far. Retriable errors are retried with exponential backoff (and
-    the ``retry-after-ms`` hint); NotLeader redirects go to the owner's address at once.
-    Backpressure: ``send`` blocks while ``max_buffered_records`` are waiting.
+    the ``retry-after-ms`` hint), up to ``retries`` times; a RESOURCE_EXHAUSTED refusal (the agent is
+    short of memory or disk and wrote nothing) is retried after its hint until the batch is
+    ``delivery_timeout_s`` old, whatever ``retries`` says. NotLeader redirects go to the owner's address at
+    once. Backpressure: ``send`` blocks while ``max_buffered_records`` are waiting.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Producer:
         retry_backoff_ms: int = 50,
         request_timeout_s: float = 60.0,
         max_buffered_records: int = 1_000_000,
+        delivery_timeout_s: float = 120.0,
     ) -> None:
         self._owns_client = not isinstance(client, Client)
         self.client = client if isinstance(client, Client) else Client(client)
@@ -97,6 +100,7 @@ class Producer:
         self.retries = retries
         self.retry_backoff_s = retry_backoff_ms / 1000
         self.request_timeout_s = request_timeout_s
+        self.delivery_timeout_s = delivery_timeout_s
         self.max_buffered_records = max_buffered_records
         self.request_latencies_s: list[float] = []  # one per acknowledged request, for summaries
         self._cond = threading.Condition()
@@ -282,14 +286,21 @@ class Producer:
             exc.__cause__ = rpc
             if isinstance(exc, (errors.NotLeader, errors.Unavailable)):
                 self.client.note_leader(batch.topic, batch.partition, getattr(exc, "owner_address", None))
-            if exc.retriable and batch.attempts <= self.retries:
+            # An agent refusing for lack of memory or disk wrote nothing and says when to come back: such
+            # refusals do not use up ``retries``, only the batch's ``delivery_timeout_s`` (as Kafka's
+            # delivery.timeout.ms).
+            backpressure = isinstance(exc, errors.ResourceExhausted) and (
+                time.monotonic() - batch.created < self.delivery_timeout_s
+            )
+            if exc.retriable and (batch.attempts <= self.retries or backpressure):
                 delay = (
                     0.0
                     if isinstance(exc, errors.NotLeader)
                     else min(self.retry_backoff_s * 2 ** (batch.attempts - 1), 5.0) * (0.5 + random.random())
                 )
                 if isinstance(exc, errors.ResourceExhausted):
-                    delay = max(delay, exc.retry_after_ms / 1000)
+                    # The agent says when: its hint, jittered so that producers do not come back at once.
+                    delay = exc.retry_after_ms / 1000 * (1 + random.random() / 2)
                 with self._cond:
                     self._retry.append((time.monotonic() + delay, batch))
                     self._cond.notify_all()

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, NoReturn, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -104,7 +105,23 @@ class _AbortContext(Protocol):
 T = TypeVar("T")
 
 
-async def _call(context: _AbortContext, method: str, work: Awaitable[T]) -> T:
+ErrorHook = Callable[[str, str], None]
+"""``on_error(method, status code name)``: called for every request that fails (the errors metric)."""
+
+
+class Admission(Protocol):
+    """Memory admission of produce requests, before they are decoded (the agent's memory budget)."""
+
+    def admit_request(self, nbytes: int) -> None:
+        """Draw ``nbytes`` for a request about to be decoded, or raise ResourceExhausted/DiskFull."""
+
+    def release_request(self, nbytes: int) -> None:
+        """Give back what ``admit_request`` drew for a request that never reached ``produce``."""
+
+
+async def _call(
+    context: _AbortContext, method: str, work: Awaitable[T], on_error: ErrorHook | None = None
+) -> T:
     """Await ``work``, turning exceptions into a status through the table (abort raises)."""
     try:
         return await work
@@ -112,15 +129,29 @@ async def _call(context: _AbortContext, method: str, work: Awaitable[T]) -> T:
         raise
     except errors.StreamhouseError as exc:
         code = status_for(exc)
+        if on_error is not None:
+            on_error(method, code.name)
         if code == grpc.StatusCode.INTERNAL:
             log.error("%s failed: %s: %s", method, type(exc).__name__, exc)
         await context.abort(code, f"{exc}", trailing_metadata_for(exc))
     except Exception as exc:
+        if on_error is not None:
+            on_error(method, grpc.StatusCode.INTERNAL.name)
         log.exception("%s failed with an unexpected error", method)
         await context.abort(
             grpc.StatusCode.INTERNAL,
             f"internal error in {method} ({type(exc).__name__}); see the agent's log",
         )
+
+
+def _decode(cls: Any, raw: bytes) -> Any:
+    """``cls.FromString(raw)``; bytes that do not parse are INVALID_ARGUMENT."""
+    try:
+        return cls.FromString(raw)
+    except DecodeError as exc:
+        raise errors.InvalidArgument(
+            f"malformed {cls.DESCRIPTOR.name}: the request bytes do not parse ({exc})"
+        ) from None
 
 
 def _topic_pb(info: TopicInfo) -> pb.Topic:
@@ -160,10 +191,20 @@ def _check_offset(offset: int) -> int:
 class StreamHouseServicer(pb_grpc.StreamHouseServicer):
     """RPC handlers; validation of names and numbers happens here, before the broker sees them."""
 
-    def __init__(self, broker: Broker, *, default_acks: AckMode = "durable", max_fetch_bytes: int = 4 << 20):
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        default_acks: AckMode = "durable",
+        max_fetch_bytes: int = 4 << 20,
+        on_error: ErrorHook | None = None,
+        admission: Admission | None = None,
+    ):
         if default_acks not in ACK_MODES:
             raise errors.ConfigError(f"default_acks must be one of {', '.join(ACK_MODES)}")
         self._broker = broker
+        self._on_error = on_error
+        self._admission = admission
         self._default_acks: AckMode = default_acks
         self._max_fetch_bytes = max_fetch_bytes
         self.draining = False
@@ -179,21 +220,21 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             info = await self._broker.create_topic(name, request.partitions, dict(request.config) or None)
             return pb.CreateTopicResponse(topic=_topic_pb(info))
 
-        return await _call(context, "CreateTopic", work())
+        return await _call(context, "CreateTopic", work(), self._on_error)
 
     async def DeleteTopic(self, request: pb.DeleteTopicRequest, context: Any) -> pb.DeleteTopicResponse:
         async def work() -> pb.DeleteTopicResponse:
             await self._broker.delete_topic(_check_topic(request.name))
             return pb.DeleteTopicResponse()
 
-        return await _call(context, "DeleteTopic", work())
+        return await _call(context, "DeleteTopic", work(), self._on_error)
 
     async def ListTopics(self, request: pb.ListTopicsRequest, context: Any) -> pb.ListTopicsResponse:
         async def work() -> pb.ListTopicsResponse:
             topics = await self._broker.list_topics()
             return pb.ListTopicsResponse(topics=[_topic_pb(t) for t in topics])
 
-        return await _call(context, "ListTopics", work())
+        return await _call(context, "ListTopics", work(), self._on_error)
 
     async def DescribeTopic(self, request: pb.DescribeTopicRequest, context: Any) -> pb.DescribeTopicResponse:
         async def work() -> pb.DescribeTopicResponse:
@@ -202,34 +243,54 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                 topic=_topic_pb(d.topic), partitions=[_partition_pb(p) for p in d.partitions]
             )
 
-        return await _call(context, "DescribeTopic", work())
+        return await _call(context, "DescribeTopic", work(), self._on_error)
 
-    async def Produce(self, request: pb.ProduceRequest, context: Any) -> pb.ProduceResponse:
+    async def Produce(self, request: pb.ProduceRequest | bytes, context: Any) -> pb.ProduceResponse:
+        """Registered with the raw request bytes (``_add_servicer``): they are drawn from the memory
+        budget before they are decoded into a message and a batch (two more copies), and bytes that do
+        not parse are INVALID_ARGUMENT. What was drawn goes to the broker with the request, or back."""
+        prepaid = [0]  # drawn and not yet handed to the broker
+
         async def work() -> pb.ProduceResponse:
             if self.draining:
                 raise errors.WalClosed(
                     "the agent is shutting down and accepts no more produce; retry shortly"
                 )
-            topic = _check_topic(request.topic)
-            partition = _check_partition(request.partition)
-            if not request.batch:
+            if isinstance(request, bytes):
+                if self._admission is not None:
+                    self._admission.admit_request(len(request))
+                    prepaid[0] = len(request)
+                message: pb.ProduceRequest = _decode(pb.ProduceRequest, request)
+            else:
+                message = request
+            topic = _check_topic(message.topic)
+            partition = _check_partition(message.partition)
+            if not message.batch:
                 raise errors.EmptyBatch(
                     f"produce to {topic}/{partition} carried an empty batch: send at least one record "
                     "encoded as a produce batch (docs/format.md section 2)"
                 )
             acks = (
                 self._default_acks
-                if request.acks == pb.ACK_MODE_UNSPECIFIED
-                else _ACKS_FROM_PB.get(request.acks)
+                if message.acks == pb.ACK_MODE_UNSPECIFIED
+                else _ACKS_FROM_PB.get(message.acks)
             )
             if acks is None:
                 raise errors.InvalidArgument(
-                    f"unknown ack mode {request.acks}; use NONE, BUFFERED, WAL or DURABLE"
+                    f"unknown ack mode {message.acks}; use NONE, BUFFERED, WAL or DURABLE"
                 )
-            result = await self._broker.produce(topic, partition, request.batch, acks)
+            handed, prepaid[0] = prepaid[0], 0
+            if handed:
+                result = await self._broker.produce(topic, partition, message.batch, acks, prepaid=handed)
+            else:
+                result = await self._broker.produce(topic, partition, message.batch, acks)
             return pb.ProduceResponse(base_offset=result.base_offset, record_count=result.record_count)
 
-        return await _call(context, "Produce", work())
+        try:
+            return await _call(context, "Produce", work(), self._on_error)
+        finally:
+            if prepaid[0] and self._admission is not None:
+                self._admission.release_request(prepaid[0])
 
     async def Consume(self, request: pb.ConsumeRequest, context: Any) -> pb.ConsumeResponse:
         async def work() -> pb.ConsumeResponse:
@@ -245,7 +306,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                 record_set=r.record_set, high_watermark=r.high_watermark, log_start_offset=r.log_start_offset
             )
 
-        return await _call(context, "Consume", work())
+        return await _call(context, "Consume", work(), self._on_error)
 
     async def ListOffsets(self, request: pb.ListOffsetsRequest, context: Any) -> pb.ListOffsetsResponse:
         async def work() -> pb.ListOffsetsResponse:
@@ -254,7 +315,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             )
             return pb.ListOffsetsResponse(log_start_offset=start, high_watermark=high)
 
-        return await _call(context, "ListOffsets", work())
+        return await _call(context, "ListOffsets", work(), self._on_error)
 
     async def CommitOffset(self, request: pb.CommitOffsetRequest, context: Any) -> pb.CommitOffsetResponse:
         async def work() -> pb.CommitOffsetResponse:
@@ -267,7 +328,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             )
             return pb.CommitOffsetResponse()
 
-        return await _call(context, "CommitOffset", work())
+        return await _call(context, "CommitOffset", work(), self._on_error)
 
     async def FetchOffset(self, request: pb.FetchOffsetRequest, context: Any) -> pb.FetchOffsetResponse:
         async def work() -> pb.FetchOffsetResponse:
@@ -279,7 +340,23 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                 return pb.FetchOffsetResponse(found=False, offset=0)
             return pb.FetchOffsetResponse(found=True, offset=offset)
 
-        return await _call(context, "FetchOffset", work())
+        return await _call(context, "FetchOffset", work(), self._on_error)
+
+
+def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> None:
+    """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that Produce
+    receives its request as raw bytes (see ``StreamHouseServicer.Produce``)."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=None if method.name == "Produce" else request_cls.FromString,
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class GrpcServer:
@@ -315,6 +392,8 @@ class GrpcServer:
         default_acks: AckMode = "durable",
         max_fetch_bytes: int = 4 << 20,
         stop_broker: Callable[[], Awaitable[None]] | None = None,
+        on_error: ErrorHook | None = None,
+        admission: Admission | None = None,
     ) -> GrpcServer:
         """Bind ``listen`` and start serving. ``stop_broker`` (for example ``agent.stop``) runs at the end of
         ``stop``, after in-flight RPCs have finished."""
@@ -324,8 +403,14 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(options=options)
-        servicer = StreamHouseServicer(broker, default_acks=default_acks, max_fetch_bytes=max_fetch_bytes)
-        pb_grpc.add_StreamHouseServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        servicer = StreamHouseServicer(
+            broker,
+            default_acks=default_acks,
+            max_fetch_bytes=max_fetch_bytes,
+            on_error=on_error,
+            admission=admission,
+        )
+        _add_servicer(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

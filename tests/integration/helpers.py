@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from streamhouse.agent.core import PROBE_PREFIX
 from streamhouse.objstore.base import ObjectInfo, ObjectStore
 
 
@@ -57,6 +58,6 @@ class UploadThenHangStore(DelegatingStore):
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = True) -> None:
         await self.inner.put(key, data, if_absent=if_absent)
-        if key.startswith(self.prefix):
+        if key.startswith(self.prefix) and not key.startswith(PROBE_PREFIX):  # not the start-up check
             self.landed.append(key)
             await asyncio.Event().wait()

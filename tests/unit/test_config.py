@@ -83,3 +83,12 @@ def test_defaults_fill_agent_id_and_advertised_address() -> None:
     c = Config.from_mapping({"listen": "0.0.0.0:6000"})
     assert c.agent_id
     assert c.advertised_address == "0.0.0.0:6000"
+
+
+def test_docs_architecture_lists_every_metric_exactly() -> None:
+    from streamhouse.metrics import metrics_table_markdown
+
+    text = (DOC.parent / "architecture.md").read_text()
+    begin, end = "<!-- metrics:begin -->\n", "<!-- metrics:end -->"
+    table = text[text.index(begin) + len(begin) : text.index(end)]
+    assert table == metrics_table_markdown(), "regenerate the metrics table in docs/architecture.md"

@@ -28,6 +28,7 @@ class FakeBroker:
         self.next_offset: dict[tuple[str, int], int] = {}
         self.groups: dict[tuple[str, str, int], int] = {}
         self.max_record_bytes = max_record_bytes
+        self.prepaid_seen: list[int] = []  # ``prepaid`` of every produce call
         self.fail_next: BaseException | None = None
         self.acks_seen: list[str] = []
         self.stopped = False
@@ -88,7 +89,10 @@ class FakeBroker:
         )
         return TopicDescription(info, parts)
 
-    async def produce(self, topic: str, partition: int, batch: bytes, acks: AckMode) -> ProduceResult:
+    async def produce(
+        self, topic: str, partition: int, batch: bytes, acks: AckMode, *, prepaid: int = 0
+    ) -> ProduceResult:
+        self.prepaid_seen.append(prepaid)
         self._maybe_fail()
         key = self._key(topic, partition)
         info = codec.batch_info(batch, self.max_record_bytes)

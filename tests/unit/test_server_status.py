@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+from typing import Any
 
 import grpc
 import pytest
@@ -153,5 +154,108 @@ async def test_unspecified_acks_use_the_default_and_draining_refuses_produce() -
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 await stub.Produce(pb.ProduceRequest(topic="t", partition=0, batch=batch), timeout=10)
             assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(grace_s=1)
+
+
+class _Admission:
+    """Records what the server draws and gives back; refuses while ``refuse`` is set."""
+
+    def __init__(self) -> None:
+        self.admitted: list[int] = []
+        self.released: list[int] = []
+        self.refuse = False
+
+    def admit_request(self, nbytes: int) -> None:
+        if self.refuse:
+            raise errors.ResourceExhausted("memory budget full (test)", retry_after_ms=321)
+        self.admitted.append(nbytes)
+
+    def release_request(self, nbytes: int) -> None:
+        self.released.append(nbytes)
+
+
+async def test_produce_bytes_are_admitted_before_decoding_and_garbage_is_invalid_argument() -> None:
+    from streamhouse import pyengine
+
+    broker = FakeBroker()
+    await broker.create_topic("t", 1)
+    admission = _Admission()
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen, admission=admission)
+    batch = pyengine.encode_batch([(None, b"v", None, None)], 0)
+    request = pb.ProduceRequest(topic="t", partition=0, batch=batch, acks=pb.ACK_MODE_WAL)
+    raw_size = len(request.SerializeToString())
+    try:
+        async with grpc.aio.insecure_channel(listen) as channel:
+            stub = pb_grpc.StreamHouseStub(channel)
+            await stub.Produce(request, timeout=10)
+            assert admission.admitted == [raw_size] and broker.prepaid_seen == [raw_size]
+            assert admission.released == [], "handed to the broker, which gives it back"
+
+            # Bytes that are not a ProduceRequest: INVALID_ARGUMENT, drawn bytes given back, broker untouched.
+            raw = channel.unary_unary("/streamhouse.v1.StreamHouse/Produce")
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await raw(b"\xff\xff\xff\xff", timeout=10)
+            assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "malformed ProduceRequest" in (ei.value.details() or "")
+            assert admission.released == [4] and len(broker.prepaid_seen) == 1
+
+            # A request refused before decoding never reaches the broker and carries the retry hint.
+            admission.refuse = True
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await stub.Produce(request, timeout=10)
+            assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert ("retry-after-ms", "321") in tuple(ei.value.trailing_metadata() or ())
+            assert len(broker.prepaid_seen) == 1
+
+            # A valid message with a bad topic name: refused after decoding, drawn bytes given back.
+            admission.refuse = False
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await stub.Produce(pb.ProduceRequest(topic="../x", partition=0, batch=batch), timeout=10)
+            assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert len(admission.released) == 2
+    finally:
+        await server.stop(grace_s=1)
+
+
+class _Refusing(FakeBroker):
+    """Refuses the first ``refusals`` produce calls with RESOURCE_EXHAUSTED (nothing written)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def produce(self, topic: str, partition: int, batch: bytes, acks: Any, *, prepaid: int = 0) -> Any:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise errors.ResourceExhausted("memory budget full (test)", retry_after_ms=5)
+        return await super().produce(topic, partition, batch, acks, prepaid=prepaid)
+
+
+async def test_producer_rides_out_backpressure_beyond_its_retry_count() -> None:
+    """RESOURCE_EXHAUSTED wrote nothing: the Producer retries it after the hint until its delivery timeout,
+    not just ``retries`` times (Kafka's delivery.timeout.ms)."""
+    import asyncio
+
+    from streamhouse.client import Client
+    from streamhouse.producer import Producer
+
+    broker = _Refusing(refusals=25)
+    await broker.create_topic("t", 1)
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen)
+
+    def send() -> int:
+        with Client(listen) as client:
+            producer = Producer(client, acks="wal", retries=3, retry_backoff_ms=1)
+            fut = producer.send("t", b"v", partition=0)
+            producer.flush()
+            producer.close()
+            return fut.result(timeout=30).offset
+
+    try:
+        assert await asyncio.to_thread(send) == 0
+        assert broker.refusals == 0
     finally:
         await server.stop(grace_s=1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -37,6 +38,20 @@ from streamhouse.agent.collector import GcResult, collect_garbage, format_durati
 from streamhouse.agent.compaction import CompactionSettings, Compactor
 from streamhouse.agent.flush import Flusher
 from streamhouse.agent.partition import PartitionWriter
+from streamhouse.agent.pressure import (
+    DiskGuard,
+    Level,
+    MemoryBudget,
+    PressureMonitor,
+    Sample,
+    Throttled,
+    detect_cpu_limit,
+    detect_memory_limit,
+    disk_usage,
+    human,
+    release_free_memory,
+    resident_bytes,
+)
 from streamhouse.agent.segcache import SegmentCache
 from streamhouse.broker import (
     ACK_MODES,
@@ -50,13 +65,19 @@ from streamhouse.catalog.base import Catalog, SegmentRecord, TopicInfo
 from streamhouse.config import Config
 from streamhouse.errors import (
     CatalogUnavailable,
+    DiskFull,
     InvalidArgument,
     InvalidArgumentType,
     LeaseLost,
     NotLeader,
     ObjectNotFound,
+    ObjectStoreError,
+    ObjectStoreRejected,
     OffsetOutOfRange,
+    ResourceExhausted,
+    StorageError,
     StreamhouseError,
+    UnknownPartition,
     UnknownTopic,
 )
 from streamhouse.logs import get_logger
@@ -70,6 +91,7 @@ from streamhouse.names import (
 )
 from streamhouse.objstore.base import ObjectStore
 from streamhouse.objstore.metered import MeteredStore
+from streamhouse.objstore.resilient import STATE_NAMES, AdaptiveRate, CircuitBreaker, ResilientStore
 
 log = get_logger(__name__)
 
@@ -78,6 +100,10 @@ _SEGMENT_LIST_PAGE = 256
 _UNOWNED_POLL_S = 0.1
 _SLOW_RENEWAL_S = 1.0
 _MAX_REOPEN_DELAY_S = 60.0
+_FOREIGN_WAL_SWEEP_S = 60.0  # how often WAL directories of partitions owned elsewhere are looked at
+_SLOW_PRODUCE_S = 5.0  # a produce slower than this is logged ("Producer timeout: append took ...")
+PROBE_PREFIX = "_streamhouse/probe/"  # the start-up write check's object (deleted at once)
+_PROBE_BYTES = 64 << 10  # written (and fsynced) into the WAL directory at start: can we write there?
 
 
 class _SegmentIndex:
@@ -116,7 +142,44 @@ class Agent:
         self.config = config
         self.catalog = catalog
         self.metrics = AgentMetrics()
-        self.store: ObjectStore = MeteredStore(store, self._count_request)
+        # Memory: the limit, and the budget records draw from (pressure.py).
+        if config.memory_limit:
+            self.memory_limit, self.memory_limit_source = config.memory_limit, "the memory_limit knob"
+        else:
+            self.memory_limit, self.memory_limit_source = detect_memory_limit()
+        self.cpu_limit, self.cpu_limit_source = detect_cpu_limit()
+        self.baseline_memory = resident_bytes()
+        room = max(self.memory_limit - self.baseline_memory, 0)
+        self.budget = MemoryBudget(
+            max(int(config.memory_budget_fraction * room), 4 << 20),
+            on_change=self.metrics.memory_budget_used.set,
+        )
+        self.metrics.memory_budget.set(self.budget.limit)
+        self.metrics.memory_limit.set(self.memory_limit)
+        self.metrics.cpu_limit.set(self.cpu_limit)
+        self.breaker = CircuitBreaker(  # uploads
+            failures_to_open=config.objstore_breaker_failures,
+            open_s=config.objstore_breaker_open_ms / 1000,
+            on_change=self._breaker_changed,
+            name="Object store (writes)",
+        )
+        self.read_breaker = CircuitBreaker(
+            failures_to_open=config.objstore_breaker_failures,
+            open_s=config.objstore_breaker_open_ms / 1000,
+            on_change=self._breaker_changed,
+            name="Object store (reads)",
+        )
+        self.rate = AdaptiveRate(
+            max_rate=float(config.objstore_max_request_rate), on_change=self.metrics.objstore_rate_limit.set
+        )
+        self.metrics.objstore_rate_limit.set(self.rate.rate)
+        self.store: ObjectStore = ResilientStore(
+            MeteredStore(store, self._count_request),
+            self.breaker,
+            self.rate,
+            on_throttle=self.metrics.objstore_throttled.inc,
+            read_breaker=self.read_breaker,
+        )
         self.engine = engine
         self.agent_id: str = config.agent_id
         self.address: str = config.advertised_address
@@ -133,11 +196,16 @@ class Agent:
             retry_max_ms=config.upload_retry_max_ms,
             # A quarter of the GC grace: far inside it, even with clock skew between store and catalog.
             reverify_after_s=config.object_gc_grace_ms / 4000,
+            budget=self.budget,
         )
+        # The read cache and compaction hold memory outside the budget's accounting: cap them at a quarter
+        # of it (compaction holds its input and its output, hence an eighth each).
+        self.cache_capacity = min(config.segment_cache_size, self.budget.limit // 4)
+        compaction_max = max(min(config.compaction_max_size, self.budget.limit // 8), 1 << 20)
         self.segment_cache = SegmentCache(
             self.store,
             engine,
-            config.segment_cache_size,
+            self.cache_capacity,
             whole_object_max_bytes=max(4 * config.block_size, 2**20),
             read_ahead_bytes=config.segment_read_ahead_size,
         )
@@ -147,7 +215,7 @@ class Agent:
             engine,
             self.metrics,
             CompactionSettings(
-                max_size_bytes=config.compaction_max_size,
+                max_size_bytes=compaction_max,
                 delay_ms=config.compaction_delay_ms,
                 compression=config.compression,
                 compression_level=config.compression_level,
@@ -166,6 +234,15 @@ class Agent:
         self._reopen_failures: dict[tuple[str, int], int] = {}  # reopens in a row whose recovery failed
         self._acquire_lock = asyncio.Lock()
         self._stopped = False
+        self.disk: DiskGuard | None = None
+        self.monitor: PressureMonitor | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._logs = Throttled()
+        self._cache_hits_seen = 0
+        self._cache_misses_seen = 0
+        self._truncating = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._foreign_swept_at = 0.0
 
     def _count_request(self, operation: str, requests: int, nbytes: int) -> None:
         if requests:
@@ -189,7 +266,7 @@ class Agent:
         from streamhouse.objstore import open_object_store
 
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(probe_wal_dir, data_dir / "wal")
         eng = engines.load(config.engine)
         if catalog is None:
             catalog = await open_catalog(config.metadata_url or str(data_dir / "catalog.sqlite3"))
@@ -199,6 +276,12 @@ class Agent:
                     config.object_store or str(data_dir / "objects"),
                     s3_endpoint_url=config.s3_endpoint_url or None,
                     s3_multipart_threshold_bytes=config.s3_multipart_threshold,
+                    s3_connect_timeout_s=config.objstore_timeout_ms / 1000,
+                    s3_read_timeout_s=config.objstore_timeout_ms / 1000,
+                    # One attempt per call: the agent's own loops retry (backoff with jitter), so every
+                    # failure and every 503 SlowDown reaches the circuit breaker and the adaptive rate.
+                    s3_max_attempts=1,
+                    s3_retry_mode="standard",
                 )
             except BaseException:
                 await catalog.close()
@@ -214,6 +297,19 @@ class Agent:
     async def _start(self) -> None:
         cfg = self.config
         self.wal_root.mkdir(parents=True, exist_ok=True)
+        self.disk = DiskGuard(self.wal_root, cfg.disk_reserve)
+        self.metrics.disk_reserve.set(self.disk.reserve)
+        self.monitor = PressureMonitor(
+            memory_limit=self.memory_limit,
+            memory_limit_source=self.memory_limit_source,
+            cpu_limit=self.cpu_limit,
+            disk=self.disk,
+            interval_s=cfg.pressure_interval_ms / 1000,
+            on_memory_high=self._memory_high,
+            on_disk_high=self._disk_high,
+            on_sample=self._on_sample,
+        )
+        await self._check_object_store()
         await self.catalog.register_agent(
             self.agent_id, self.address, {"engine": str(self.engine.ENGINE), "pid": str(os.getpid())}
         )
@@ -228,6 +324,31 @@ class Agent:
             self.store.describe(),
             self.engine.ENGINE,
         )
+        log.info(
+            "Limits: memory %s (%s), of which records may take %s (memory_budget_fraction %g of what the "
+            "agent's own %s leaves); read cache %s; CPU %g cores (%s); WAL volume %s with %s free, "
+            "disk reserve %s",
+            human(self.memory_limit),
+            self.memory_limit_source,
+            human(self.budget.limit),
+            cfg.memory_budget_fraction,
+            human(self.baseline_memory),
+            human(self.cache_capacity),
+            self.cpu_limit,
+            self.cpu_limit_source,
+            human(self.disk.usage.total),
+            human(self.disk.usage.free),
+            human(self.disk.reserve),
+        )
+        if self.cache_capacity < cfg.segment_cache_size:
+            log.info(
+                "segment_cache_size %s is more than a quarter of the memory budget: the read cache holds "
+                "at most %s",
+                human(cfg.segment_cache_size),
+                human(self.cache_capacity),
+            )
+        self.monitor.sample()
+        self._monitor_task = asyncio.create_task(self.monitor.run(), name=f"pressure {self.agent_id}")
         if cfg.metrics_listen:
             self.metrics_address = await asyncio.to_thread(self.metrics.serve, cfg.metrics_listen)
         self._lease_task = asyncio.create_task(self._lease_loop(), name=f"leases {self.agent_id}")
@@ -273,6 +394,11 @@ class Agent:
         await self._close_resources()
 
     async def _cancel_background_tasks(self) -> None:
+        monitor, self._monitor_task = self._monitor_task, None
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
         task, self._compaction_task = self._compaction_task, None
         if task is not None:
             task.cancel()
@@ -387,6 +513,7 @@ class Agent:
             try:
                 await self._renew_leases()
                 await self._sweep_wals()
+                await self._sweep_foreign_wals()
                 await self.catalog.heartbeat(self.agent_id)
                 await self._acquire_free_partitions()
             except asyncio.CancelledError:
@@ -423,18 +550,33 @@ class Agent:
                 self.agent_id, [(k[0], k[1], w.epoch) for k, w in held], ttl_ms
             )
         except CatalogUnavailable as exc:
+            self.metrics.lease_renewal.observe(time.monotonic() - started)
+            if self._catalog_volume_full(exc):
+                # The embedded catalog is a file on this machine's full volume: no agent can write it, so
+                # nobody can take these leases either. Keep writing what fits; reads go on.
+                if self._logs.due("catalog-full"):
+                    log.error(
+                        "Lease renewal failed: the catalog's volume is full (%s); partitions keep their "
+                        "leases (the catalog cannot be written by anyone until space returns)",
+                        exc,
+                    )
+                return
             for key, writer in held:
                 if time.monotonic() - self._lease_renewed_at.get(key, 0.0) > ttl_ms / 1000:
                     writer.fence(NotLeader(f"{writer.name}: lease not renewed within its ttl ({exc})"))
                     await self._drop_writer(key)
             return
         took = time.monotonic() - started
+        self.metrics.lease_renewal.observe(took)
         if took > _SLOW_RENEWAL_S:
             log.warning("Lease renewal timeout: took %.0fs (expected <1s)", took)
         for (key, writer), result in zip(held, results, strict=True):
             if self._writers.get(key) is not writer:
                 continue  # dropped or reopened meanwhile
             if isinstance(result, LeaseLost):
+                if await self._reclaim(key, writer, result):
+                    self._lease_renewed_at[key] = started
+                    continue
                 writer.fence(NotLeader(f"{writer.name}: lease lost ({result})"))
                 await self._drop_writer(key)
                 continue
@@ -457,6 +599,89 @@ class Agent:
         await asyncio.to_thread(sweep)
         for w in writers:
             w.update_gauges()
+
+    async def _reclaim(self, key: tuple[str, int], writer: PartitionWriter, lost: LeaseLost) -> bool:
+        """A renewal found the lease lapsed (the catalog was unreachable or full for longer than the
+        ttl). If no other agent took it meanwhile, acquiring it again gives back the same epoch and the
+        writer goes on: nobody else can have written the partition. True if kept."""
+        try:
+            lease = await self.catalog.acquire_lease(key[0], key[1], self.agent_id, self.config.lease_ttl_ms)
+        except CatalogUnavailable as exc:
+            # Nobody can write a full embedded catalog, so nobody can take the lease either.
+            return self._catalog_volume_full(exc)
+        if lease is not None and lease.epoch == writer.epoch:
+            log.warning(
+                "Lease on %s lapsed (%s) but no other agent took it: reclaimed at epoch %d",
+                writer.name,
+                lost,
+                lease.epoch,
+            )
+            return True
+        return False
+
+    def _catalog_volume_full(self, exc: BaseException) -> bool:
+        """Whether a catalog failure is the embedded (SQLite) catalog's volume being full."""
+        if type(self.catalog).__name__ != "SqliteCatalog":
+            return False
+        if "full" in str(exc).lower():
+            return True
+        path = getattr(self.catalog, "path", None)
+        try:  # SQLite may report a full volume as an I/O error
+            return path is not None and disk_usage(Path(path).parent).free < (1 << 20)
+        except OSError:
+            return False
+
+    async def _sweep_foreign_wals(self, force: bool = False) -> None:
+        """Remove the WAL directories of partitions this agent does not own (any more) once the catalog
+        says every record in them is committed: no cleanup job is needed after a partition moved. A WAL
+        that still holds records the catalog does not have is kept (and said so, once): they were
+        acknowledged here and are not lost silently. At most every ``_FOREIGN_WAL_SWEEP_S``."""
+        now = time.monotonic()
+        if not force and now - self._foreign_swept_at < _FOREIGN_WAL_SWEEP_S:
+            return
+        self._foreign_swept_at = now
+        found = await asyncio.to_thread(_partition_dirs, self.wal_root)
+        for topic, partition, path in found:
+            async with self._acquire_lock:  # not while the partition is being acquired
+                if (topic, partition) in self._writers:
+                    continue
+                try:
+                    state = await self.catalog.get_partition(topic, partition)
+                except (UnknownTopic, UnknownPartition):
+                    state = None  # the topic is gone, and its records with it
+                except InvalidArgument:
+                    continue  # not a directory this agent made
+                try:
+                    wal = await asyncio.to_thread(self.engine.Wal.inspect, str(path))
+                except StreamhouseError as exc:
+                    if self._logs.due(f"foreign-wal-bad {path}"):
+                        log.warning(
+                            "WAL of %s-%d in %s is kept: it cannot be read (%s)", topic, partition, path, exc
+                        )
+                    continue
+                next_offset = int(wal.next_offset)
+                if state is not None and next_offset > state.high_watermark:
+                    if self._logs.due(f"foreign-wal {path}"):
+                        log.warning(
+                            "WAL of %s-%d in %s holds offsets up to %d, but the partition (owned by %s) is "
+                            "committed only through %d: kept; its records were acknowledged by this agent "
+                            "and are not in the catalog",
+                            topic,
+                            partition,
+                            path,
+                            next_offset,
+                            state.leader_agent_id or "no agent",
+                            state.high_watermark,
+                        )
+                    continue
+                await asyncio.to_thread(shutil.rmtree, path, True)
+            log.info(
+                "Removed the WAL of %s-%d in %s: this agent does not own the partition and its records are "
+                "committed",
+                topic,
+                partition,
+                path,
+            )
 
     def _reopen_due(self, key: tuple[str, int], writer: PartitionWriter) -> bool:
         """Whether to reopen a writer whose local write path failed (``writer.reopenable``) now."""
@@ -688,22 +913,252 @@ class Agent:
 
     # ---- produce --------------------------------------------------------------------------------
 
-    async def produce(self, topic: str, partition: int, batch: bytes, acks: AckMode) -> ProduceResult:
+    async def produce(
+        self, topic: str, partition: int, batch: bytes, acks: AckMode, *, prepaid: int = 0
+    ) -> ProduceResult:
+        """See ``Broker.produce``. ``prepaid`` bytes (drawn by ``admit_request``) are given back in every
+        case: by the partition once the batch is appended, or here if it never gets there."""
+        return await self._produce(topic, partition, batch, acks, prepaid)
+
+    async def _produce(
+        self, topic: str, partition: int, batch: bytes, acks: AckMode, prepaid: int
+    ) -> ProduceResult:
         started = time.monotonic()
-        if acks not in ACK_MODES:
-            raise InvalidArgument(f"invalid ack mode {acks!r}: one of {', '.join(ACK_MODES)}")
-        if type(batch) is not bytes:
-            raise InvalidArgumentType(f"batch must be bytes, not {type(batch).__name__}")
-        await self._check_partition(topic, partition)
-        writer = self._writers.get((topic, partition))
-        if writer is None:
-            raise await self._not_leader(topic, partition)
+        handed = False
+        try:
+            if acks not in ACK_MODES:
+                raise InvalidArgument(f"invalid ack mode {acks!r}: one of {', '.join(ACK_MODES)}")
+            if type(batch) is not bytes:
+                raise InvalidArgumentType(f"batch must be bytes, not {type(batch).__name__}")
+            await self._check_partition(topic, partition)
+            writer = self._writers.get((topic, partition))
+            if writer is None:
+                raise await self._not_leader(topic, partition)
+            n = len(batch)
+            try:
+                if prepaid:
+                    self._admit_disk(n)
+                    charged = prepaid
+                else:
+                    self._admit(n)
+                    charged = n
+            except (ResourceExhausted, DiskFull) as exc:
+                self._count_refusal(exc)
+                raise
+            handed = True  # from here the partition gives ``charged`` back
+        finally:
+            if prepaid and not handed:
+                self.budget.adjust(-prepaid)
         # No separate validation here: the WAL append validates the whole batch before writing anything.
-        base, end = await writer.produce(batch, acks)
+        try:
+            base, end = await writer.produce(batch, acks, charged=charged)
+        except (ResourceExhausted, DiskFull) as exc:
+            self._count_refusal(exc)
+            if isinstance(exc, DiskFull) and self._logs.due("wal-enospc"):
+                log.error("WAL append failed: No space left on device (%s: %s)", writer.name, exc)
+            raise
+        finally:
+            self.metrics.append_latency.observe(writer.append_seconds)
+        took = time.monotonic() - started
+        if took > _SLOW_PRODUCE_S and self._logs.due("slow-produce"):
+            log.error(
+                "Producer timeout: append took %.0fs (%s, acks=%s, %d records; pressure: %s)",
+                took,
+                writer.name,
+                acks,
+                end - base,
+                self._pressure_summary(),
+            )
         self.metrics.produce_records.inc(end - base)
-        self.metrics.produce_bytes.inc(len(batch))
-        self.metrics.produce_latency.labels(acks).observe(time.monotonic() - started)
+        self.metrics.produce_bytes.inc(n)
+        self.metrics.produce_latency.labels(acks).observe(took)
         return ProduceResult(base_offset=base, record_count=end - base)
+
+    def admit_request(self, nbytes: int) -> None:
+        """The gRPC server's admission of a produce request of ``nbytes``, before it decodes it: draws
+        them from the memory budget or raises (see ``_admit``; the disk is checked once the batch is
+        known)."""
+        try:
+            self._admit_memory(nbytes)
+        except ResourceExhausted as exc:
+            self._count_refusal(exc)
+            raise
+
+    def release_request(self, nbytes: int) -> None:
+        """Give back what ``admit_request`` drew, for a request that never reached ``produce``."""
+        self.budget.adjust(-nbytes)
+
+    # ---- pressure (pressure.py) -----------------------------------------------------------------
+
+    def _breaker_changed(self, _state: int) -> None:
+        # One series: the worse of the two breakers (an alert fires on either being open).
+        states = [b.state for b in (getattr(self, "breaker", None), getattr(self, "read_breaker", None)) if b]
+        self.metrics.objstore_breaker_state.set(max(states, default=0))
+
+    def count_error(self, method: str, code: str) -> None:
+        """The gRPC server's hook: a request failed with status ``code``."""
+        self.metrics.errors.labels(method, code).inc()
+
+    def _admit(self, n: int) -> None:
+        """Draw ``n`` bytes from the memory budget for a produce request, or refuse it: memory CRITICAL,
+        the budget full, or the WAL volume at its reserve. Nothing is drawn when it raises."""
+        self._admit_memory(n)
+        try:
+            self._admit_disk(n)
+        except DiskFull:
+            self.budget.adjust(-n)
+            raise
+
+    def _admit_memory(self, n: int) -> None:
+        monitor = self.monitor
+        if monitor is not None:
+            refusal = monitor.memory_refusal(n)
+            if refusal is not None:
+                raise refusal
+        if not self.budget.try_acquire(n):
+            raise self._budget_refusal(n)
+
+    def _admit_disk(self, n: int) -> None:
+        if self.disk is not None:
+            try:
+                self.disk.admit(n, self._backlog_explanation)
+            except DiskFull:
+                self._disk_high()  # committed WAL files kept for speed go now
+                raise
+
+    def _budget_refusal(self, n: int) -> ResourceExhausted:
+        b = self.budget
+        failing = self.flusher.last_error
+        if failing is not None or self.breaker.state != 0:
+            reason = "object_store"
+            wait_ms = max(int(self.breaker.retry_after_s * 1000), self.config.upload_retry_initial_ms, 1000)
+        else:
+            reason = "memory"
+            wait_ms = max(2 * self.config.segment_max_age_ms, 200)
+        return ResourceExhausted(
+            f"memory budget full: records waiting for upload hold {human(b.used)} of the "
+            f"{human(b.limit)} budget (memory_budget_fraction of a {human(self.memory_limit)} memory limit); "
+            f"produce of {human(n)} refused: {self._backlog_explanation()}; retry in {wait_ms} ms",
+            retry_after_ms=wait_ms,
+            reason=reason,
+        )
+
+    def _backlog_explanation(self) -> str:
+        failing = self.flusher.last_error
+        if self.breaker.state != 0:
+            return (
+                f"the object store circuit breaker is {STATE_NAMES[self.breaker.state]} "
+                f"({type(failing).__name__ if failing else 'failures'}: {failing}); records stay in the WAL "
+                "and upload when the store answers"
+            )
+        if failing is not None:
+            return f"uploads are failing ({type(failing).__name__}: {failing}); records stay in the WAL"
+        return "uploads are keeping up; this is a burst, the next flush frees room"
+
+    def _count_refusal(self, exc: ResourceExhausted | DiskFull) -> None:
+        reason = "disk" if isinstance(exc, DiskFull) else exc.reason
+        self.metrics.produce_refused.labels(reason).inc()
+
+    def _pressure_summary(self) -> str:
+        if self.monitor is None:
+            return "unknown"
+        return ", ".join(f"{k} {v.name}" for k, v in self.monitor.levels.items())
+
+    def _memory_high(self, level: Level) -> None:
+        """Memory HIGH or CRITICAL (a monitor sample): flush early, shrink the read cache, give freed
+        heap back to the OS."""
+        if self.flusher.unflushed_bytes and self._logs.due("flush-early"):
+            log.warning(
+                "Low memory, flushing segment early (%s unflushed; memory %s)",
+                human(self.flusher.unflushed_bytes),
+                level.name,
+            )
+        if self.flusher.unflushed_bytes:
+            self.flusher.request_flush()
+        self.segment_cache.resize(self.cache_capacity // 4)
+        release_free_memory()
+
+    def _disk_high(self) -> None:
+        """The WAL volume is filling: delete every committed WAL file now, busy partitions' too (they are
+        kept only to save file creations)."""
+        if self._truncating:
+            return
+        self._truncating = True
+        writers = list(self._writers.values())
+
+        def truncate() -> None:
+            for w in writers:
+                w.truncate_committed(force=True)
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(truncate)
+            finally:
+                self._truncating = False
+                for w in writers:
+                    w.update_gauges()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _on_sample(self, monitor: PressureMonitor, s: Sample) -> None:
+        m = self.metrics
+        m.memory_usage.set(s.memory_used)
+        m.cpu_usage.set(s.cpu_cores)
+        if s.disk is not None:
+            m.disk_usage.set(s.disk.used)
+            m.disk_limit.set(s.disk.total)
+        for resource, level in monitor.levels.items():
+            m.pressure_level.labels(resource).set(int(level))
+        if monitor.memory_level == Level.NORMAL and self.segment_cache.capacity != self.cache_capacity:
+            self.segment_cache.resize(self.cache_capacity)
+        cache = self.segment_cache
+        m.segment_cache_bytes.set(cache.size_bytes)
+        m.segment_cache_hits.inc(cache.hits - self._cache_hits_seen)
+        m.segment_cache_misses.inc(cache.misses - self._cache_misses_seen)
+        self._cache_hits_seen, self._cache_misses_seen = cache.hits, cache.misses
+        now = time.monotonic()
+        refusing = 0
+        for (topic, partition), w in self._writers.items():
+            if w.failure is not None:
+                refusing += 1
+            oldest = w.oldest_uncommitted_at
+            m.uncommitted_bytes.labels(topic, str(partition)).set(w.buffer_size_bytes)
+            m.uncommitted_age.labels(topic, str(partition)).set(now - oldest if oldest else 0.0)
+        m.partitions_refusing_writes.set(refusing)
+
+    async def _check_object_store(self) -> None:
+        """Put and delete a small object: a missing bucket or denied access stops the start with a message
+        saying so; a store that is only unreachable now is logged and the agent starts (records wait in
+        the WAL until it answers)."""
+        key = f"{PROBE_PREFIX}{self.agent_id}-{os.getpid()}-{time.monotonic_ns()}"
+
+        async def probe() -> None:
+            await self.store.put(key, b"probe", if_absent=False)
+            await self.store.delete(key)
+
+        try:
+            await asyncio.wait_for(probe(), 2 * self.config.objstore_timeout_ms / 1000)
+        except TimeoutError:
+            log.warning(
+                "Object store %s does not answer at start (no reply within %.0fs); starting anyway: records "
+                "wait in the WAL until it answers",
+                self.store.describe(),
+                2 * self.config.objstore_timeout_ms / 1000,
+            )
+        except ObjectStoreRejected as exc:
+            raise ObjectStoreRejected(
+                f"cannot write to the object store {self.store.describe()}: {exc}"
+            ) from None
+        except (ObjectStoreError, StorageError, OSError) as exc:
+            log.warning(
+                "Object store %s does not answer at start (%s: %s); starting anyway: records wait in the "
+                "WAL until it answers",
+                self.store.describe(),
+                type(exc).__name__,
+                exc,
+            )
 
     async def _not_leader(self, topic: str, partition: int) -> NotLeader:
         owner_address: str | None = None
@@ -837,4 +1292,46 @@ class Agent:
         return self._writers.get((topic, partition))
 
 
-__all__ = ["Agent"]
+def _partition_dirs(wal_root: Path) -> list[tuple[str, int, Path]]:
+    """(topic, partition, directory) of every partition WAL directory under ``wal_root``."""
+    out = []
+    for topic_dir in wal_root.iterdir() if wal_root.is_dir() else ():
+        if not topic_dir.is_dir():
+            continue
+        for part_dir in topic_dir.iterdir():
+            if part_dir.is_dir() and part_dir.name.isdigit():
+                out.append((topic_dir.name, int(part_dir.name), part_dir))
+    return out
+
+
+def probe_wal_dir(wal_root: Path) -> None:
+    """Create the WAL directory and write (and fsync) a small file in it: an agent that cannot write its
+    WAL says so at start, naming the directory and the OS error, instead of failing each produce."""
+    probe = wal_root / ".probe"
+    try:
+        wal_root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0" * _PROBE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        free = ""
+        with contextlib.suppress(OSError):
+            st = os.statvfs(wal_root if wal_root.exists() else wal_root.parent)
+            free = f" ({human(st.f_bavail * st.f_frsize)} free of {human(st.f_blocks * st.f_frsize)})"
+        message = f"Failed to initialize WAL directory {wal_root}: {exc.strerror or exc}{free}"
+        log.error("%s", message)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(
+                f"{message}; free space on the volume or grow it, then start the agent again"
+            ) from None
+        raise StorageError(f"{message}; check the path and its permissions") from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
+
+
+__all__ = ["PROBE_PREFIX", "Agent", "probe_wal_dir"]

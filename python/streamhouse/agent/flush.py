@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import secrets
 import time
 from collections.abc import Iterable
@@ -44,9 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 from streamhouse.agent import flushobj
 from streamhouse.agent.partition import seal_in_thread
+from streamhouse.agent.pressure import MemoryBudget, Throttled
 from streamhouse.agent.uploader import UploadConflict, backoff_delays, put_once, segment_record
 from streamhouse.catalog.base import Catalog, SegmentRecord
-from streamhouse.errors import OffsetConflict, StaleEpoch, StreamhouseError
+from streamhouse.errors import DiskFull, OffsetConflict, StaleEpoch, StreamhouseError
 from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
 from streamhouse.names import flush_key
@@ -92,6 +94,7 @@ class Flusher:
         retry_initial_ms: int,
         retry_max_ms: int,
         reverify_after_s: float = float("inf"),
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -101,6 +104,9 @@ class Flusher:
         self._retry_initial_ms = retry_initial_ms
         self._retry_max_ms = retry_max_ms
         self._reverify_after_s = reverify_after_s
+        # Every byte a partition holds and every flush object being uploaded is drawn from it.
+        self.budget = budget if budget is not None else MemoryBudget(1 << 62)
+        self._throttled_logs = Throttled()
         self._uploading = asyncio.Semaphore(concurrency)
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._unflushed = 0  # bytes appended since the last take (an estimate between takes)
@@ -250,6 +256,15 @@ class Flusher:
         delays = backoff_delays(self._retry_initial_ms, self._retry_max_ms)
         key = fresh_flush_key()
         data, entries = _build(job.slots)
+        self.budget.adjust_objects(len(data))  # a second copy of the sealed slots until it is done
+        try:
+            await self._put_and_commit(job, key, data, entries, delays)
+        finally:
+            self.budget.adjust_objects(-len(data))
+
+    async def _put_and_commit(
+        self, job: _Job, key: str, data: bytes, entries: list[flushobj.SliceEntry], delays: Any
+    ) -> None:
         our_keys = {key}
         put_at: float | None = None
         attempt = 0
@@ -273,7 +288,10 @@ class Flusher:
             except Exception as exc:  # retried: the records stay in the WALs and in memory
                 self.last_error = exc
                 self.metrics.upload_failures.inc()
+                self.metrics.upload_retries.inc()
                 delay = next(delays)
+                if is_disk_full(exc) and self._throttled_logs.due("disk"):
+                    log.error("Failed to flush segment: Disk full (%s: %s)", type(exc).__name__, exc)
                 for w, _slot in job.slots:
                     w.note_upload_failure(exc)
                 level = log.warning if isinstance(exc, StreamhouseError) and exc.retriable else log.error
@@ -362,6 +380,15 @@ class Flusher:
             ),
         )
         return False
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a put or commit failed for lack of space (the local object store's or the embedded
+    catalog's volume)."""
+    if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return True
+    text = str(exc).lower()
+    return "disk is full" in text or "no space left" in text
 
 
 def _take_all(writers: Iterable[PartitionWriter]) -> list[tuple[PartitionWriter, Slot]]:

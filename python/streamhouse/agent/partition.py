@@ -90,6 +90,7 @@ class Slot:
     sealed: Any | None = None  # SealedSegment
     reader: Any | None = None  # SegmentReader over sealed.data, built on first read
     in_flush: bool = False  # taken by a flush (else: sealed during recovery, waiting for the next one)
+    first_at: float = 0.0  # monotonic time of its first append (the uncommitted-age metric)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -149,12 +150,16 @@ class PartitionWriter:
         self._slots: list[Slot] = []
         self._waiting_slots = 0  # slots sealed by recovery that no flush has taken yet
         self._last_append = 0.0  # monotonic
+        self._buffer_first_at = 0.0  # monotonic time of the active buffer's first append
         self._failure: StreamhouseError | None = None
         self._fenced = False  # fence() has run for _failure (it may be set first under the lock)
         self.failed_at: float | None = None  # monotonic time of the first fence
         self._closing = False
         self._abandoned = False
         self.last_upload_error: BaseException | None = None
+
+        self._accounted = 0  # bytes of records this partition holds, as drawn from the memory budget
+        self.append_seconds = 0.0  # duration of the latest append (the agent's append latency metric)
 
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._data_event = asyncio.Event()
@@ -279,6 +284,7 @@ class PartitionWriter:
         for slot in slots:
             slot.ready.set()  # sealed in _replay
         self._flusher.register(self)
+        self.reaccount()
         if self.has_unflushed:
             self._flusher.note_data(self.unflushed_bytes)
         if slots:
@@ -293,6 +299,7 @@ class PartitionWriter:
             self._buffer_bytes = 0
             self._slots = []
             self.next_offset = self.committed_offset
+        self.reaccount()
         if wal is not None:
             with contextlib.suppress(StreamhouseError, OSError):
                 await asyncio.to_thread(wal.close)
@@ -347,6 +354,7 @@ class PartitionWriter:
                 self._buffer.append(frame.base_offset, frame.batch)
                 self.next_offset = self._buffer.next_offset
                 self._buffer_bytes = self._buffer.size_bytes
+                self._buffer_first_at = self._buffer_first_at or time.monotonic()
                 if self._buffer_bytes >= self._cfg.segment_max_size:
                     slots.append(self._swap_locked(replay_limit))
             if self._buffer_bytes:
@@ -400,6 +408,7 @@ class PartitionWriter:
 
     async def _shutdown(self, drained: bool) -> None:
         self._abandoned = True  # whatever a flush still holds of ours is not committed any more
+        self.reaccount()
         self._flusher.unregister(self)
         for slot in self._slots:
             slot.ready.set()  # a seal cancelled at shutdown never set it: readers of the slot must not hang
@@ -474,10 +483,17 @@ class PartitionWriter:
 
     # ---- produce --------------------------------------------------------------------------------
 
-    async def produce(self, batch: bytes, acks: AckMode) -> tuple[int, int]:
+    async def produce(self, batch: bytes, acks: AckMode, charged: int = 0) -> tuple[int, int]:
         """Append a batch; returns its base and end offsets once ``acks`` is met. ``wal.append`` validates
-        it (with ``max_record_size``) before anything is written, so a malformed batch changes nothing."""
-        base, end, added = await asyncio.to_thread(self._append, batch)
+        it (with ``max_record_size``) before anything is written, so a malformed batch changes nothing.
+
+        ``charged``: bytes the agent drew from the memory budget for this request; given back once the
+        append is done, when the records it added are drawn as this partition's own (``reaccount``)."""
+        try:
+            base, end, added = await asyncio.to_thread(self._append, batch)
+        finally:
+            self._flusher.budget.adjust(-charged)
+            self.reaccount()
         self._flusher.note_data(added)
         self._notify_data()  # the size gauges are set at each flush and commit, not per produce
         if acks == "wal" and self._cfg.wal_sync_policy == "batch":
@@ -494,6 +510,13 @@ class PartitionWriter:
         return int(base), int(end)
 
     def _append(self, batch: bytes) -> tuple[int, int, int]:
+        started = time.perf_counter()
+        try:
+            return self._append_locked(batch)
+        finally:
+            self.append_seconds = time.perf_counter() - started
+
+    def _append_locked(self, batch: bytes) -> tuple[int, int, int]:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
@@ -511,6 +534,7 @@ class PartitionWriter:
                     f"partition {self.name}: WAL holds {format_size(self._wal_bytes)} bytes, at its limit "
                     f"wal_max_size={format_size(limit)}, because {cause}; retry later",
                     retry_after_ms=max(self._cfg.upload_retry_initial_ms, 1000),
+                    reason="wal_limit",
                 )
             try:
                 base = self._wal.append(batch)
@@ -519,6 +543,8 @@ class PartitionWriter:
                 raise
             before = self._buffer_bytes
             self._last_append = time.monotonic()
+            if not before:
+                self._buffer_first_at = self._last_append
             try:
                 # The WAL append validated the batch with the same max_record_size: copy it, trusted.
                 end = self._buffer.append_trusted(base, batch)
@@ -543,13 +569,31 @@ class PartitionWriter:
         fut: asyncio.Future[None] = self._loop.create_future()
         self._durable.append((end, fut))
         report_after = max(self._cfg.upload_retry_max_ms / 1000, _MIN_DURABLE_REPORT_S)
+        timeout_s = self._cfg.produce_timeout_ms / 1000
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(fut), report_after)
+                await asyncio.wait_for(
+                    asyncio.shield(fut), min(report_after, max(deadline - time.monotonic(), 0))
+                )
                 return
             except TimeoutError:
                 if self.committed_offset >= end:
                     return
+                if time.monotonic() >= deadline and end <= self._commit_limit():
+                    # A store that hangs produces no error for a while: do not leave the producer in silence.
+                    self._forget_waiter(fut)
+                    err = self.upload_error
+                    cause = (
+                        f"latest upload error: {type(err).__name__}: {err}"
+                        if err is not None
+                        else "the flush holding them is still uploading: the object store is slow or hanging"
+                    )
+                    raise Unavailable(
+                        f"{self.name}: offsets {base}..{end} are in the WAL but were not committed within "
+                        f"produce_timeout_ms={self._cfg.produce_timeout_ms} ({cause}); they will be "
+                        "committed when the store answers; retry later"
+                    ) from None
                 if end > self._commit_limit():
                     # Nothing will commit these records any more (fence() or a refused slot
                     # normally fails the future first: this is the safety net).
@@ -598,7 +642,9 @@ class PartitionWriter:
 
     def _swap_locked(self, next_max_record_bytes: int | None = None) -> Slot:
         old = self._buffer
-        slot = Slot(self._buffer_base, self.next_offset, self._buffer_bytes, old)
+        slot = Slot(
+            self._buffer_base, self.next_offset, self._buffer_bytes, old, first_at=self._buffer_first_at
+        )
         self._buffer = self._new_buffer(self.next_offset, next_max_record_bytes)
         self._slots.append(slot)
         return slot
@@ -625,9 +671,11 @@ class PartitionWriter:
         fences the partition and takes this slot and every later one out (they would leave a gap)."""
         slot.ready.set()  # readers of the slot wait on it; they find ``sealed`` None if the seal failed
         if error is None and slot.sealed is not None:
+            self.reaccount()
             return slot in self._slots
         if slot in self._slots:
             self._slots = self._slots[: self._slots.index(slot)]
+        self.reaccount()
         self.fence(
             StorageError(
                 f"{self.name}: sealing offsets {slot.base_offset}..{slot.end_offset} failed ({error}); the "
@@ -656,6 +704,7 @@ class PartitionWriter:
             else:
                 still.append((end, fut))
         self._durable = still
+        self.reaccount()
         self.update_gauges()
 
     def slot_refused(self, slot: Slot, error: StreamhouseError) -> None:
@@ -672,7 +721,24 @@ class PartitionWriter:
     def update_gauges(self) -> None:
         self._metrics.set_partition_sizes(self.topic, self.partition, self.buffer_size_bytes, self._wal_bytes)
 
-    def truncate_committed(self) -> None:
+    def reaccount(self) -> None:
+        """Bring this partition's share of the memory budget up to date with what it holds (the active
+        buffer and the slots not yet committed; nothing once shut down). Called on the loop after every
+        change: wherever a change is missed, the next call corrects it."""
+        held = 0 if self._abandoned else self.buffer_size_bytes
+        delta, self._accounted = held - self._accounted, held
+        if delta:
+            self._flusher.budget.adjust(delta)
+
+    @property
+    def oldest_uncommitted_at(self) -> float | None:
+        """Monotonic time of the first append not yet committed (approximately: of the oldest slot's
+        first append), or None when everything is committed."""
+        if self._slots:
+            return self._slots[0].first_at
+        return self._buffer_first_at if self._buffer_bytes else None
+
+    def truncate_committed(self, force: bool = False) -> None:
         """In a worker thread, after a commit and from the agent's periodic sweep: delete the WAL files the
         catalog now covers (not after a failure: a failed WAL is left as it is for recovery, which skips
         what is committed).
@@ -689,9 +755,13 @@ class PartitionWriter:
             stats = wal.stats()
             if stats.files == 0 or stats.first_offset >= self.committed_offset:
                 return  # nothing committed is on disk
-            if stats.files == 1 and (
-                stats.next_offset > self.committed_offset
-                or time.monotonic() - self._last_append < WAL_IDLE_DELETE_S
+            if (
+                not force
+                and stats.files == 1
+                and (
+                    stats.next_offset > self.committed_offset
+                    or time.monotonic() - self._last_append < WAL_IDLE_DELETE_S
+                )
             ):
                 return  # the file in use: kept while the partition is busy
             wal.truncate(self.committed_offset)

@@ -63,6 +63,12 @@ class _Lru:
             _k, (_v, s) = self._items.popitem(last=False)
             self.size -= s
 
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        while self.size > self.capacity and self._items:
+            _k, (_v, s) = self._items.popitem(last=False)
+            self.size -= s
+
     def drop_prefix(self, prefix: str) -> None:
         for key in [k for k in self._items if k[0].startswith(prefix)]:
             _v, s = self._items.pop(key)
@@ -111,6 +117,14 @@ class SegmentCache:
     @property
     def size_bytes(self) -> int:
         return self._lru.size
+
+    @property
+    def capacity(self) -> int:
+        return self._lru.capacity
+
+    def resize(self, capacity_bytes: int) -> None:
+        """Hold at most ``capacity_bytes`` from now on (memory pressure shrinks it; evicts at once)."""
+        self._lru.resize(capacity_bytes)
 
     def drop_topic(self, key_prefix: str) -> None:
         self._lru.drop_prefix(key_prefix)
