@@ -34,24 +34,12 @@ from typing import Any
 
 from streamhouse import engine as engines
 from streamhouse import recordset
+from streamhouse.agent.admission import Admission
 from streamhouse.agent.collector import GcResult, collect_garbage, format_duration_ms
 from streamhouse.agent.compaction import CompactionSettings, Compactor
 from streamhouse.agent.flush import Flusher
 from streamhouse.agent.partition import PartitionWriter
-from streamhouse.agent.pressure import (
-    DiskGuard,
-    Level,
-    MemoryBudget,
-    PressureMonitor,
-    Sample,
-    Throttled,
-    detect_cpu_limit,
-    detect_memory_limit,
-    disk_usage,
-    human,
-    release_free_memory,
-    resident_bytes,
-)
+from streamhouse.agent.pressure import PressureMonitor, Throttled, disk_usage, human
 from streamhouse.agent.segcache import SegmentCache
 from streamhouse.broker import (
     ACK_MODES,
@@ -91,7 +79,7 @@ from streamhouse.names import (
 )
 from streamhouse.objstore.base import ObjectStore
 from streamhouse.objstore.metered import MeteredStore
-from streamhouse.objstore.resilient import STATE_NAMES, AdaptiveRate, CircuitBreaker, ResilientStore
+from streamhouse.objstore.resilient import AdaptiveRate, CircuitBreaker, ResilientStore
 
 log = get_logger(__name__)
 
@@ -142,21 +130,9 @@ class Agent:
         self.config = config
         self.catalog = catalog
         self.metrics = AgentMetrics()
-        # Memory: the limit, and the budget records draw from (pressure.py).
-        if config.memory_limit:
-            self.memory_limit, self.memory_limit_source = config.memory_limit, "the memory_limit knob"
-        else:
-            self.memory_limit, self.memory_limit_source = detect_memory_limit()
-        self.cpu_limit, self.cpu_limit_source = detect_cpu_limit()
-        self.baseline_memory = resident_bytes()
-        room = max(self.memory_limit - self.baseline_memory, 0)
-        self.budget = MemoryBudget(
-            max(int(config.memory_budget_fraction * room), 4 << 20),
-            on_change=self.metrics.memory_budget_used.set,
-        )
-        self.metrics.memory_budget.set(self.budget.limit)
-        self.metrics.memory_limit.set(self.memory_limit)
-        self.metrics.cpu_limit.set(self.cpu_limit)
+        # Memory: the limit, and the budget records draw from (admission.py).
+        self.admission = Admission(config, self.metrics)
+        self.budget = self.admission.budget
         self.breaker = CircuitBreaker(  # uploads
             failures_to_open=config.objstore_breaker_failures,
             open_s=config.objstore_breaker_open_ms / 1000,
@@ -198,14 +174,10 @@ class Agent:
             reverify_after_s=config.object_gc_grace_ms / 4000,
             budget=self.budget,
         )
-        # The read cache and compaction hold memory outside the budget's accounting: cap them at a quarter
-        # of it (compaction holds its input and its output, hence an eighth each).
-        self.cache_capacity = min(config.segment_cache_size, self.budget.limit // 4)
-        compaction_max = max(min(config.compaction_max_size, self.budget.limit // 8), 1 << 20)
         self.segment_cache = SegmentCache(
             self.store,
             engine,
-            self.cache_capacity,
+            self.admission.cache_capacity,
             whole_object_max_bytes=max(4 * config.block_size, 2**20),
             read_ahead_bytes=config.segment_read_ahead_size,
         )
@@ -215,7 +187,7 @@ class Agent:
             engine,
             self.metrics,
             CompactionSettings(
-                max_size_bytes=compaction_max,
+                max_size_bytes=self.admission.compaction_max_size,
                 delay_ms=config.compaction_delay_ms,
                 compression=config.compression,
                 compression_level=config.compression_level,
@@ -234,14 +206,9 @@ class Agent:
         self._reopen_failures: dict[tuple[str, int], int] = {}  # reopens in a row whose recovery failed
         self._acquire_lock = asyncio.Lock()
         self._stopped = False
-        self.disk: DiskGuard | None = None
-        self.monitor: PressureMonitor | None = None
+        self.admission.attach(self.flusher, self.segment_cache, self.breaker, self._writers)
         self._monitor_task: asyncio.Task[None] | None = None
         self._logs = Throttled()
-        self._cache_hits_seen = 0
-        self._cache_misses_seen = 0
-        self._truncating = False
-        self._background: set[asyncio.Task[None]] = set()
         self._foreign_swept_at = 0.0
 
     def _count_request(self, operation: str, requests: int, nbytes: int) -> None:
@@ -297,18 +264,6 @@ class Agent:
     async def _start(self) -> None:
         cfg = self.config
         self.wal_root.mkdir(parents=True, exist_ok=True)
-        self.disk = DiskGuard(self.wal_root, cfg.disk_reserve)
-        self.metrics.disk_reserve.set(self.disk.reserve)
-        self.monitor = PressureMonitor(
-            memory_limit=self.memory_limit,
-            memory_limit_source=self.memory_limit_source,
-            cpu_limit=self.cpu_limit,
-            disk=self.disk,
-            interval_s=cfg.pressure_interval_ms / 1000,
-            on_memory_high=self._memory_high,
-            on_disk_high=self._disk_high,
-            on_sample=self._on_sample,
-        )
         await self._check_object_store()
         await self.catalog.register_agent(
             self.agent_id, self.address, {"engine": str(self.engine.ENGINE), "pid": str(os.getpid())}
@@ -324,31 +279,8 @@ class Agent:
             self.store.describe(),
             self.engine.ENGINE,
         )
-        log.info(
-            "Limits: memory %s (%s), of which records may take %s (memory_budget_fraction %g of what the "
-            "agent's own %s leaves); read cache %s; CPU %g cores (%s); WAL volume %s with %s free, "
-            "disk reserve %s",
-            human(self.memory_limit),
-            self.memory_limit_source,
-            human(self.budget.limit),
-            cfg.memory_budget_fraction,
-            human(self.baseline_memory),
-            human(self.cache_capacity),
-            self.cpu_limit,
-            self.cpu_limit_source,
-            human(self.disk.usage.total),
-            human(self.disk.usage.free),
-            human(self.disk.reserve),
-        )
-        if self.cache_capacity < cfg.segment_cache_size:
-            log.info(
-                "segment_cache_size %s is more than a quarter of the memory budget: the read cache holds "
-                "at most %s",
-                human(cfg.segment_cache_size),
-                human(self.cache_capacity),
-            )
-        self.monitor.sample()
-        self._monitor_task = asyncio.create_task(self.monitor.run(), name=f"pressure {self.agent_id}")
+        monitor = self.admission.start(self.wal_root)
+        self._monitor_task = asyncio.create_task(monitor.run(), name=f"pressure {self.agent_id}")
         if cfg.metrics_listen:
             self.metrics_address = await asyncio.to_thread(self.metrics.serve, cfg.metrics_listen)
         self._lease_task = asyncio.create_task(self._lease_loop(), name=f"leases {self.agent_id}")
@@ -937,13 +869,13 @@ class Agent:
             n = len(batch)
             try:
                 if prepaid:
-                    self._admit_disk(n)
+                    self.admission.admit_disk(n)
                     charged = prepaid
                 else:
-                    self._admit(n)
+                    self.admission.admit(n)
                     charged = n
             except (ResourceExhausted, DiskFull) as exc:
-                self._count_refusal(exc)
+                self.admission.count_refusal(exc)
                 raise
             handed = True  # from here the partition gives ``charged`` back
         finally:
@@ -953,7 +885,7 @@ class Agent:
         try:
             base, end = await writer.produce(batch, acks, charged=charged)
         except (ResourceExhausted, DiskFull) as exc:
-            self._count_refusal(exc)
+            self.admission.count_refusal(exc)
             if isinstance(exc, DiskFull) and self._logs.due("wal-enospc"):
                 log.error("WAL append failed: No space left on device (%s: %s)", writer.name, exc)
             raise
@@ -967,7 +899,7 @@ class Agent:
                 writer.name,
                 acks,
                 end - base,
-                self._pressure_summary(),
+                self.admission.summary(),
             )
         self.metrics.produce_records.inc(end - base)
         self.metrics.produce_bytes.inc(n)
@@ -975,158 +907,24 @@ class Agent:
         return ProduceResult(base_offset=base, record_count=end - base)
 
     def admit_request(self, nbytes: int) -> None:
-        """The gRPC server's admission of a produce request of ``nbytes``, before it decodes it: draws
-        them from the memory budget or raises (see ``_admit``; the disk is checked once the batch is
-        known)."""
-        try:
-            self._admit_memory(nbytes)
-        except ResourceExhausted as exc:
-            self._count_refusal(exc)
-            raise
+        """The gRPC server's admission of a produce request, before decoding it (admission.py)."""
+        self.admission.admit_request(nbytes)
 
     def release_request(self, nbytes: int) -> None:
-        """Give back what ``admit_request`` drew, for a request that never reached ``produce``."""
-        self.budget.adjust(-nbytes)
+        self.admission.release_request(nbytes)
 
-    # ---- pressure (pressure.py) -----------------------------------------------------------------
+    def count_error(self, method: str, code: str) -> None:
+        """The gRPC server's hook: a request failed with status ``code``."""
+        self.metrics.errors.labels(method, code).inc()
 
     def _breaker_changed(self, _state: int) -> None:
         # One series: the worse of the two breakers (an alert fires on either being open).
         states = [b.state for b in (getattr(self, "breaker", None), getattr(self, "read_breaker", None)) if b]
         self.metrics.objstore_breaker_state.set(max(states, default=0))
 
-    def count_error(self, method: str, code: str) -> None:
-        """The gRPC server's hook: a request failed with status ``code``."""
-        self.metrics.errors.labels(method, code).inc()
-
-    def _admit(self, n: int) -> None:
-        """Draw ``n`` bytes from the memory budget for a produce request, or refuse it: memory CRITICAL,
-        the budget full, or the WAL volume at its reserve. Nothing is drawn when it raises."""
-        self._admit_memory(n)
-        try:
-            self._admit_disk(n)
-        except DiskFull:
-            self.budget.adjust(-n)
-            raise
-
-    def _admit_memory(self, n: int) -> None:
-        monitor = self.monitor
-        if monitor is not None:
-            refusal = monitor.memory_refusal(n)
-            if refusal is not None:
-                raise refusal
-        if not self.budget.try_acquire(n):
-            raise self._budget_refusal(n)
-
-    def _admit_disk(self, n: int) -> None:
-        if self.disk is not None:
-            try:
-                self.disk.admit(n, self._backlog_explanation)
-            except DiskFull:
-                self._disk_high()  # committed WAL files kept for speed go now
-                raise
-
-    def _budget_refusal(self, n: int) -> ResourceExhausted:
-        b = self.budget
-        failing = self.flusher.last_error
-        if failing is not None or self.breaker.state != 0:
-            reason = "object_store"
-            wait_ms = max(int(self.breaker.retry_after_s * 1000), self.config.upload_retry_initial_ms, 1000)
-        else:
-            reason = "memory"
-            wait_ms = max(2 * self.config.segment_max_age_ms, 200)
-        return ResourceExhausted(
-            f"memory budget full: records waiting for upload hold {human(b.used)} of the "
-            f"{human(b.limit)} budget (memory_budget_fraction of a {human(self.memory_limit)} memory limit); "
-            f"produce of {human(n)} refused: {self._backlog_explanation()}; retry in {wait_ms} ms",
-            retry_after_ms=wait_ms,
-            reason=reason,
-        )
-
-    def _backlog_explanation(self) -> str:
-        failing = self.flusher.last_error
-        if self.breaker.state != 0:
-            return (
-                f"the object store circuit breaker is {STATE_NAMES[self.breaker.state]} "
-                f"({type(failing).__name__ if failing else 'failures'}: {failing}); records stay in the WAL "
-                "and upload when the store answers"
-            )
-        if failing is not None:
-            return f"uploads are failing ({type(failing).__name__}: {failing}); records stay in the WAL"
-        return "uploads are keeping up; this is a burst, the next flush frees room"
-
-    def _count_refusal(self, exc: ResourceExhausted | DiskFull) -> None:
-        reason = "disk" if isinstance(exc, DiskFull) else exc.reason
-        self.metrics.produce_refused.labels(reason).inc()
-
-    def _pressure_summary(self) -> str:
-        if self.monitor is None:
-            return "unknown"
-        return ", ".join(f"{k} {v.name}" for k, v in self.monitor.levels.items())
-
-    def _memory_high(self, level: Level) -> None:
-        """Memory HIGH or CRITICAL (a monitor sample): flush early, shrink the read cache, give freed
-        heap back to the OS."""
-        if self.flusher.unflushed_bytes and self._logs.due("flush-early"):
-            log.warning(
-                "Low memory, flushing segment early (%s unflushed; memory %s)",
-                human(self.flusher.unflushed_bytes),
-                level.name,
-            )
-        if self.flusher.unflushed_bytes:
-            self.flusher.request_flush()
-        self.segment_cache.resize(self.cache_capacity // 4)
-        release_free_memory()
-
-    def _disk_high(self) -> None:
-        """The WAL volume is filling: delete every committed WAL file now, busy partitions' too (they are
-        kept only to save file creations)."""
-        if self._truncating:
-            return
-        self._truncating = True
-        writers = list(self._writers.values())
-
-        def truncate() -> None:
-            for w in writers:
-                w.truncate_committed(force=True)
-
-        async def run() -> None:
-            try:
-                await asyncio.to_thread(truncate)
-            finally:
-                self._truncating = False
-                for w in writers:
-                    w.update_gauges()
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _on_sample(self, monitor: PressureMonitor, s: Sample) -> None:
-        m = self.metrics
-        m.memory_usage.set(s.memory_used)
-        m.cpu_usage.set(s.cpu_cores)
-        if s.disk is not None:
-            m.disk_usage.set(s.disk.used)
-            m.disk_limit.set(s.disk.total)
-        for resource, level in monitor.levels.items():
-            m.pressure_level.labels(resource).set(int(level))
-        if monitor.memory_level == Level.NORMAL and self.segment_cache.capacity != self.cache_capacity:
-            self.segment_cache.resize(self.cache_capacity)
-        cache = self.segment_cache
-        m.segment_cache_bytes.set(cache.size_bytes)
-        m.segment_cache_hits.inc(cache.hits - self._cache_hits_seen)
-        m.segment_cache_misses.inc(cache.misses - self._cache_misses_seen)
-        self._cache_hits_seen, self._cache_misses_seen = cache.hits, cache.misses
-        now = time.monotonic()
-        refusing = 0
-        for (topic, partition), w in self._writers.items():
-            if w.failure is not None:
-                refusing += 1
-            oldest = w.oldest_uncommitted_at
-            m.uncommitted_bytes.labels(topic, str(partition)).set(w.buffer_size_bytes)
-            m.uncommitted_age.labels(topic, str(partition)).set(now - oldest if oldest else 0.0)
-        m.partitions_refusing_writes.set(refusing)
+    @property
+    def monitor(self) -> PressureMonitor | None:
+        return self.admission.monitor
 
     async def _check_object_store(self) -> None:
         """Put and delete a small object: a missing bucket or denied access stops the start with a message
