@@ -149,6 +149,7 @@ class Producer:
                 batch = _Batch(topic, partition, time.monotonic())
                 self._open[(topic, partition)] = batch
                 self._pending_batches += 1
+                self._cond.notify_all()  # the sender may be asleep with no deadline: it has one now
             batch.records.append(rec)
             batch.futures.append(fut)
             batch.n_bytes += size

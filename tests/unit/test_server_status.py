@@ -259,3 +259,33 @@ async def test_producer_rides_out_backpressure_beyond_its_retry_count() -> None:
         assert broker.refusals == 0
     finally:
         await server.stop(grace_s=1)
+
+
+async def test_producer_sends_by_linger_alone_without_flush() -> None:
+    """A record sent and then waited for, with no flush() and no close(), goes out after linger_ms
+    (regression: the sender slept with no deadline until something else woke it)."""
+    import asyncio
+
+    from streamhouse.client import Client
+    from streamhouse.producer import Producer
+
+    broker = FakeBroker()
+    await broker.create_topic("t", 1)
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen)
+
+    def send_and_wait() -> list[int]:
+        with Client(listen) as client:
+            producer = Producer(client, acks="wal", linger_ms=5)
+            try:
+                offsets = []
+                for value in (b"a", b"b"):  # the second after the sender went back to sleep
+                    offsets.append(producer.send("t", value, partition=0).result(timeout=10).offset)
+                return offsets
+            finally:
+                producer.close()
+
+    try:
+        assert await asyncio.to_thread(send_and_wait) == [0, 1]
+    finally:
+        await server.stop(grace_s=1)
