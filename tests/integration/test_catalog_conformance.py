@@ -777,3 +777,33 @@ async def test_catalog_clock_is_milliseconds_since_the_epoch(catalog: Catalog) -
     first = await catalog.now_ms()
     assert first > 1_600_000_000_000
     assert await catalog.now_ms() >= first - 1000
+
+
+async def test_truncate_log_moves_the_log_start_to_a_segment_boundary_under_the_epoch(
+    catalog: Catalog,
+) -> None:
+    await catalog.create_topic("t", 1)
+    epoch = (await owned(catalog)).epoch
+    for b in (0, 5, 10, 15):
+        await catalog.commit_segment(seg("t", 0, b, b + 5, epoch), expected_epoch=epoch)
+    with pytest.raises(InvalidArgument, match=r"inside the segment of offsets 5\.\.10"):
+        await catalog.truncate_log("t", 0, 7, expected_epoch=epoch)
+    with pytest.raises(InvalidArgument, match="beyond its high watermark 20"):
+        await catalog.truncate_log("t", 0, 25, expected_epoch=epoch)
+    with pytest.raises(StaleEpoch, match="another agent owns"):
+        await catalog.truncate_log("t", 0, 10, expected_epoch=epoch + 1)
+    assert [s.base_offset for s in await catalog.list_segments("t", 0)] == [0, 5, 10, 15], "nothing changed"
+
+    state = await catalog.truncate_log("t", 0, 10, expected_epoch=epoch)
+    assert (state.log_start_offset, state.high_watermark) == (10, 20)
+    assert [s.base_offset for s in await catalog.list_segments("t", 0)] == [10, 15]
+    assert (await catalog.get_partition("t", 0)).log_start_offset == 10
+    # The objects of the removed rows are no longer referenced: the collector may take them.
+    assert seg("t", 0, 0, 5, epoch).object_key not in await catalog.list_object_keys()
+    # Never backwards; all of it is allowed (an empty log starting at the high watermark).
+    assert (await catalog.truncate_log("t", 0, 5, expected_epoch=epoch)).log_start_offset == 10
+    assert (await catalog.truncate_log("t", 0, 20, expected_epoch=epoch)).log_start_offset == 20
+    assert await catalog.list_segments("t", 0) == []
+    # Commits go on after it.
+    await catalog.commit_segment(seg("t", 0, 20, 25, epoch), expected_epoch=epoch)
+    assert (await catalog.get_partition("t", 0)).high_watermark == 25

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from streamhouse.errors import InvalidArgument, InvalidArgumentType
 from streamhouse.names import MAX_PARTITION, validate_object_key, validate_topic_name
 
-from .base import SegmentRecord
+from .base import PartitionState, SegmentRecord
 
 MAX_ID_CHARS = 255
 MAX_PARTITIONS = MAX_PARTITION + 1
@@ -171,3 +171,25 @@ def check_lease_keys(leases: object) -> list[tuple[str, int, int]]:
         topic, partition, epoch = item
         out.append((check_topic_name(topic), check_partition(partition), check_int("epoch", epoch)))
     return out
+
+
+def truncate_stale_message(topic: str, partition: int, expected: int, current: int) -> str:
+    return (
+        f"cannot apply retention to {topic}[{partition}]: its leader epoch is {current}, not {expected} "
+        "(another agent owns the partition now)"
+    )
+
+
+def check_truncation(state: PartitionState, new_log_start: int) -> None:
+    if new_log_start > state.high_watermark:
+        raise InvalidArgument(
+            f"cannot move the log start of {state.topic}[{state.partition}] to {new_log_start}: beyond its "
+            f"high watermark {state.high_watermark}"
+        )
+
+
+def truncate_split_message(topic: str, partition: int, new_log_start: int, segment: tuple[int, int]) -> str:
+    return (
+        f"cannot move the log start of {topic}[{partition}] to {new_log_start}: it falls inside the segment "
+        f"of offsets {segment[0]}..{segment[1]} (retention removes whole segments)"
+    )

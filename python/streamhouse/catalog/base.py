@@ -152,6 +152,17 @@ class Catalog(abc.ABC):
         row is no longer there as given; then nothing changes."""
 
     @abc.abstractmethod
+    async def truncate_log(
+        self, topic: str, partition: int, new_log_start: int, *, expected_epoch: int
+    ) -> PartitionState:
+        """Retention: make ``new_log_start`` the partition's log start, deleting the rows of the segments
+        that end at or below it, in one transaction. ``new_log_start`` must be a segment boundary at or
+        below the high watermark (InvalidArgument otherwise); a value at or below the current log start
+        changes nothing. Raises ``StaleEpoch`` if the partition's epoch is not ``expected_epoch`` (only the
+        lease holder applies retention). The objects stay for the collector (readers may still hold the
+        rows). Returns the partition's new state."""
+
+    @abc.abstractmethod
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int | None = None
     ) -> list[SegmentRecord]:

@@ -289,6 +289,53 @@ class PostgresCatalog(Catalog):
                     raise OffsetConflict(v.replace_conflict_message(o))
             await _insert_segment(conn, new)
 
+    async def truncate_log(
+        self, topic: str, partition: int, new_log_start: int, *, expected_epoch: int
+    ) -> PartitionState:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        v.check_int("new_log_start", new_log_start)
+        v.check_int("expected_epoch", expected_epoch)
+        async with self._conn(transaction=True) as conn:
+            # Lock the partition row: a lease change (epoch bump) or a commit waits for this, or wins first.
+            row = await conn.fetchrow(
+                f"SELECT {PARTITION_COLUMNS} FROM partitions WHERE topic = $1 AND partition = $2 FOR UPDATE",
+                topic,
+                partition,
+            )
+            if row is None:
+                await _partition(conn, topic, partition)  # raises UnknownTopic/UnknownPartition
+            current = partition_from_row(row)
+            if current.leader_epoch != expected_epoch:
+                raise StaleEpoch(
+                    v.truncate_stale_message(topic, partition, expected_epoch, current.leader_epoch)
+                )
+            if new_log_start <= current.log_start_offset:
+                return current
+            v.check_truncation(current, new_log_start)
+            split = await conn.fetchrow(
+                "SELECT base_offset, end_offset FROM segments WHERE topic = $1 AND partition = $2 "
+                "AND base_offset < $3 AND end_offset > $3 LIMIT 1",
+                topic,
+                partition,
+                new_log_start,
+            )
+            if split is not None:
+                raise InvalidArgument(v.truncate_split_message(topic, partition, new_log_start, tuple(split)))
+            await conn.execute(
+                "DELETE FROM segments WHERE topic = $1 AND partition = $2 AND end_offset <= $3",
+                topic,
+                partition,
+                new_log_start,
+            )
+            await conn.execute(
+                "UPDATE partitions SET log_start_offset = $3 WHERE topic = $1 AND partition = $2",
+                topic,
+                partition,
+                new_log_start,
+            )
+            return await _partition(conn, topic, partition)
+
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int | None = None
     ) -> list[SegmentRecord]:

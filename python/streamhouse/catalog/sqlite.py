@@ -327,6 +327,43 @@ class SqliteCatalog(Catalog):
 
         await self._run(q)
 
+    async def truncate_log(
+        self, topic: str, partition: int, new_log_start: int, *, expected_epoch: int
+    ) -> PartitionState:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        v.check_int("new_log_start", new_log_start)
+        v.check_int("expected_epoch", expected_epoch)
+
+        def q(conn: sqlite3.Connection) -> PartitionState:
+            with _write(conn):
+                current = _partition(conn, topic, partition)
+                if current.leader_epoch != expected_epoch:
+                    raise StaleEpoch(
+                        v.truncate_stale_message(topic, partition, expected_epoch, current.leader_epoch)
+                    )
+                if new_log_start <= current.log_start_offset:
+                    return current
+                v.check_truncation(current, new_log_start)
+                split = conn.execute(
+                    "SELECT base_offset, end_offset FROM segments WHERE topic = ? AND partition = ? "
+                    "AND base_offset < ? AND end_offset > ? LIMIT 1",
+                    (topic, partition, new_log_start, new_log_start),
+                ).fetchone()
+                if split is not None:
+                    raise InvalidArgument(v.truncate_split_message(topic, partition, new_log_start, split))
+                conn.execute(
+                    "DELETE FROM segments WHERE topic = ? AND partition = ? AND end_offset <= ?",
+                    (topic, partition, new_log_start),
+                )
+                conn.execute(
+                    "UPDATE partitions SET log_start_offset = ? WHERE topic = ? AND partition = ?",
+                    (new_log_start, topic, partition),
+                )
+                return _partition(conn, topic, partition)
+
+        return await self._run(q)
+
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int | None = None
     ) -> list[SegmentRecord]:
