@@ -339,6 +339,33 @@ KNOBS: tuple[Knob, ...] = (
         _positive,
         group="compaction",
     ),
+    # -- retention --
+    Knob(
+        "retention_ms",
+        -1,
+        "Default `retention.ms` of topics that do not set it: a partition's oldest segments are deleted once "
+        "their newest record is older than this (ms). -1 keeps data forever.",
+        int,
+        lambda v: None if v >= -1 else "must be -1 or more",
+        group="retention",
+    ),
+    Knob(
+        "retention_bytes",
+        -1,
+        "Default `retention.bytes` of topics that do not set it: a partition's oldest segments are deleted "
+        "while what remains is at least this many bytes. -1 means no size limit.",
+        int,
+        lambda v: None if v >= -1 else "must be -1 or more",
+        group="retention",
+    ),
+    Knob(
+        "retention_check_interval_ms",
+        30_000,
+        "How often the agent applies retention to the partitions it owns.",
+        int,
+        _positive,
+        group="retention",
+    ),
     # -- read path --
     Knob(
         "segment_cache_size",

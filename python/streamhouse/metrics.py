@@ -88,6 +88,11 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
         (),
         "Age of the oldest committed slice still waiting for compaction (0 when none waits).",
     ),
+    "retention_segments_deleted_total": (
+        "counter",
+        (),
+        "Segments removed by retention (their objects go to garbage collection once unreferenced).",
+    ),
     "partitions_owned": ("gauge", (), "Partitions this agent holds a lease on."),
     "partitions_refusing_writes": (
         "gauge",
@@ -255,6 +260,9 @@ class AgentMetrics:
         )
         self.compaction_lag = Gauge(
             PREFIX + "compaction_lag_seconds", doc("compaction_lag_seconds"), registry=r
+        )
+        self.retention_segments_deleted = Counter(
+            PREFIX + "retention_segments_deleted", doc("retention_segments_deleted_total"), registry=r
         )
         self.partitions_owned = Gauge(PREFIX + "partitions_owned", doc("partitions_owned"), registry=r)
         self.partitions_refusing_writes = Gauge(

@@ -92,3 +92,46 @@ def test_docs_architecture_lists_every_metric_exactly() -> None:
     begin, end = "<!-- metrics:begin -->\n", "<!-- metrics:end -->"
     table = text[text.index(begin) + len(begin) : text.index(end)]
     assert table == metrics_table_markdown(), "regenerate the metrics table in docs/architecture.md"
+
+
+def test_docs_configuration_lists_every_topic_config_key_exactly() -> None:
+    from streamhouse.topicconfig import topic_config_table_markdown
+
+    text = DOC.read_text()
+    begin, end = "<!-- topic-config:begin -->\n", "<!-- topic-config:end -->"
+    assert text[text.index(begin) + len(begin) : text.index(end)] == topic_config_table_markdown()
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ({"foo": "bar"}, "unknown topic config key 'foo'; the keys are: retention.bytes, retention.ms"),
+        ({"retention.ms": "soon"}, "retention.ms must be an integer"),
+        ({"retention.ms": "-2"}, "must be from -1"),
+        ({"retention.bytes": "9" * 30}, "must be an integer"),
+        ({"k\x00": "v"}, "unknown topic config key"),
+        ({"retention.ms": "x" * (1 << 20)}, "must be an integer, not 'xxxx"),
+    ],
+)
+def test_topic_config_accepts_only_documented_keys_with_bounded_values(
+    config: dict[str, str], error: str
+) -> None:
+    from streamhouse.errors import InvalidArgument
+    from streamhouse.topicconfig import validate_topic_config
+
+    with pytest.raises(InvalidArgument, match=error.replace("(", r"\(")) as exc_info:
+        validate_topic_config(config)
+    assert len(str(exc_info.value)) < 300, "the error never echoes a huge value"
+
+
+def test_topic_config_is_normalised_and_defaults_apply() -> None:
+    from streamhouse.topicconfig import retention, validate_topic_config
+
+    assert validate_topic_config({"retention.ms": " 0600000 ", "retention.bytes": "-1"}) == {
+        "retention.ms": "600000",
+        "retention.bytes": "-1",
+    }
+    assert validate_topic_config(None) == {}
+    r = retention({"retention.ms": "1000"}, default_ms=-1, default_bytes=5000)
+    assert (r.ms, r.bytes, r.active) == (1000, 5000, True)
+    assert not retention({}, -1, -1).active

@@ -63,6 +63,7 @@ from streamhouse.errors import (
     ObjectStoreRejected,
     OffsetOutOfRange,
     ResourceExhausted,
+    StaleEpoch,
     StorageError,
     StreamhouseError,
     UnknownPartition,
@@ -80,6 +81,7 @@ from streamhouse.names import (
 from streamhouse.objstore.base import ObjectStore
 from streamhouse.objstore.metered import MeteredStore
 from streamhouse.objstore.resilient import AdaptiveRate, CircuitBreaker, ResilientStore
+from streamhouse.topicconfig import retention, validate_topic_config
 
 log = get_logger(__name__)
 
@@ -208,6 +210,8 @@ class Agent:
         self._stopped = False
         self.admission.attach(self.flusher, self.segment_cache, self.breaker, self._writers)
         self._monitor_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
+        self._maintenance = asyncio.Lock()  # retention and compaction, one at a time
         self._logs = Throttled()
         self._foreign_swept_at = 0.0
 
@@ -290,6 +294,7 @@ class Agent:
             self._compaction_task = asyncio.create_task(
                 self._compaction_loop(), name=f"compaction {self.agent_id}"
             )
+        self._retention_task = asyncio.create_task(self._retention_loop(), name=f"retention {self.agent_id}")
 
     async def stop(self) -> None:
         """Graceful shutdown (SIGTERM): see the module doc. Idempotent."""
@@ -326,6 +331,11 @@ class Agent:
         await self._close_resources()
 
     async def _cancel_background_tasks(self) -> None:
+        retention_task, self._retention_task = self._retention_task, None
+        if retention_task is not None:
+            retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention_task
         monitor, self._monitor_task = self._monitor_task, None
         if monitor is not None:
             monitor.cancel()
@@ -742,10 +752,72 @@ class Agent:
         found work."""
 
         async def run() -> None:
-            while await self.compactor.run_once(sorted(self._writers)) and not self._stopped:
-                await asyncio.sleep(0)
+            async with self._maintenance:
+                while await self.compactor.run_once(sorted(self._writers)) and not self._stopped:
+                    await asyncio.sleep(0)
 
         await self._every(self.config.compaction_interval_ms, "Compaction", run)
+
+    # ---- retention ------------------------------------------------------------------------------
+
+    async def _retention_loop(self) -> None:
+        await self._every(self.config.retention_check_interval_ms, "Retention", self.apply_retention)
+
+    async def apply_retention(self, now_ms: int | None = None) -> int:
+        """Apply each owned partition's ``retention.ms`` and ``retention.bytes`` (Kafka's meanings, whole
+        segments, oldest first): the catalog moves the log start past the segments removed, in one
+        transaction under the lease's epoch; their objects are left to the collector, which deletes them
+        once no row references them and the grace period has passed (readers holding a row keep working
+        until then). Returns the number of segments removed. Not concurrent with compaction."""
+        cfg = self.config
+        removed = 0
+        async with self._maintenance:
+            for key, writer in sorted(self._writers.items()):
+                if writer.failure is not None or self._stopped:
+                    continue
+                info = self._topics.get(key[0])
+                if info is None:
+                    continue
+                rule = retention(info.config, cfg.retention_ms, cfg.retention_bytes)
+                if not rule.active:
+                    continue
+                segments = await self.catalog.list_segments(key[0], key[1], writer.log_start_offset)
+                now = int(time.time() * 1000) if now_ms is None else now_ms
+                total = sum(s.size_bytes for s in segments)
+                new_start, cut, why = None, 0, ""
+                for seg in segments:
+                    expired = rule.ms >= 0 and seg.max_timestamp_ms < now - rule.ms
+                    over = rule.bytes >= 0 and total - seg.size_bytes >= rule.bytes
+                    if not (expired or over):
+                        break
+                    new_start, cut, total = seg.end_offset, cut + 1, total - seg.size_bytes
+                    why = f"retention.ms={rule.ms}" if expired else f"retention.bytes={rule.bytes}"
+                if new_start is None or self._writers.get(key) is not writer:
+                    continue
+                try:
+                    state = await self.catalog.truncate_log(
+                        key[0], key[1], new_start, expected_epoch=writer.epoch
+                    )
+                except StaleEpoch as exc:
+                    writer.fence(NotLeader(f"{writer.name}: lease lost ({exc})"))
+                    continue
+                before, writer.log_start_offset = writer.log_start_offset, state.log_start_offset
+                index = self._segments.get(key)
+                if index is not None:
+                    keep = [r for r in index.records if r.end_offset > state.log_start_offset]
+                    index.records, index.bases = keep, [r.base_offset for r in keep]
+                self.compactor.forget(key)
+                removed += cut
+                self.metrics.retention_segments_deleted.inc(cut)
+                log.info(
+                    "Retention (%s): %s log start %d -> %d, %d segments removed",
+                    why,
+                    writer.name,
+                    before,
+                    state.log_start_offset,
+                    cut,
+                )
+        return removed
 
     # ---- topics ---------------------------------------------------------------------------------
 
@@ -760,11 +832,8 @@ class Agent:
                 f"invalid partition count {partitions} for topic {name!r}: "
                 f"must be 1 to {MAX_PARTITIONS_PER_TOPIC}"
             )
-        if config is not None:
-            for k, v in config.items():
-                if type(k) is not str or type(v) is not str:
-                    raise InvalidArgumentType("topic config keys and values must be str")
-        info = await self.catalog.create_topic(name, partitions, dict(config or {}))
+        checked = validate_topic_config(config)
+        info = await self.catalog.create_topic(name, partitions, checked)
         self._topics[name] = info
         await self._acquire_free_partitions(name)
         return info
