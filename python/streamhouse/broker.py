@@ -11,7 +11,7 @@ segment (what survives the loss of the agent).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -57,6 +57,11 @@ class Broker(Protocol):
     async def create_topic(
         self, name: str, partitions: int, config: Mapping[str, str] | None = None
     ) -> TopicInfo: ...
+
+    async def alter_topic_config(
+        self, name: str, set_keys: Mapping[str, str] | None = None, delete_keys: Sequence[str] = ()
+    ) -> TopicInfo:
+        """Set and delete keys of a topic's config; InvalidArgument for keys that are not documented."""
 
     async def delete_topic(self, name: str) -> None: ...
 

@@ -333,6 +333,17 @@ class Client:
         )
         return _pb_topic(resp.topic)
 
+    def alter_topic_config(
+        self, name: str, set: Mapping[str, str] | None = None, delete: Sequence[str] = ()
+    ) -> Topic:
+        """Set keys of a topic's config (``{"retention.ms": "3600000"}``) and delete others (their agent
+        defaults apply again); returns the topic with its new config."""
+        req = pb.AlterTopicConfigRequest(name=name, set=dict(set or {}), delete=list(delete))
+        resp = self._unary(
+            f"alter topic {name!r}", lambda: self.stub().AlterTopicConfig(req, timeout=self.timeout_s)
+        )
+        return _pb_topic(resp.topic)
+
     def delete_topic(self, name: str) -> None:
         req = pb.DeleteTopicRequest(name=name)
         self._unary(f"delete topic {name!r}", lambda: self.stub().DeleteTopic(req, timeout=self.timeout_s))

@@ -222,6 +222,17 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
 
         return await _call(context, "CreateTopic", work(), self._on_error)
 
+    async def AlterTopicConfig(
+        self, request: pb.AlterTopicConfigRequest, context: Any
+    ) -> pb.AlterTopicConfigResponse:
+        async def work() -> pb.AlterTopicConfigResponse:
+            info = await self._broker.alter_topic_config(
+                _check_topic(request.name), dict(request.set), list(request.delete)
+            )
+            return pb.AlterTopicConfigResponse(topic=_topic_pb(info))
+
+        return await _call(context, "AlterTopicConfig", work(), self._on_error)
+
     async def DeleteTopic(self, request: pb.DeleteTopicRequest, context: Any) -> pb.DeleteTopicResponse:
         async def work() -> pb.DeleteTopicResponse:
             await self._broker.delete_topic(_check_topic(request.name))

@@ -807,3 +807,17 @@ async def test_truncate_log_moves_the_log_start_to_a_segment_boundary_under_the_
     # Commits go on after it.
     await catalog.commit_segment(seg("t", 0, 20, 25, epoch), expected_epoch=epoch)
     assert (await catalog.get_partition("t", 0)).high_watermark == 25
+
+
+async def test_alter_topic_config_sets_and_deletes_keys_in_one_step(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 2, {"a": "1", "b": "2"})
+    info = await catalog.alter_topic_config("t", {"b": "20", "c": "3"}, ["a", "missing"])
+    assert (info.name, info.partitions, dict(info.config)) == ("t", 2, {"b": "20", "c": "3"})
+    assert dict((await catalog.get_topic("t")).config) == {"b": "20", "c": "3"}
+    with pytest.raises(UnknownTopic):
+        await catalog.alter_topic_config("nope", {"a": "1"})
+    with pytest.raises(InvalidArgumentType):
+        await catalog.alter_topic_config("t", {"a": 1})  # type: ignore[dict-item]
+    with pytest.raises(InvalidArgumentType):
+        await catalog.alter_topic_config("t", {}, "a")  # type: ignore[arg-type]
+    assert dict((await catalog.get_topic("t")).config) == {"b": "20", "c": "3"}, "nothing changed"

@@ -121,3 +121,43 @@ async def test_retention_ms_removes_old_segments_only_and_new_writes_go_on(
     await wait_committed(agent, "keep", 0)
     await agent.apply_retention(now_ms=now)
     assert await agent.list_offsets("keep", 0) == (0, 5)
+
+
+async def test_topic_alter_through_grpc_changes_retention(tmp_path: Any) -> None:
+    from streamhouse.agent import Agent
+    from streamhouse.client import Client
+    from streamhouse.config import Config
+    from streamhouse.server import GrpcServer
+    from tests.integration.helpers import free_port
+
+    eng = engines.load(DEFAULT_ENGINE)
+    listen = f"127.0.0.1:{free_port()}"
+    agent = await Agent.start(
+        Config.from_mapping({"data_dir": str(tmp_path), "metrics_listen": "", "compaction_interval_ms": 0})
+    )
+    server = await GrpcServer.start(agent, listen=listen, stop_broker=agent.stop)
+    try:
+        await agent.create_topic("a", 1)
+        now = 1_800_000_000_000
+        await agent.produce("a", 0, batch(eng, 0, 5, now - 3_600_000), "durable")
+        await wait_committed(agent, "a", 0)
+
+        def alter() -> tuple[dict[str, str], str, dict[str, str]]:
+            with Client(listen, retries=0) as client:
+                set_ = client.alter_topic_config("a", {"retention.ms": "60000"}).config
+                try:
+                    client.alter_topic_config("a", {"retention.hours": "1"})
+                    refused = ""
+                except errors.InvalidArgument as exc:
+                    refused = str(exc)
+                deleted = client.alter_topic_config("a", delete=["retention.ms"]).config
+                client.alter_topic_config("a", {"retention.ms": "60000"})
+                return dict(set_), refused, dict(deleted)
+
+        set_, refused, deleted = await asyncio.to_thread(alter)
+        assert set_ == {"retention.ms": "60000"} and deleted == {}
+        assert "unknown topic config key 'retention.hours'" in refused
+        assert await agent.apply_retention(now_ms=now) == 1
+        assert await agent.list_offsets("a", 0) == (5, 5)
+    finally:
+        await server.stop(grace_s=1)

@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ from streamhouse.names import (
 from streamhouse.objstore.base import ObjectStore
 from streamhouse.objstore.metered import MeteredStore
 from streamhouse.objstore.resilient import AdaptiveRate, CircuitBreaker, ResilientStore
-from streamhouse.topicconfig import retention, validate_topic_config
+from streamhouse.topicconfig import TOPIC_KEYS, retention, validate_topic_config
 
 log = get_logger(__name__)
 
@@ -772,6 +772,7 @@ class Agent:
         cfg = self.config
         removed = 0
         async with self._maintenance:
+            await self.list_topics()  # topic configs may have been altered through another agent
             for key, writer in sorted(self._writers.items()):
                 if writer.failure is not None or self._stopped:
                     continue
@@ -836,6 +837,24 @@ class Agent:
         info = await self.catalog.create_topic(name, partitions, checked)
         self._topics[name] = info
         await self._acquire_free_partitions(name)
+        return info
+
+    async def alter_topic_config(
+        self, name: str, set_keys: Mapping[str, str] | None = None, delete_keys: Sequence[str] = ()
+    ) -> TopicInfo:
+        """Set and delete keys of a topic's config (documented keys only; the agent's defaults apply to
+        deleted ones). Every agent sees the change at its next retention pass at the latest."""
+        validate_topic_name(name)
+        checked = validate_topic_config(set_keys)
+        for key in delete_keys:
+            if type(key) is not str:
+                raise InvalidArgumentType("topic config keys to delete must be str")
+            if key not in TOPIC_KEYS:
+                raise InvalidArgument(
+                    f"unknown topic config key {key[:100]!r}; the keys are: {', '.join(sorted(TOPIC_KEYS))}"
+                )
+        info = await self.catalog.alter_topic_config(name, checked, list(delete_keys))
+        self._topics[name] = info
         return info
 
     async def delete_topic(self, name: str) -> None:

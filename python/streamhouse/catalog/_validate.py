@@ -193,3 +193,12 @@ def truncate_split_message(topic: str, partition: int, new_log_start: int, segme
         f"cannot move the log start of {topic}[{partition}] to {new_log_start}: it falls inside the segment "
         f"of offsets {segment[0]}..{segment[1]} (retention removes whole segments)"
     )
+
+
+def check_str_list(what: str, values: object) -> frozenset[str]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, set, frozenset)):
+        raise InvalidArgumentType(f"{what} must be a list of str")
+    for item in values:
+        if type(item) is not str:
+            raise InvalidArgumentType(f"{what} must be a list of str, not {type(item).__name__} items")
+    return frozenset(values)

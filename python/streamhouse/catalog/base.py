@@ -110,6 +110,13 @@ class Catalog(abc.ABC):
         InvalidArgument (bad name, partitions < 1)."""
 
     @abc.abstractmethod
+    async def alter_topic_config(
+        self, name: str, set_keys: Mapping[str, str], delete_keys: Sequence[str] = ()
+    ) -> TopicInfo:
+        """Set ``set_keys`` and remove ``delete_keys`` (absent ones are ignored) in the topic's config, in
+        one transaction; returns the topic with its new config. UnknownTopic if there is none."""
+
+    @abc.abstractmethod
     async def delete_topic(self, name: str) -> list[SegmentRecord]:
         """Delete the topic with its partitions, segment rows, leases and consumer offsets; returns the
         segment rows it removed so their objects can be deleted. Raises UnknownTopic."""

@@ -186,6 +186,23 @@ class PostgresCatalog(Catalog):
             )
         return TopicInfo(name, partitions, v.decode_str_map(config_json), int(created))
 
+    async def alter_topic_config(
+        self, name: str, set_keys: Mapping[str, str], delete_keys: Sequence[str] = ()
+    ) -> TopicInfo:
+        v.check_topic_name(name)
+        v.encode_str_map("topic config", set_keys)  # checks the types
+        deleted = v.check_str_list("topic config keys to delete", delete_keys)
+        async with self._conn(transaction=True) as conn:
+            row = await conn.fetchrow(f"SELECT {TOPIC_COLUMNS} FROM topics WHERE name = $1 FOR UPDATE", name)
+            if row is None:
+                raise UnknownTopic(f"unknown topic {name!r}")
+            topic = topic_from_row(row)
+            config = {k: val for k, val in topic.config.items() if k not in deleted}
+            config.update(set_keys)
+            config_json = v.encode_str_map("topic config", config)
+            await conn.execute("UPDATE topics SET config = $2 WHERE name = $1", name, config_json)
+        return TopicInfo(name, topic.partitions, v.decode_str_map(config_json), topic.created_at_ms)
+
     async def delete_topic(self, name: str) -> list[SegmentRecord]:
         v.check_topic_name(name)
         async with self._conn(transaction=True) as conn:

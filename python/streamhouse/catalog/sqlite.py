@@ -178,6 +178,27 @@ class SqliteCatalog(Catalog):
 
         return await self._run(q)
 
+    async def alter_topic_config(
+        self, name: str, set_keys: Mapping[str, str], delete_keys: Sequence[str] = ()
+    ) -> TopicInfo:
+        v.check_topic_name(name)
+        v.encode_str_map("topic config", set_keys)  # checks the types
+        deleted = v.check_str_list("topic config keys to delete", delete_keys)
+
+        def q(conn: sqlite3.Connection) -> TopicInfo:
+            with _write(conn):
+                row = conn.execute(f"SELECT {TOPIC_COLUMNS} FROM topics WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    raise UnknownTopic(f"unknown topic {name!r}")
+                topic = topic_from_row(row)
+                config = {k: val for k, val in topic.config.items() if k not in deleted}
+                config.update(set_keys)
+                config_json = v.encode_str_map("topic config", config)
+                conn.execute("UPDATE topics SET config = ? WHERE name = ?", (config_json, name))
+                return TopicInfo(name, topic.partitions, v.decode_str_map(config_json), topic.created_at_ms)
+
+        return await self._run(q)
+
     async def delete_topic(self, name: str) -> list[SegmentRecord]:
         v.check_topic_name(name)
 

@@ -55,6 +55,11 @@ class StreamHouseStub:
                 request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.DescribeTopicRequest.SerializeToString,
                 response_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.DescribeTopicResponse.FromString,
                 _registered_method=True)
+        self.AlterTopicConfig = channel.unary_unary(
+                '/streamhouse.v1.StreamHouse/AlterTopicConfig',
+                request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.AlterTopicConfigRequest.SerializeToString,
+                response_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.AlterTopicConfigResponse.FromString,
+                _registered_method=True)
         self.Produce = channel.unary_unary(
                 '/streamhouse.v1.StreamHouse/Produce',
                 request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.ProduceRequest.SerializeToString,
@@ -105,6 +110,13 @@ class StreamHouseServicer:
 
     def DescribeTopic(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterTopicConfig(self, request, context):
+        """Change a topic's config: set keys (documented ones only, docs/configuration.md) and delete keys.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -164,6 +176,11 @@ def add_StreamHouseServicer_to_server(servicer, server):
                     servicer.DescribeTopic,
                     request_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.DescribeTopicRequest.FromString,
                     response_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.DescribeTopicResponse.SerializeToString,
+            ),
+            'AlterTopicConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterTopicConfig,
+                    request_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.AlterTopicConfigRequest.FromString,
+                    response_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.AlterTopicConfigResponse.SerializeToString,
             ),
             'Produce': grpc.unary_unary_rpc_method_handler(
                     servicer.Produce,
@@ -299,6 +316,33 @@ class StreamHouse:
             '/streamhouse.v1.StreamHouse/DescribeTopic',
             streamhouse_dot_v1_dot_streamhouse__pb2.DescribeTopicRequest.SerializeToString,
             streamhouse_dot_v1_dot_streamhouse__pb2.DescribeTopicResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterTopicConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamhouse.v1.StreamHouse/AlterTopicConfig',
+            streamhouse_dot_v1_dot_streamhouse__pb2.AlterTopicConfigRequest.SerializeToString,
+            streamhouse_dot_v1_dot_streamhouse__pb2.AlterTopicConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
