@@ -8,8 +8,9 @@ PY      := $(VENV)/bin/python
 UV      := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 RUST_SOURCES := $(shell find rust bench -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock pyproject.toml
-# Where `make run` keeps its data; delete it to start over.
+# Where `make run` keeps its data; delete it to start over. ARGS: more agent flags for `make run`.
 DATA_DIR ?= ./streamhouse-data
+ARGS ?=
 
 .PHONY: help venv build run test test-rust test-python bench bench-quick lint check-alerts format proto clean lock
 
@@ -30,8 +31,8 @@ $(VENV)/.built: $(VENV)/.deps $(RUST_SOURCES)
 
 build: $(VENV)/.built ## Build the Rust extension (release) and install streamhouse into .venv
 
-run: build ## Run the agent on the embedded default (SQLite + local objects in ./streamhouse-data)
-	$(VENV)/bin/streamhouse agent --data-dir $(DATA_DIR)
+run: build ## Run the agent on the embedded default (SQLite + local objects in ./streamhouse-data); ARGS="--listen ..." adds flags
+	$(VENV)/bin/streamhouse agent --data-dir $(DATA_DIR) $(ARGS)
 
 test: build test-rust test-python ## Build, then run cargo test and the whole pytest suite (starts PostgreSQL and S3)
 
