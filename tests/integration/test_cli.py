@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.metadata
 import importlib.util
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,29 +30,41 @@ def free_port() -> int:
         return port
 
 
-def env() -> dict[str, str]:
+def env(**extra: str) -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT), e.get("PYTHONPATH", "")])
     e["STREAMHOUSE_ENGINE"] = ENGINE
     e.pop("STREAMHOUSE_SERVER", None)
+    e.update(extra)
     return e
 
 
-def sh(*args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+def sh(
+    *args: str, input: bytes | None = None, timeout: float = 120, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "streamhouse", *args],
         input=input,
         capture_output=True,
-        env=env(),
+        env=env(**(extra_env or {})),
         timeout=timeout,
     )
 
 
+def one_error_line(r: subprocess.CompletedProcess[bytes], command: str) -> str:
+    """The stderr of a failed command: one line, ``streamhouse COMMAND: ...``, no traceback."""
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, r.stderr.decode()
+    assert lines[0].startswith(f"streamhouse {command}: "), lines[0]
+    return lines[0]
+
+
 class AgentProcess:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, metrics: bool = False) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.server = f"127.0.0.1:{self.port}"
+        self.metrics_listen = f"127.0.0.1:{free_port()}" if metrics else ""
         self.log = data_dir.parent / f"agent-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -65,7 +82,7 @@ class AgentProcess:
                     "--listen",
                     self.server,
                     "--metrics-listen",
-                    "",
+                    self.metrics_listen,
                     "--segment-max-age-ms",
                     "50",
                     "--agent-id",
@@ -82,6 +99,14 @@ class AgentProcess:
                 return
             time.sleep(0.05)
         raise AssertionError("agent did not start: " + self.log.read_text())
+
+    def metric(self, name: str) -> float:
+        """One unlabelled series from the agent's /metrics (started with ``metrics=True``)."""
+        with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert m is not None, f"{name} not in /metrics"
+        return float(m.group(1))
 
     def terminate(self) -> int:
         assert self.proc is not None
@@ -137,6 +162,11 @@ def test_keyed_produce_lands_in_one_partition_and_group_commits(agent: AgentProc
     # The group resumes after what it has read.
     assert sh("produce", "k", "--key", "user-1", "--acks", "wal", *s, input=b"d\n").returncode == 0
     assert sh("consume", "k", "--group", "g", *s).stdout.splitlines() == [b"d"]
+    # It resumes on partitions where it found nothing too, and after a --max-records stop.
+    other = str((non_empty[0] + 1) % 4)
+    assert sh("produce", "k", "--partition", other, "--acks", "wal", *s, input=b"e\nf\n").returncode == 0
+    assert sh("consume", "k", "--group", "g", "--max-records", "1", *s).stdout.splitlines() == [b"e"]
+    assert sh("consume", "k", "--group", "g", *s).stdout.splitlines() == [b"f"]
 
 
 def test_generated_load_and_errors(agent: AgentProcess) -> None:
@@ -174,3 +204,173 @@ def test_sigterm_is_graceful_and_everything_survives_restart(agent: AgentProcess
     r = sh("consume", "t", "--from-beginning", *s)
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.splitlines()) == sorted(lines)
+
+
+# -- a new user's first hour: output formats, one-line errors, exit codes ------------------------------
+
+
+@pytest.fixture
+def metrics_agent(tmp_path: Path) -> Iterator[AgentProcess]:
+    a = AgentProcess(tmp_path / "data", metrics=True)
+    a.start()
+    try:
+        yield a
+    finally:
+        a.kill()
+
+
+def test_version() -> None:
+    r = sh("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == f"streamhouse {importlib.metadata.version('streamhouse')}\n"
+
+
+def test_consume_format_and_json(agent: AgentProcess) -> None:
+    import streamhouse
+
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "fmt", *s).returncode == 0
+    with streamhouse.Client(agent.server) as client:
+        client.produce("fmt", [(b"k1", b"v1", [("h1", b"x"), ("h2", b"y")])], partition=0)
+        client.produce("fmt", [(None, b"\xff\xfe", [("bin", b"\x80")])], partition=0)
+    before_ms = int(time.time() * 1000) - 60_000
+
+    r = sh("consume", "fmt", "--from-beginning", "--format", r"%t|%p|%o|%k|%K|%s|%S|%h|%%|\\|\t\n", *s)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(b"\n") == [
+        b"fmt|0|0|k1|2|v1|2|h1=x,h2=y|%|\\|\t",
+        b"fmt|0|1||-1|\xff\xfe|2|bin=\x80|%|\\|\t",
+        b"",
+    ]
+    r = sh("consume", "fmt", "--from-beginning", "--max-records", "1", "--format", "%T", *s)
+    assert r.returncode == 0 and before_ms < int(r.stdout) <= time.time() * 1000, r
+
+    r = sh("consume", "fmt", "--from-beginning", "--json", *s)
+    assert r.returncode == 0, r.stderr
+    first, second = (json.loads(line) for line in r.stdout.splitlines())
+    assert first == {
+        "topic": "fmt",
+        "partition": 0,
+        "offset": 0,
+        "timestamp_ms": first["timestamp_ms"],
+        "key": "k1",
+        "value": "v1",
+        "headers": [{"key": "h1", "value": "x"}, {"key": "h2", "value": "y"}],
+    }
+    assert second["key"] is None and "value" not in second
+    assert base64.b64decode(second["value_b64"]) == b"\xff\xfe"
+    assert second["headers"] == [{"key": "bin", "value_b64": base64.b64encode(b"\x80").decode()}]
+
+    r = sh("consume", "fmt", "--format", "%x", *s)
+    assert r.returncode == 2 and "%x" in one_error_line(r, "consume")
+    r = sh("consume", "fmt", "--format", "%s", "--json", *s)
+    assert r.returncode == 2 and "--json" in one_error_line(r, "consume")
+
+
+def test_consume_refuses_counts_and_offsets_it_cannot_serve(agent: AgentProcess) -> None:
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "c", "--partitions", "2", *s).returncode == 0
+    assert sh("produce", "c", "--partition", "0", *s, input=b"a\nb\nc\n").returncode == 0
+    for bad in ("-5", "0"):
+        r = sh("consume", "c", "--max-records", bad, *s)
+        assert r.returncode == 2 and "--max-records" in one_error_line(r, "consume")
+    r = sh("consume", "c", "--offset", "-1", *s)
+    assert r.returncode == 2 and "--offset" in one_error_line(r, "consume")
+    # Past the high watermark: say the readable range, with --follow too (waiting AT it is fine).
+    for follow in ((), ("--follow",)):
+        r = sh("consume", "c", "--partition", "0", "--offset", "99999999", *follow, *s, timeout=60)
+        assert r.returncode == 1, r
+        line = one_error_line(r, "consume")
+        assert "99999999" in line and "c/0" in line and "0..2" in line
+    r = sh("consume", "c", "--partition", "0", "--offset", "3", *s)
+    assert r.returncode == 0 and r.stdout == b"" and r.stderr == b""
+    # Without --partition, a partition that is too short for the offset is named.
+    r = sh("consume", "c", "--offset", "1", *s)
+    assert r.returncode == 1 and "c/1" in one_error_line(r, "consume")
+
+
+def test_consume_max_records_fetches_about_what_it_prints(metrics_agent: AgentProcess) -> None:
+    agent = metrics_agent
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "many", "--partitions", "2", *s).returncode == 0
+    r = sh("produce", "many", "--count", "20000", "--size", "100", "--batch-size", "1000", "--quiet", *s)
+    assert r.returncode == 0, r.stderr
+    # An entry (one produce batch, 1000 records here) is the smallest thing the agent sends.
+    for n in (5, 2500):
+        before = agent.metric("streamhouse_consume_records_total")
+        r = sh("consume", "many", "--from-beginning", "--max-records", str(n), *s)
+        assert r.returncode == 0 and len(r.stdout.splitlines()) == n, r.stderr
+        fetched = agent.metric("streamhouse_consume_records_total") - before
+        assert n <= fetched <= n + 1000, f"{fetched} records fetched to print {n}"
+
+
+def test_failed_produce_summary_tells_the_truth(agent: AgentProcess) -> None:
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "p", *s).returncode == 0
+    r = sh("produce", "p", *s, input=b"x" * 2_000_000 + b"\n")
+    assert r.returncode == 1
+    summary, error = r.stderr.decode().strip().splitlines()
+    assert "produce failed" in summary and "0 of the 1 records" in summary, summary
+    assert "MB/s" not in summary and "records/s" not in summary, summary
+    assert error.startswith("streamhouse produce: ") and "INVALID_ARGUMENT" in error, error
+    assert "max_record_size" in error and "max_record_bytes" not in error, error
+
+
+def test_agent_addresses_in_use_are_one_line_errors(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        data = ("--data-dir", str(tmp_path / "data"))
+        r = sh("agent", *data, "--listen", taken, "--metrics-listen", "", timeout=60)
+        assert r.returncode == 2
+        assert (
+            one_error_line(r, "agent")
+            == f"streamhouse agent: cannot listen on {taken} (listen): address in use"
+        )
+        r = sh("agent", *data, "--listen", f"127.0.0.1:{free_port()}", "--metrics-listen", taken, timeout=60)
+        assert r.returncode == 2
+        line = one_error_line(r, "agent")
+        assert line == f"streamhouse agent: cannot listen on {taken} (metrics_listen): address in use"
+
+
+def test_configuration_error_names_its_source_once(tmp_path: Path) -> None:
+    r = sh("agent", "--data-dir", str(tmp_path), "--compression", "gzip")
+    assert r.returncode == 2
+    line = one_error_line(r, "agent")
+    assert line.count("--compression") == 1 and "gzip" in line, line
+    r = sh("agent", "--data-dir", str(tmp_path), extra_env={"STREAMHOUSE_COMPRESSION": "gzip"})
+    assert r.returncode == 2
+    line = one_error_line(r, "agent")
+    assert line.count("STREAMHOUSE_COMPRESSION") == 1 and "gzip" in line, line
+
+
+def test_topic_create_usage_errors() -> None:
+    s = ("--server", f"127.0.0.1:{free_port()}")  # refused before any call
+    r = sh("topic", "create", "x", "--config", "bad", *s)
+    assert r.returncode == 2
+    assert (
+        one_error_line(r, "topic create") == "streamhouse topic create: --config expects KEY=VALUE, got 'bad'"
+    )
+    r = sh("topic", "create", "x", "--partitions", "0", *s)
+    assert r.returncode == 2 and "--partitions" in one_error_line(r, "topic create")
+
+
+def test_a_closed_stdout_ends_a_command_quietly(agent: AgentProcess) -> None:
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "wide", "--partitions", "8", *s).returncode == 0
+    assert sh("produce", "wide", *s, input=b"\n".join(b"r%d" % i for i in range(100))).returncode == 0
+    for argv in (("topic", "describe", "wide"), ("topic", "list"), ("consume", "wide", "--from-beginning")):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before the first line, as with `| head -0`
+        try:
+            r = subprocess.run(
+                [sys.executable, "-m", "streamhouse", *argv, *s],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                env=env(),
+                timeout=120,
+            )
+        finally:
+            os.close(write)
+        assert (r.returncode, r.stderr) == (0, b""), argv
