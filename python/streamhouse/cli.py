@@ -324,11 +324,17 @@ def parse_topic_config(pairs: Sequence[str]) -> dict[str, str]:
 
 def cmd_topic(args: argparse.Namespace) -> int:
     topic_config: dict[str, str] = {}
-    if args.topic_command == "create":
+    if args.topic_command in ("create", "alter"):
         try:
             topic_config = parse_topic_config(args.config)
         except ValueError as exc:
-            print(f"streamhouse topic create: {exc}", file=sys.stderr)
+            print(f"streamhouse topic {args.topic_command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.topic_command == "alter" and not topic_config and not args.delete_config:
+            print(
+                "streamhouse topic alter: nothing to change: give --config KEY=VALUE or --delete-config KEY",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
     with _client(args) as client:
         if args.topic_command == "create":
@@ -352,6 +358,10 @@ def cmd_topic(args: argparse.Namespace) -> int:
                     f"{p.high_watermark:>14}  {p.leader_epoch:>5}  {owner:<20}  "
                     f"{p.wal_size_bytes:>9}  {p.buffer_size_bytes:>12}"
                 )
+        elif args.topic_command == "alter":
+            t = client.alter_topic_config(args.name, topic_config, args.delete_config)
+            cfg = ", ".join(f"{k}={v}" for k, v in sorted(t.config.items())) or "- (agent defaults)"
+            print(f"topic {t.name}: config {cfg}")
         elif args.topic_command == "delete":
             client.delete_topic(args.name)
             print(f"deleted topic {args.name}")
@@ -926,7 +936,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     topic = sub.add_parser("topic", help="create, list, describe and delete topics")
     tsub = topic.add_subparsers(
-        dest="topic_command", required=True, metavar="ACTION", help="create, list, describe or delete"
+        dest="topic_command", required=True, metavar="ACTION", help="create, list, describe, alter or delete"
     )
     create = tsub.add_parser("create", parents=[client_opts], help="create a topic")
     create.add_argument("name", help="topic name: 1-249 of A-Za-z0-9._-")
@@ -938,7 +948,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a topic setting; repeat for several",
+        help="a topic setting (retention.ms, retention.bytes; docs/configuration.md); repeat for several",
+    )
+    alter = tsub.add_parser("alter", parents=[client_opts], help="change a topic's settings")
+    alter.add_argument("name", help="the topic")
+    alter.add_argument(
+        "--config", action="append", default=[], metavar="KEY=VALUE", help="set a setting; repeat for several"
+    )
+    alter.add_argument(
+        "--delete-config",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="remove a setting (the agent's default applies again); repeat for several",
     )
     tsub.add_parser("list", parents=[client_opts], help="list topics and their partition counts")
     describe = tsub.add_parser(

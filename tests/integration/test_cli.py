@@ -374,3 +374,21 @@ def test_a_closed_stdout_ends_a_command_quietly(agent: AgentProcess) -> None:
         finally:
             os.close(write)
         assert (r.returncode, r.stderr) == (0, b""), argv
+
+
+def test_topic_alter_sets_and_deletes_documented_settings(agent: AgentProcess) -> None:
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "cfg", "--config", "retention.ms=3600000", *s).returncode == 0
+    r = sh(
+        "topic", "alter", "cfg", "--config", "retention.bytes=1000000", "--delete-config", "retention.ms", *s
+    )
+    assert r.returncode == 0, r.stderr
+    assert "config retention.bytes=1000000" in r.stdout.decode()
+    assert "retention.bytes=1000000" in sh("topic", "describe", "cfg", *s).stdout.decode()
+    r = sh("topic", "alter", "cfg", "--config", "retention.hours=1", *s)
+    assert r.returncode == 1
+    assert "unknown topic config key 'retention.hours'" in one_error_line(r, "topic")
+    r = sh("topic", "create", "bad", "--config", "foo=bar", *s)
+    assert r.returncode == 1 and "unknown topic config key 'foo'" in one_error_line(r, "topic")
+    r = sh("topic", "alter", "cfg", *s)
+    assert r.returncode == 2 and "nothing to change" in one_error_line(r, "topic alter")
