@@ -51,6 +51,9 @@ class Consumer:
         self._positions: dict[int, int] = {}
         self._next = 0  # round-robin start, so one busy partition cannot starve the others
         self._prefetched: dict[int, tuple[int, Any]] = {}  # partition -> (offset asked, Consume call)
+        # Records fetched but not yet returned (a poll asked for fewer than a reply held): the next polls
+        # return them first, and the read-ahead from the reply's end stays valid.
+        self._pending: dict[int, list[Record]] = {}
 
     def assignment(self) -> list[int]:
         return list(self._partitions)
@@ -60,6 +63,7 @@ class Consumer:
         self._drop_prefetch(partition)
 
     def _drop_prefetch(self, partition: int) -> None:
+        self._pending.pop(partition, None)
         stale = self._prefetched.pop(partition, None)
         if stale is not None:
             stale[1].cancel()
@@ -126,6 +130,19 @@ class Consumer:
         )
 
     def _fetch_round(self, order: list[int], max_records: int, wait_ms: int) -> list[Record]:
+        out: list[Record] = []
+        for p in order:  # what earlier replies held first: no request needed
+            pending = self._pending.get(p)
+            if not pending or len(out) >= max_records:
+                continue
+            take = pending[: max_records - len(out)]
+            del pending[: len(take)]
+            if not pending:
+                del self._pending[p]
+            self._positions[p] = take[-1].offset + 1
+            out.extend(take)
+        if out:
+            return out
         positions = {p: self.position(p) for p in order}
         first = threading.Event()
         calls = []
@@ -165,15 +182,17 @@ class Consumer:
             end = recordset.end_offset(resp.record_set)
             if end is not None:
                 self._prefetched[p] = (end, self._call(p, end, 0))  # read ahead while this one is decoded
-        out: list[Record] = []
         for p, resp in answers:
-            left = max_records - len(out)
-            if left <= 0:
+            recs = self.client.decode(resp, p, positions[p], None)
+            if not recs:
                 continue
-            recs = self.client.decode(resp, p, positions[p], left)
-            if recs:
-                self._positions[p] = recs[-1].offset + 1
-                out.extend(recs)
+            left = max(max_records - len(out), 0)
+            take, rest = recs[:left], recs[left:]
+            if rest:
+                self._pending[p] = rest
+            if take:
+                self._positions[p] = take[-1].offset + 1
+                out.extend(take)
         if error is not None and not out:
             raise error
         return out

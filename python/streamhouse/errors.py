@@ -35,7 +35,7 @@ class EmptyBatch(InvalidBatch):
 
 
 class RecordTooLarge(InvalidBatch):
-    """A record exceeds ``max_record_bytes``."""
+    """A record exceeds ``max_record_size`` (the knob; the engines' argument is ``max_record_bytes``)."""
 
 
 class OffsetMismatch(InvalidArgument):

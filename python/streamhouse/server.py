@@ -432,7 +432,10 @@ class GrpcServer:
             ),
             server,
         )
-        port = server.add_insecure_port(listen)
+        try:
+            port = server.add_insecure_port(listen)
+        except RuntimeError:  # grpcio raises "Failed to bind" where older versions returned port 0
+            port = 0
         if port == 0:
             raise errors.ConfigError(f"cannot listen on {listen} (listen): address in use or not available")
         await server.start()

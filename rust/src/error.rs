@@ -15,7 +15,7 @@ pub enum Error {
     #[error("batch holds no record")]
     EmptyBatch,
     /// A record is larger than `max_record_bytes`.
-    #[error("record of {size} bytes exceeds max_record_bytes={max}")]
+    #[error("record of {size} bytes exceeds max_record_size={max}")]
     RecordTooLarge { size: usize, max: usize },
     /// An append would leave a gap or an overlap in offsets.
     #[error("offset mismatch: expected base offset {expected}, got {got}")]

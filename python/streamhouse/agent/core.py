@@ -53,6 +53,7 @@ from streamhouse.catalog.base import Catalog, SegmentRecord, TopicInfo
 from streamhouse.config import Config
 from streamhouse.errors import (
     CatalogUnavailable,
+    ConfigError,
     DiskFull,
     InvalidArgument,
     InvalidArgumentType,
@@ -268,6 +269,13 @@ class Agent:
     async def _start(self) -> None:
         cfg = self.config
         self.wal_root.mkdir(parents=True, exist_ok=True)
+        if cfg.metrics_listen:  # before any lease is taken: a port in use stops the start cleanly
+            try:
+                self.metrics_address = await asyncio.to_thread(self.metrics.serve, cfg.metrics_listen)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {cfg.metrics_listen} (metrics_listen): {exc.strerror or exc}"
+                ) from None
         await self._check_object_store()
         await self.catalog.register_agent(
             self.agent_id, self.address, {"engine": str(self.engine.ENGINE), "pid": str(os.getpid())}
@@ -285,8 +293,6 @@ class Agent:
         )
         monitor = self.admission.start(self.wal_root)
         self._monitor_task = asyncio.create_task(monitor.run(), name=f"pressure {self.agent_id}")
-        if cfg.metrics_listen:
-            self.metrics_address = await asyncio.to_thread(self.metrics.serve, cfg.metrics_listen)
         self._lease_task = asyncio.create_task(self._lease_loop(), name=f"leases {self.agent_id}")
         if cfg.object_gc_interval_ms > 0:
             self._gc_task = asyncio.create_task(self._gc_loop(), name=f"object gc {self.agent_id}")

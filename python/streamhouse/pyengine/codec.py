@@ -252,7 +252,7 @@ def scan_records(
         size = rec_end - rec_start
         if max_record_bytes is not None and size > max_record_bytes:
             raise errors.RecordTooLarge(
-                f"record {index} takes {size} bytes, more than max_record_bytes={max_record_bytes}"
+                f"record {index} takes {size} bytes, more than max_record_size={max_record_bytes}"
             )
         if rec_end > end:
             raise errors.InvalidBatch(f"record {index} runs past the end of the batch")
@@ -375,7 +375,7 @@ def scan_framing(batch: Any, max_record_bytes: int) -> tuple[memoryview, int, in
         if rec_end - rec_start > max_record_bytes:
             raise errors.RecordTooLarge(
                 f"record {index} takes {rec_end - rec_start} bytes, more than "
-                f"max_record_bytes={max_record_bytes}"
+                f"max_record_size={max_record_bytes}"
             )
         delta, pos = read_varint(view, pos, rec_end)
         if delta != index:
