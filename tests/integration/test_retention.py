@@ -161,3 +161,27 @@ async def test_topic_alter_through_grpc_changes_retention(tmp_path: Any) -> None
         assert await agent.list_offsets("a", 0) == (5, 5)
     finally:
         await server.stop(grace_s=1)
+
+
+async def test_a_shared_flush_object_stays_while_another_partition_still_uses_it(
+    setup: Setup, started: Callable[..., Any]
+) -> None:
+    eng = engines.load(DEFAULT_ENGINE)
+    agent = await started(setup.config(compaction_interval_ms=0, segment_max_age_ms=3_600_000))
+    await agent.create_topic("gone", 1, {"retention.bytes": "1"})
+    await agent.create_topic("kept", 1)
+    now = 1_800_000_000_000
+    await agent.produce("gone", 0, batch(eng, 0, 5, now), "buffered")
+    await agent.produce("kept", 0, batch(eng, 0, 5, now), "buffered")
+    await agent.flusher.flush_and_wait()  # one object holds both slices
+    shared = (await agent.catalog.list_segments("gone", 0))[0].object_key
+    assert (await agent.catalog.list_segments("kept", 0))[0].object_key == shared
+    await agent.produce("gone", 0, batch(eng, 5, 5, now), "buffered")
+    await agent.flusher.flush_and_wait()
+    assert await agent.apply_retention(now_ms=now) == 1  # the older of gone's two segments
+    assert await agent.list_offsets("gone", 0) == (5, 10)
+    await collect_garbage(agent.catalog, agent.store, grace_ms=0, now_ms=FAR)
+    assert await agent.store.head(shared) is not None, "kept-0 still reads from it"
+    assert [r[0] for r in await read_all(agent, eng, "kept", 0)] == list(range(5))
+    referenced, stored = await referenced_and_stored(agent)
+    assert stored == referenced
