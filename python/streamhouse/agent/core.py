@@ -944,11 +944,6 @@ class Agent:
     ) -> ProduceResult:
         """See ``Broker.produce``. ``prepaid`` bytes (drawn by ``admit_request``) are given back in every
         case: by the partition once the batch is appended, or here if it never gets there."""
-        return await self._produce(topic, partition, batch, acks, prepaid)
-
-    async def _produce(
-        self, topic: str, partition: int, batch: bytes, acks: AckMode, prepaid: int
-    ) -> ProduceResult:
         started = time.monotonic()
         handed = False
         try:
@@ -1012,9 +1007,9 @@ class Agent:
         self.metrics.errors.labels(method, code).inc()
 
     def _breaker_changed(self, _state: int) -> None:
-        # One series: the worse of the two breakers (an alert fires on either being open).
-        states = [b.state for b in (getattr(self, "breaker", None), getattr(self, "read_breaker", None)) if b]
-        self.metrics.objstore_breaker_state.set(max(states, default=0))
+        # One series: the worse of the two breakers (an alert fires on either being open). Called on state
+        # changes only, which happen once both exist.
+        self.metrics.objstore_breaker_state.set(max(self.breaker.state, self.read_breaker.state))
 
     @property
     def monitor(self) -> PressureMonitor | None:
