@@ -53,6 +53,36 @@ class TopicDescription:
     partitions: tuple[PartitionDescription, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    agent_id: str
+    address: str
+    heartbeat_age_ms: int  # on the catalog's clock
+    live: bool  # heartbeat within the lease ttl
+    partitions: int  # live leases held
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOwnership:
+    topic: str
+    partition: int
+    owner_agent_id: str | None  # None when no agent holds a live lease
+    owner_address: str | None
+    leader_epoch: int
+    high_watermark: int  # committed: the next offset not yet in a committed segment
+    lease_expires_in_ms: int | None  # None when there is no live lease
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The agents and the partition assignment as the catalog saw them at ``catalog_time_ms``."""
+
+    agents: tuple[AgentStatus, ...]
+    partitions: tuple[PartitionOwnership, ...]
+    catalog_time_ms: int
+    lease_ttl_ms: int
+
+
 class Broker(Protocol):
     async def create_topic(
         self, name: str, partitions: int, config: Mapping[str, str] | None = None
@@ -94,3 +124,7 @@ class Broker(Protocol):
     async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None: ...
 
     async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None: ...
+
+    async def list_agents(self, topic: str | None = None) -> ClusterView:
+        """Every registered agent and each partition's owner (of ``topic`` only, when given: UnknownTopic
+        if there is none), from the catalog: any agent answers for all of them."""

@@ -368,6 +368,22 @@ def cmd_topic(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- agents, partitions ---------------------------------------------------------------------------------
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """``streamhouse agents`` and ``streamhouse partitions [TOPIC]`` (streamhouse.ops.cluster)."""
+    from streamhouse.ops import cluster
+
+    with _client(args) as client:
+        view = client.list_agents(getattr(args, "topic", None))
+    if args.command == "agents":
+        print(cluster.agents_json(view) if args.json else cluster.agents_text(view))
+    else:
+        print(cluster.partitions_json(view) if args.json else cluster.partitions_text(view))
+    return 0
+
+
 # -- produce --------------------------------------------------------------------------------------------
 
 
@@ -970,6 +986,29 @@ def build_parser() -> argparse.ArgumentParser:
     delete = tsub.add_parser("delete", parents=[client_opts], help="delete a topic and its records")
     delete.add_argument("name", help="the topic")
     topic.set_defaults(func=cmd_topic)
+
+    agents_cmd = sub.add_parser(
+        "agents",
+        parents=[client_opts],
+        help="registered agents: address, heartbeat age, live or not, partitions held",
+        description="Every agent registered in the catalog, as any agent sees it: its address, the age of "
+        "its last heartbeat, whether it is live (heartbeat within the lease ttl) and how many partitions it "
+        "holds live leases on.",
+    )
+    agents_cmd.add_argument("--json", action="store_true", help='print {"agents": [...]}')
+    agents_cmd.set_defaults(func=cmd_cluster)
+    partitions_cmd = sub.add_parser(
+        "partitions",
+        parents=[client_opts],
+        help="which agent owns each partition: owner, address, epoch, high watermark, lease expiry",
+        description="Each partition's owner (the agent holding its live lease), the owner's address, the "
+        "leader epoch, the committed high watermark and when the lease expires unless renewed.",
+    )
+    partitions_cmd.add_argument(
+        "topic", nargs="?", default=None, help="this topic only (default: every topic)"
+    )
+    partitions_cmd.add_argument("--json", action="store_true", help='print {"partitions": [...]}')
+    partitions_cmd.set_defaults(func=cmd_cluster)
 
     produce = sub.add_parser(
         "produce",

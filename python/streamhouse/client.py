@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, TypeVar
 import grpc
 
 from streamhouse import errors
-from streamhouse.broker import ACK_MODES, AckMode
+from streamhouse.broker import ACK_MODES, AckMode, AgentStatus, ClusterView, PartitionOwnership
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2_grpc as pb_grpc
 
@@ -505,6 +505,36 @@ class Client:
         )
         return resp.offset if resp.found else None
 
+    # -- cluster --
+
+    def list_agents(self, topic: str | None = None) -> ClusterView:
+        """Every registered agent (address, heartbeat age, live, partitions held) and each partition's owner
+        (of ``topic`` only, when given), as the catalog sees them; any agent answers. The owners it names
+        become this client's routes, so later calls go straight to them."""
+        req = pb.ListAgentsRequest(topic=topic or "")
+        resp = self._unary(
+            "list agents and partitions", lambda: self.stub().ListAgents(req, timeout=self.timeout_s)
+        )
+        agents = tuple(
+            AgentStatus(a.agent_id, a.address, a.heartbeat_age_ms, a.live, a.partitions) for a in resp.agents
+        )
+        partitions = tuple(
+            PartitionOwnership(
+                p.topic,
+                p.partition,
+                p.owner_agent_id or None,
+                p.owner_address or None,
+                p.leader_epoch,
+                p.high_watermark,
+                p.lease_expires_in_ms if p.HasField("lease_expires_in_ms") else None,
+            )
+            for p in resp.partitions
+        )
+        for p in partitions:
+            if p.owner_address:
+                self.note_leader(p.topic, p.partition, p.owner_address)
+        return ClusterView(agents, partitions, resp.catalog_time_ms, resp.lease_ttl_ms)
+
 
 # Producer and Consumer live in modules of their own, which import this one; they are re-exported here
 # lazily (on first access), so ``from streamhouse.client import Producer`` works without an import cycle.
@@ -525,10 +555,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_SERVER",
+    "AgentStatus",
     "Client",
+    "ClusterView",
     "Consumer",
     "FetchResult",
     "PartitionInfo",
+    "PartitionOwnership",
     "ProduceResult",
     "Producer",
     "Record",

@@ -353,6 +353,38 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
 
         return await _call(context, "FetchOffset", work(), self._on_error)
 
+    async def ListAgents(self, request: pb.ListAgentsRequest, context: Any) -> pb.ListAgentsResponse:
+        async def work() -> pb.ListAgentsResponse:
+            view = await self._broker.list_agents(_check_topic(request.topic) if request.topic else None)
+            return pb.ListAgentsResponse(
+                agents=[
+                    pb.AgentStatus(
+                        agent_id=a.agent_id,
+                        address=a.address,
+                        heartbeat_age_ms=a.heartbeat_age_ms,
+                        live=a.live,
+                        partitions=a.partitions,
+                    )
+                    for a in view.agents
+                ],
+                partitions=[
+                    pb.PartitionOwner(
+                        topic=p.topic,
+                        partition=p.partition,
+                        owner_agent_id=p.owner_agent_id or "",
+                        owner_address=p.owner_address or "",
+                        leader_epoch=p.leader_epoch,
+                        high_watermark=p.high_watermark,
+                        lease_expires_in_ms=p.lease_expires_in_ms,
+                    )
+                    for p in view.partitions
+                ],
+                catalog_time_ms=view.catalog_time_ms,
+                lease_ttl_ms=view.lease_ttl_ms,
+            )
+
+        return await _call(context, "ListAgents", work(), self._on_error)
+
 
 def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> None:
     """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that Produce

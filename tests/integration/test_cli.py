@@ -60,8 +60,9 @@ def one_error_line(r: subprocess.CompletedProcess[bytes], command: str) -> str:
 
 
 class AgentProcess:
-    def __init__(self, data_dir: Path, *, metrics: bool = False) -> None:
+    def __init__(self, data_dir: Path, *, metrics: bool = False, extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.extra_args = extra_args
         self.port = free_port()
         self.server = f"127.0.0.1:{self.port}"
         self.metrics_listen = f"127.0.0.1:{free_port()}" if metrics else ""
@@ -87,6 +88,7 @@ class AgentProcess:
                     "50",
                     "--agent-id",
                     "cli-test",
+                    *self.extra_args,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -392,3 +394,61 @@ def test_topic_alter_sets_and_deletes_documented_settings(agent: AgentProcess) -
     assert r.returncode == 1 and "unknown topic config key 'foo'" in one_error_line(r, "topic")
     r = sh("topic", "alter", "cfg", *s)
     assert r.returncode == 2 and "nothing to change" in one_error_line(r, "topic alter")
+
+
+def test_agents_and_partitions_show_the_owner_text_and_json(agent: AgentProcess) -> None:
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "owned", "--partitions", "3", *s).returncode == 0
+    assert sh("topic", "create", "other", *s).returncode == 0
+    assert sh("produce", "owned", "--partition", "1", *s, input=b"a\nb\n").returncode == 0
+
+    r = sh("agents", "--json", *s)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["agents"]
+    assert set(row) == {"agent_id", "address", "heartbeat_age_ms", "live", "partitions"}
+    assert row["agent_id"] == "cli-test" and row["address"] == agent.server
+    assert row["live"] is True and row["partitions"] == 4
+    assert 0 <= row["heartbeat_age_ms"] < 60_000
+    r = sh("agents", *s)
+    assert r.returncode == 0 and re.search(
+        rb"^cli-test\s+127\.0\.0\.1:\d+\s+\d+m?s\s+yes\s+4$", r.stdout, re.M
+    )
+
+    r = sh("partitions", "owned", "--json", *s)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["partitions"]
+    assert [(p["topic"], p["partition"]) for p in rows] == [("owned", 0), ("owned", 1), ("owned", 2)]
+    for p in rows:
+        assert p["owner_agent_id"] == "cli-test" and p["owner_address"] == agent.server
+        assert p["epoch"] >= 1 and p["lease_expires_in_ms"] > 0
+    assert [p["high_watermark"] for p in rows] == [0, 2, 0]  # durable acks: committed
+    every = json.loads(sh("partitions", "--json", *s).stdout)["partitions"]
+    assert {p["topic"] for p in every} == {"owned", "other"} and len(every) == 4
+    r = sh("partitions", *s)
+    assert r.returncode == 0 and b"LEASE_EXPIRES_IN" in r.stdout and b"no live owner" not in r.stdout
+
+    r = sh("partitions", "missing", *s)
+    assert r.returncode == 1 and "unknown topic 'missing'" in one_error_line(r, "partitions")
+    r = sh("partitions", "../x", "--json", *s)
+    assert r.returncode == 1 and "invalid topic name" in one_error_line(r, "partitions") and not r.stdout
+
+
+def test_partitions_without_a_live_owner_say_so(tmp_path: Path) -> None:
+    """An agent allowed 2 partitions and a topic of 3: the third has no owner, and both commands say so."""
+    agent = AgentProcess(tmp_path / "data", extra_args=("--max-partitions-per-agent", "2"))
+    agent.start()
+    try:
+        s = ("--server", agent.server)
+        r = sh("topic", "create", "wide", "--partitions", "3", *s)
+        assert r.returncode == 0, r.stderr
+        rows = json.loads(sh("partitions", "wide", "--json", *s).stdout)["partitions"]
+        owned = [p for p in rows if p["owner_agent_id"] == "cli-test"]
+        unowned = [p for p in rows if p["owner_agent_id"] is None]
+        assert len(owned) == 2 and len(unowned) == 1
+        assert unowned[0]["owner_address"] is None and unowned[0]["lease_expires_in_ms"] is None
+        r = sh("partitions", *s)
+        assert b"(no live owner)" in r.stdout and b"1 of 3 partition(s) have no live owner" in r.stdout
+        (row,) = json.loads(sh("agents", "--json", *s).stdout)["agents"]
+        assert row["partitions"] == 2
+    finally:
+        agent.kill()

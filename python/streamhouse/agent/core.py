@@ -44,8 +44,11 @@ from streamhouse.agent.segcache import SegmentCache
 from streamhouse.broker import (
     ACK_MODES,
     AckMode,
+    AgentStatus,
+    ClusterView,
     FetchResult,
     PartitionDescription,
+    PartitionOwnership,
     ProduceResult,
     TopicDescription,
 )
@@ -1177,6 +1180,49 @@ class Agent:
 
     def writer(self, topic: str, partition: int) -> PartitionWriter | None:
         return self._writers.get((topic, partition))
+
+    async def list_agents(self, topic: str | None = None) -> ClusterView:
+        """The agents and the partition owners as the catalog sees them, on its clock (``streamhouse
+        agents`` and ``partitions``): an agent is live while its heartbeat is younger than the lease ttl, a
+        partition has an owner while its lease has not expired. Any agent answers for the whole cluster."""
+        if topic is not None:
+            await self._topic(topic, refresh=True)  # UnknownTopic
+        now = await self.catalog.now_ms()
+        registered = await self.catalog.list_agents()
+        live_leases = {
+            (le.topic, le.partition): le for le in await self.catalog.list_leases() if le.expires_at_ms > now
+        }
+        states = await self.catalog.list_partitions(topic)
+        address = {a.agent_id: a.address for a in registered}
+        held: dict[str, int] = {}
+        for le in live_leases.values():
+            held[le.agent_id] = held.get(le.agent_id, 0) + 1
+        ttl = self.config.lease_ttl_ms
+        agents = tuple(
+            AgentStatus(
+                agent_id=a.agent_id,
+                address=a.address,
+                heartbeat_age_ms=max(now - a.heartbeat_at_ms, 0),
+                live=now - a.heartbeat_at_ms < ttl,
+                partitions=held.get(a.agent_id, 0),
+            )
+            for a in sorted(registered, key=lambda a: a.agent_id)
+        )
+        partitions = []
+        for st in sorted(states, key=lambda st: (st.topic, st.partition)):
+            lease = live_leases.get((st.topic, st.partition))
+            partitions.append(
+                PartitionOwnership(
+                    topic=st.topic,
+                    partition=st.partition,
+                    owner_agent_id=lease.agent_id if lease else None,
+                    owner_address=address.get(lease.agent_id) if lease else None,
+                    leader_epoch=st.leader_epoch,
+                    high_watermark=st.high_watermark,
+                    lease_expires_in_ms=lease.expires_at_ms - now if lease else None,
+                )
+            )
+        return ClusterView(agents, tuple(partitions), catalog_time_ms=now, lease_ttl_ms=ttl)
 
 
 def _partition_dirs(wal_root: Path) -> list[tuple[str, int, Path]]:

@@ -235,3 +235,53 @@ class FetchOffsetResponse(_message.Message):
     found: bool
     offset: int
     def __init__(self, found: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ListAgentsRequest(_message.Message):
+    __slots__ = ("topic",)
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    def __init__(self, topic: _Optional[str] = ...) -> None: ...
+
+class AgentStatus(_message.Message):
+    __slots__ = ("agent_id", "address", "heartbeat_age_ms", "live", "partitions")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    address: str
+    heartbeat_age_ms: int
+    live: bool
+    partitions: int
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., heartbeat_age_ms: _Optional[int] = ..., live: _Optional[bool] = ..., partitions: _Optional[int] = ...) -> None: ...
+
+class PartitionOwner(_message.Message):
+    __slots__ = ("topic", "partition", "owner_agent_id", "owner_address", "leader_epoch", "high_watermark", "lease_expires_in_ms")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    owner_agent_id: str
+    owner_address: str
+    leader_epoch: int
+    high_watermark: int
+    lease_expires_in_ms: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., owner_agent_id: _Optional[str] = ..., owner_address: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., high_watermark: _Optional[int] = ..., lease_expires_in_ms: _Optional[int] = ...) -> None: ...
+
+class ListAgentsResponse(_message.Message):
+    __slots__ = ("agents", "partitions", "catalog_time_ms", "lease_ttl_ms")
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentStatus]
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionOwner]
+    catalog_time_ms: int
+    lease_ttl_ms: int
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., partitions: _Optional[_Iterable[_Union[PartitionOwner, _Mapping]]] = ..., catalog_time_ms: _Optional[int] = ..., lease_ttl_ms: _Optional[int] = ...) -> None: ...

@@ -85,6 +85,11 @@ class StreamHouseStub:
                 request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.FetchOffsetRequest.SerializeToString,
                 response_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.FetchOffsetResponse.FromString,
                 _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/streamhouse.v1.StreamHouse/ListAgents',
+                request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
 
 
 class StreamHouseServicer:
@@ -154,6 +159,14 @@ class StreamHouseServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgents(self, request, context):
+        """The cluster as the catalog sees it: every registered agent (heartbeat age, live leases held) and
+        each partition's owner. Any agent answers; `streamhouse agents` and `streamhouse partitions` use it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StreamHouseServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +219,11 @@ def add_StreamHouseServicer_to_server(servicer, server):
                     servicer.FetchOffset,
                     request_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.FetchOffsetRequest.FromString,
                     response_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.FetchOffsetResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.ListAgentsRequest.FromString,
+                    response_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.ListAgentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +496,33 @@ class StreamHouse:
             '/streamhouse.v1.StreamHouse/FetchOffset',
             streamhouse_dot_v1_dot_streamhouse__pb2.FetchOffsetRequest.SerializeToString,
             streamhouse_dot_v1_dot_streamhouse__pb2.FetchOffsetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamhouse.v1.StreamHouse/ListAgents',
+            streamhouse_dot_v1_dot_streamhouse__pb2.ListAgentsRequest.SerializeToString,
+            streamhouse_dot_v1_dot_streamhouse__pb2.ListAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
