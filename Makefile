@@ -43,16 +43,18 @@ test-rust: ## Rust tests, with and without the Python bindings
 test-python: build ## pytest: unit, engine (both engines) and integration (real PostgreSQL + S3 server)
 	$(PY) -m pytest -q
 
-bench: build ## Full benchmarks: engine (Rust vs Python vs raw disk/codec), end to end, object-store cost, criterion
+bench: build ## Full benchmarks: engine (Rust vs Python vs raw disk/codec), end to end, object-store cost, failover, criterion
 	$(VENV)/bin/streamhouse bench engine
 	$(VENV)/bin/streamhouse bench produce
 	$(VENV)/bin/streamhouse bench cost
+	$(VENV)/bin/streamhouse bench failover
 	cargo bench --no-default-features
 
 bench-quick: build ## Benchmark smoke run (what CI runs)
 	$(VENV)/bin/streamhouse bench engine --quick
 	$(VENV)/bin/streamhouse bench produce --quick
 	$(VENV)/bin/streamhouse bench cost --quick
+	$(VENV)/bin/streamhouse bench failover --quick
 
 lint: venv ## ruff, mypy --strict, rustfmt, clippy -D warnings
 	$(VENV)/bin/ruff check python tests bench examples
