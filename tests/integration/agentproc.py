@@ -72,15 +72,19 @@ def memory_cgroup_or_skip(limit_bytes: int) -> MemoryCgroup:
 
 
 class AgentProcess:
-    def __init__(self, args: list[str], log: Path, cgroup: MemoryCgroup | None = None) -> None:
+    def __init__(
+        self, args: list[str], log: Path, cgroup: MemoryCgroup | None = None, wrapper: list[str] | None = None
+    ) -> None:
+        """``wrapper``: a command that execs the agent (``ip netns exec NS``: the pid stays the agent's)."""
         self.args = args
+        self.wrapper = wrapper or []
         self.log = log
         self.cgroup = cgroup
         self.proc: subprocess.Popen[bytes] | None = None
         self.peak_rss = 0
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "streamhouse", "agent", *self.args]
+        command = [*self.wrapper, sys.executable, "-m", "streamhouse", "agent", *self.args]
         if self.cgroup is not None:
             # Join the cgroup before exec: every byte the agent ever allocates is counted.
             procs = self.cgroup.path / "cgroup.procs"

@@ -100,9 +100,19 @@ class Cluster:
         self.members: dict[str, Member] = {}
         self._spare: list[AgentProcess] = []
 
-    def spawn(self, agent_id: str, *, data_dir: Path | None = None, **knobs: object) -> Member:
+    def spawn(
+        self,
+        agent_id: str,
+        *,
+        data_dir: Path | None = None,
+        host: str | None = None,
+        wrapper: list[str] | None = None,
+        **knobs: object,
+    ) -> Member:
         """Start an agent process without waiting for it (``ready`` waits); ``knobs`` add to or replace the
-        cluster's. A member of the same id that already ran is replaced in ``members``."""
+        cluster's. A member of the same id that already ran is replaced in ``members``. ``host``: listen
+        there (ports 50051 and 9090: an address of its own, in a network namespace that ``wrapper`` enters)
+        instead of on free loopback ports."""
         data_dir = data_dir or self.root / f"{agent_id}-{len(self._spare)}"
         args, server, metrics = agent_args(
             data_dir,
@@ -112,7 +122,11 @@ class Cluster:
             metadata_url=self.metadata_url,
             **{**self.knobs, **knobs},
         )
-        proc = AgentProcess(args, self.root / f"{agent_id}-{len(self._spare)}.log")
+        if host is not None:
+            server, metrics = f"{host}:50051", f"{host}:9090"
+            args[args.index("--listen") + 1] = server
+            args[args.index("--metrics-listen") + 1] = metrics
+        proc = AgentProcess(args, self.root / f"{agent_id}-{len(self._spare)}.log", wrapper=wrapper)
         self._spare.append(proc)
         proc.start()
         member = Member(agent_id, proc, server, metrics, data_dir)

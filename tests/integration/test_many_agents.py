@@ -1,8 +1,8 @@
 """Many agents on one PostgreSQL and one bucket: separate agent processes, a real PostgreSQL, a real
 S3-compatible server. Each test tries to break one promise of the coordination (docs/operations.md, "Many
 agents"): balanced ownership, failover after kill -9, handover on SIGTERM, a joining agent, a frozen owner,
-a PostgreSQL restart, more partitions than the agents may own, and one identity per process. The network
-split brain lives in test_many_agents_netns.py.
+a PostgreSQL restart, more partitions than the agents may own, one identity per process, and an owner cut
+off from PostgreSQL by the network (network namespaces, tests/fixtures/netns.py).
 
 Short leases keep them fast (ttl 3 s, renewal every 500 ms). Durations are printed, never asserted; what is
 asserted is what must hold however slow the machine: who owns what, and what reads back.
@@ -25,7 +25,9 @@ import pytest
 
 from streamhouse import errors
 from streamhouse.client import Client
+from tests.fixtures.netns import CIDR, SERVICE_A, SERVICE_B, netlab_or_skip
 from tests.fixtures.postgres import private_server_or_skip
+from tests.fixtures.s3 import S3TestServer
 from tests.integration.agentproc import read_partition
 from tests.integration.cluster import (
     CatalogReader,
@@ -38,6 +40,7 @@ from tests.integration.cluster import (
     verify,
     wait_until,
 )
+from tests.integration.helpers import free_port
 from tests.integration.test_cli import env
 
 pytestmark = pytest.mark.integration
@@ -480,3 +483,88 @@ def test_a_second_agent_with_the_same_data_directory_or_id_refuses_to_start(
         offsets = [o for o, _v in load.acked[p]]
         assert len(offsets) == len(set(offsets)), f"partition {p}: an offset acknowledged twice"
     client.close()
+
+
+@pytest.mark.timeout(300)
+def test_an_owner_cut_off_from_postgresql_is_fenced_while_clients_still_reach_it(
+    tmp_path: Path,
+    s3_server: S3TestServer,  # for its dummy credentials, which the agents inherit
+) -> None:
+    """Each agent in a network namespace of its own; PostgreSQL and the S3 server on the host. The link from
+    one owner to PostgreSQL goes silent (its packets are dropped) while clients and S3 still reach it: it
+    stops taking writes once it cannot prove its lease, its partitions move, and when the link comes back
+    its writes and commits are refused. Nothing acknowledged is lost or stored twice; no epoch has two
+    holders."""
+    lab = netlab_or_skip(3)
+    server = s3 = None
+    try:
+        server = private_server_or_skip(listen=f"127.0.0.1,{SERVICE_A}", trust_cidr=CIDR)
+        port = server.port
+        # The session's S3 server listens on loopback only, out of the namespaces' reach: one more here.
+        s3_port = free_port()
+        s3 = S3TestServer(
+            f"http://{SERVICE_B}:{s3_port}", port=s3_port, log_path=str(tmp_path / "moto.log"), host=SERVICE_B
+        )
+        s3.start()
+        s3.create_bucket("netns")
+        url_in_lab = f"postgresql://postgres@{SERVICE_A}:{port}/postgres"
+        cluster = Cluster(
+            tmp_path,
+            metadata_url=url_in_lab,
+            object_store="s3://netns/many",
+            s3_endpoint_url=s3.endpoint_url,
+            failover_grace_ms=1000,
+            **LEASES,  # type: ignore[arg-type]
+        )
+        reader = CatalogReader(server.url)
+        try:
+            members = [
+                cluster.spawn(f"a{i - 1}", host=lab.address(i), wrapper=lab.exec_prefix(i)) for i in (1, 2, 3)
+            ]
+            cluster.ready(*members)
+            client = Client(members[0].server)
+            client.create_topic(TOPIC, 12)
+            balanced(cluster, reader, ["a0", "a1", "a2"], 12)
+            watch = LeaseWatch(reader)
+            victims = owned_by(reader, "a2")
+            epochs_before = {p: reader.live_leases(TOPIC)[p].epoch for p in victims}
+            load = Load(members[0].server, TOPIC, list(range(12))).start()
+            try:
+                load.wait_progress(range(12), 5, cluster=cluster)
+                lab.cut(3, SERVICE_A)
+                cut = time.monotonic()
+                moved_away(cluster, reader, "a2", victims, cut, "PostgreSQL cut off")
+                # Clients still reach the cut-off agent: it refuses, naming no stale self as the owner.
+                refused = {
+                    (p, acks): raw_produce(members[2].server, TOPIC, p, f"{p}:cut:{acks}".encode(), acks, 10)
+                    for p in victims
+                    for acks in ("wal", "durable")
+                }
+                print(f"writes to the cut-off owner after its partitions moved: {refused}")
+                for key, outcome in refused.items():
+                    assert isinstance(outcome, grpc.StatusCode), f"the cut-off owner acknowledged {key}"
+                load.wait_progress(victims, 5, cluster=cluster)
+                lab.heal(3, SERVICE_A)
+                load.wait_progress(range(12), 5, cluster=cluster)
+                time.sleep(2)  # the healed agent's lease loop and flush run again
+                assert members[2].proc.alive(), members[2].proc.log_tail()
+            finally:
+                load.stop()
+                watch.stop()
+            counts = verify(client, load)
+            print(f"network split: {counts}, failures {dict(load.failures)}")
+            assert not watch.split_brains(), watch.split_brains()
+            check_segment_rows(reader, TOPIC, range(12), watch)
+            leases = reader.live_leases(TOPIC)
+            for p in victims:
+                assert leases[p].epoch > epochs_before[p], (p, leases[p], epochs_before[p])
+            client.close()
+        finally:
+            reader.close()
+            cluster.close()
+    finally:
+        if s3 is not None:
+            s3.stop()
+        if server is not None:
+            server.stop()
+        lab.close()
