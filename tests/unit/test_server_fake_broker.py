@@ -15,7 +15,16 @@ from collections.abc import Mapping
 
 from streamhouse import errors, names
 from streamhouse import pyengine as codec
-from streamhouse.broker import AckMode, FetchResult, PartitionDescription, ProduceResult, TopicDescription
+from streamhouse.broker import (
+    AckMode,
+    AgentStatus,
+    ClusterView,
+    FetchResult,
+    PartitionDescription,
+    PartitionOwnership,
+    ProduceResult,
+    TopicDescription,
+)
 from streamhouse.catalog.base import TopicInfo
 
 _ENTRY = struct.Struct("<QIIq")
@@ -145,6 +154,26 @@ class FakeBroker:
         self._maybe_fail()
         self._key(topic, partition)
         return self.groups.get((group, topic, partition))
+
+    async def list_agents(self, topic: str | None = None) -> ClusterView:
+        """One live agent, ``fake``, at ``fake:1`` owning partition 0 of each topic; the others unowned."""
+        self._maybe_fail()
+        topics = [self._topic(topic)] if topic is not None else list(self.topics.values())
+        parts = tuple(
+            PartitionOwnership(
+                t.name,
+                p,
+                "fake" if p == 0 else None,
+                "fake:1" if p == 0 else None,
+                1 if p == 0 else 0,
+                self.next_offset.get((t.name, p), 0),
+                2500 if p == 0 else None,
+            )
+            for t in topics
+            for p in range(t.partitions)
+        )
+        agents = (AgentStatus("fake", "fake:1", 10, True, sum(p.owner_agent_id is not None for p in parts)),)
+        return ClusterView(agents, parts, catalog_time_ms=1_000, lease_ttl_ms=6_000)
 
     async def stop(self) -> None:
         self.stopped = True

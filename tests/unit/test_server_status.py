@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import socket
 from typing import Any
@@ -154,6 +155,39 @@ async def test_unspecified_acks_use_the_default_and_draining_refuses_produce() -
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 await stub.Produce(pb.ProduceRequest(topic="t", partition=0, batch=batch), timeout=10)
             assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(grace_s=1)
+
+
+async def test_list_agents_over_the_wire_keeps_unknowns_unknown() -> None:
+    from streamhouse.client import Client
+
+    broker = FakeBroker()
+    await broker.create_topic("t", 2)
+    await broker.create_topic("u", 1)
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen)
+    try:
+        with Client(listen) as client:
+            view = await asyncio.to_thread(client.list_agents, "t")
+            assert [(a.agent_id, a.address, a.live, a.partitions) for a in view.agents] == [
+                ("fake", "fake:1", True, 1)
+            ]
+            assert [
+                (p.partition, p.owner_agent_id, p.owner_address, p.lease_expires_in_ms)
+                for p in view.partitions
+            ] == [
+                (0, "fake", "fake:1", 2500),
+                (1, None, None, None),  # unset on the wire, not 0
+            ]
+            assert (view.catalog_time_ms, view.lease_ttl_ms) == (1_000, 6_000)
+            assert client._leaders == {("t", 0): "fake:1"}  # the owner it named routes later calls
+            every = await asyncio.to_thread(client.list_agents)
+            assert sorted((p.topic, p.partition) for p in every.partitions) == [("t", 0), ("t", 1), ("u", 0)]
+            with pytest.raises(errors.UnknownTopic):
+                await asyncio.to_thread(client.list_agents, "missing")
+            with pytest.raises(errors.InvalidArgument):
+                await asyncio.to_thread(client.list_agents, "../x")
     finally:
         await server.stop(grace_s=1)
 
