@@ -543,22 +543,30 @@ async def test_the_same_agent_reacquiring_keeps_its_epoch(catalog: Catalog) -> N
 
 
 async def test_a_new_incarnation_of_the_same_agent_takes_over_at_a_new_epoch(catalog: Catalog) -> None:
-    """A restarted process (new incarnation) reclaims its agent's live lease at once, at a new epoch, and the
-    old process can no longer renew it: two processes never hold one partition at one epoch."""
+    """A restarted process (new incarnation, registered) reclaims its agent's live lease at once, at a new
+    epoch; the old process can neither renew it nor take it back: two processes never hold one partition
+    at one epoch."""
     await catalog.create_topic("t", 1)
+    await catalog.register_agent("agent-a", "h:1", incarnation="one")
     old = await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="one")
     assert old is not None and old.epoch == 1
     assert await catalog.acquire_lease("t", 0, "agent-b", LONG_TTL_MS, incarnation="x") is None
+    # Not registered yet: a process of the same id cannot take a live lease.
+    assert await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="two") is None
+    await catalog.register_agent("agent-a", "h:2", incarnation="two")
     new = await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="two")
     assert new is not None and (new.epoch, new.incarnation) == (2, "two")
     with pytest.raises(LeaseLost, match="another process"):
         await catalog.renew_lease("t", 0, "agent-a", 1, LONG_TTL_MS, incarnation="one")
     with pytest.raises(LeaseLost):  # the old epoch with the new incarnation is no lease either
         await catalog.renew_lease("t", 0, "agent-a", 1, LONG_TTL_MS, incarnation="two")
-    # The old process re-acquiring is one more change of hands.
-    again = await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="one")
-    assert again is not None and again.epoch == 3
-    assert (await catalog.get_partition("t", 0)).leader_epoch == 3
+    assert await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="one") is None
+    lease, now = await catalog.get_lease("t", 0)
+    assert lease is not None and (lease.epoch, lease.incarnation) == (2, "two")
+    assert lease.expires_at_ms > now > 0
+    assert (await catalog.get_partition("t", 0)).leader_epoch == 2
+    await catalog.create_topic("u", 1)
+    assert (await catalog.get_lease("u", 0))[0] is None
 
 
 async def test_renewal_records_the_acknowledged_offset_and_a_new_holder_starts_at_zero(

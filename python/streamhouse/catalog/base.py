@@ -223,9 +223,10 @@ class Catalog(abc.ABC):
     async def acquire_lease(
         self, topic: str, partition: int, agent_id: str, ttl_ms: int, *, incarnation: str = ""
     ) -> Lease | None:
-        """Take the lease if it is free, expired, or held by this agent id (any incarnation: a restarted
-        process reclaims its leases once it has taken the identity over with ``register_agent``); None if
-        another agent holds a live one. Bumps the partition's leader epoch iff the holder
+        """Take the lease if it is free, expired, or held by this agent id under another incarnation while
+        ``incarnation`` is the one registered for the agent (a restarted process reclaims its leases once
+        it has taken the identity over with ``register_agent``; a stale process never takes them back);
+        None if another agent holds a live one. Bumps the partition's leader epoch iff the holder
         ``(agent_id, incarnation)`` changes. The new lease starts with ``acked_offset`` 0."""
 
     async def renew_lease(
@@ -261,3 +262,7 @@ class Catalog(abc.ABC):
 
     @abc.abstractmethod
     async def list_leases(self, agent_id: str | None = None) -> list[Lease]: ...
+
+    @abc.abstractmethod
+    async def get_lease(self, topic: str, partition: int) -> tuple[Lease | None, int]:
+        """The partition's lease row (live or not) and the catalog's clock, read together."""

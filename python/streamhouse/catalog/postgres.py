@@ -502,6 +502,12 @@ class PostgresCatalog(Catalog):
             epoch, holder, expires_at, now = leader_epoch, row[0], row[1], int(row[2])
             if holder is not None and holder != agent_id and int(expires_at) > now:
                 return None
+            if holder == agent_id and row[3] != incarnation and int(expires_at) > now:
+                registered = await conn.fetchval(
+                    "SELECT incarnation FROM agents WHERE agent_id = $1", agent_id
+                )
+                if registered != incarnation:
+                    return None  # a stale process of this agent: the registered one holds it
             if holder != agent_id or row[3] != incarnation:
                 epoch += 1
             lease = Lease(topic, partition, agent_id, epoch, now + ttl_ms, incarnation, 0)
@@ -604,6 +610,19 @@ class PostgresCatalog(Catalog):
                 v.check_agent_id(agent_id)
                 rows = await conn.fetch(sql + " WHERE agent_id = $1 ORDER BY topic, partition", agent_id)
         return [lease_from_row(r) for r in rows]
+
+    async def get_lease(self, topic: str, partition: int) -> tuple[Lease | None, int]:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {LEASE_COLUMNS}, {NOW_MS} AS now FROM (SELECT 1) AS one LEFT JOIN partition_leases "
+                "ON topic = $1 AND partition = $2",
+                topic,
+                partition,
+            )
+        lease = None if row[0] is None else lease_from_row(row)
+        return lease, int(row[7])
 
 
 async def _lock_partition(conn: Any, topic: str, partition: int) -> int | None:

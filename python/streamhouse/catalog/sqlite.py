@@ -541,6 +541,12 @@ class SqliteCatalog(Catalog):
                 ).fetchone()
                 if row is not None and row[0] != agent_id and int(row[1]) > now:
                     return None
+                if row is not None and row[0] == agent_id and row[2] != incarnation and int(row[1]) > now:
+                    registered = conn.execute(
+                        "SELECT incarnation FROM agents WHERE agent_id = ?", (agent_id,)
+                    ).fetchone()
+                    if registered is None or registered[0] != incarnation:
+                        return None  # a stale process of this agent: the registered one holds it
                 same_holder = row is not None and row[0] == agent_id and row[2] == incarnation
                 epoch = state.leader_epoch if same_holder else state.leader_epoch + 1
                 lease = Lease(topic, partition, agent_id, epoch, now + ttl_ms, incarnation, 0)
@@ -634,6 +640,19 @@ class SqliteCatalog(Catalog):
                     sql + " WHERE agent_id = ? ORDER BY topic, partition", (agent_id,)
                 ).fetchall()
             return [lease_from_row(r) for r in rows]
+
+        return await self._run(q)
+
+    async def get_lease(self, topic: str, partition: int) -> tuple[Lease | None, int]:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+
+        def q(conn: sqlite3.Connection) -> tuple[Lease | None, int]:
+            row = conn.execute(
+                f"SELECT {LEASE_COLUMNS} FROM partition_leases WHERE topic = ? AND partition = ?",
+                (topic, partition),
+            ).fetchone()
+            return (None if row is None else lease_from_row(row)), self._now()
 
         return await self._run(q)
 
