@@ -45,7 +45,7 @@ from typing import Any
 from streamhouse import errors
 from streamhouse.benchmarks._harness import AgentProcess, available_engines, percentile
 from streamhouse.benchmarks._postgres import PostgresUnavailable, PrivatePostgres
-from streamhouse.config import KNOBS_BY_NAME
+from streamhouse.config import Config
 
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
 WARMUP_RECORDS = 3
@@ -247,10 +247,12 @@ def run(opts: Options) -> list[dict[str, Any]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _default(name: str) -> int:
-    value = KNOBS_BY_NAME[name].default
-    assert isinstance(value, int)
-    return value
+def _lease_settings(ttl_ms: int | None, renew_ms: int | None) -> tuple[int, int]:
+    """The lease ttl and renewal interval the agents will use, resolved as an agent resolves them (a
+    renewal interval of 0 means a share of the ttl). ConfigError for values an agent would refuse."""
+    overrides = {"lease_ttl_ms": ttl_ms, "lease_renew_interval_ms": renew_ms}
+    cfg = Config.from_mapping({k: v for k, v in overrides.items() if v is not None})
+    return int(cfg.lease_ttl_ms), int(cfg.lease_renew_interval_ms)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,13 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--agents must be at least 2 and --partitions at least 1")
     if args.metadata_url is not None and not args.metadata_url.startswith(("postgres://", "postgresql://")):
         parser.error("--metadata-url must be a PostgreSQL URL: agents on SQLite cannot share a catalog")
+    try:
+        ttl_ms, renew_ms = _lease_settings(
+            args.lease_ttl_ms or (3000 if args.quick else None),
+            args.lease_renew_interval_ms or (500 if args.quick else None),
+        )
+    except errors.ConfigError as exc:
+        parser.error(str(exc))
     opts = Options(
         signals=["kill", "term"] if args.signal == "both" else [args.signal],
         agents=agents,
         partitions=partitions,
-        lease_ttl_ms=args.lease_ttl_ms or (3000 if args.quick else _default("lease_ttl_ms")),
-        lease_renew_interval_ms=args.lease_renew_interval_ms
-        or (500 if args.quick else _default("lease_renew_interval_ms")),
+        lease_ttl_ms=ttl_ms,
+        lease_renew_interval_ms=renew_ms,
         metadata_url=args.metadata_url,
         object_store=args.object_store,
         s3_endpoint_url=args.s3_endpoint_url,
