@@ -87,8 +87,12 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
     details: str = exc.details() or code.name
     md = dict(exc.trailing_metadata() or ())
     message = f"{what}: {code.name}: {details}"
-    if code == grpc.StatusCode.FAILED_PRECONDITION and "owner-address" in md:
-        return errors.NotLeader(message, owner_address=str(md["owner-address"]))
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        # NotLeader, with the owner's address when there is a live owner; without one (a handover or a
+        # failover in progress) it is still retriable: an agent takes the partition within a renewal.
+        return errors.NotLeader(
+            message, owner_address=str(md["owner-address"]) if "owner-address" in md else None
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.ResourceExhausted(message, retry_after_ms=int(md.get("retry-after-ms", 1000)))
     if code == grpc.StatusCode.NOT_FOUND and "partition" in details and "topic" not in details.split()[0:1]:
@@ -97,8 +101,6 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
         return errors.Unavailable(message)
     if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return errors.RpcError(message, code, retriable=True)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return errors.RpcError(message, code)
     cls = _ERROR_BY_STATUS.get(code)
     if cls is None:
         return errors.RpcError(message, code)

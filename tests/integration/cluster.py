@@ -44,9 +44,14 @@ class CatalogReader:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="catalog-reader", daemon=True)
         self._thread.start()
+        self._closed = False
+        self.watches: list[LeaseWatch] = []  # stopped by ``close``, before the loop they use
         self.catalog: Catalog = self._run(open_catalog(metadata_url, max_size=2))
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the catalog reader is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     def call(self, fn: Callable[[Catalog], Coroutine[Any, Any, T]], timeout_s: float = 30) -> T:
@@ -69,9 +74,12 @@ class CatalogReader:
         return self.call(lambda c: c.list_segments(topic, partition))
 
     def close(self) -> None:
+        for watch in self.watches:
+            watch.stop()
         try:
             self._run(self.catalog.close())
         finally:
+            self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()
@@ -188,6 +196,7 @@ class LeaseWatch:
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-watch", daemon=True)
+        reader.watches.append(self)
         self._thread.start()
 
     def _run(self) -> None:

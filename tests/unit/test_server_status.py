@@ -159,6 +159,26 @@ async def test_unspecified_acks_use_the_default_and_draining_refuses_produce() -
         await server.stop(grace_s=1)
 
 
+@pytest.mark.parametrize("owner", ["10.0.0.2:50051", None])
+async def test_the_client_sees_not_leader_as_retriable_with_or_without_an_owner(owner: str | None) -> None:
+    """No live owner yet (a handover or failover in progress) is still NotLeader, which a retrying
+    producer waits out, not a final error."""
+    from streamhouse.client import Client
+
+    broker = FakeBroker()
+    await broker.create_topic("t", 1)
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen)
+    try:
+        with Client(listen, retries=0) as client:
+            broker.fail_next = errors.NotLeader("t-0 has no owner right now", owner_address=owner)
+            with pytest.raises(errors.NotLeader) as ei:
+                await asyncio.to_thread(client.list_offsets, "t", 0)
+            assert ei.value.retriable and ei.value.owner_address == owner
+    finally:
+        await server.stop(grace_s=1)
+
+
 async def test_list_agents_over_the_wire_keeps_unknowns_unknown() -> None:
     from streamhouse.client import Client
 
