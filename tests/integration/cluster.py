@@ -192,6 +192,7 @@ class LeaseWatch:
         self.interval_s = interval_s
         self.holders: dict[tuple[str, int, int], set[tuple[str, str]]] = collections.defaultdict(set)
         self.first_seen: dict[tuple[str, int, int], Lease] = {}
+        self.first_seen_at: dict[tuple[str, int, int], float] = {}  # time.monotonic() of that sample
         self.last_seen: dict[tuple[str, int, int], Lease] = {}
         self.samples = 0
         self._stop = threading.Event()
@@ -209,7 +210,9 @@ class LeaseWatch:
             for le in leases:
                 key = (le.topic, le.partition, le.epoch)
                 self.holders[key].add((le.agent_id, le.incarnation))
-                self.first_seen.setdefault(key, le)
+                if key not in self.first_seen:
+                    self.first_seen[key] = le
+                    self.first_seen_at[key] = time.monotonic()
                 self.last_seen[key] = le
             self.samples += 1
             time.sleep(self.interval_s)
@@ -217,6 +220,22 @@ class LeaseWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(15)
+
+    def agents_at(self, topic: str, partition: int, epoch: int) -> set[str]:
+        """The agent ids seen holding ``epoch`` of the partition."""
+        return {agent for agent, _incarnation in self.holders.get((topic, partition, epoch), ())}
+
+    def moved_at(self, topic: str, partition: int, victim: str, since: float) -> float | None:
+        """When (``time.monotonic()``) a sample first showed the partition under another agent than
+        ``victim`` at an epoch first seen after ``since``; None if none has yet."""
+        return min(
+            (
+                at
+                for (t, p, epoch), at in list(self.first_seen_at.items())
+                if (t, p) == (topic, partition) and at >= since and victim not in self.agents_at(t, p, epoch)
+            ),
+            default=None,
+        )
 
     def split_brains(self) -> dict[tuple[str, int, int], set[tuple[str, str]]]:
         """Epochs seen held by more than one process (must be none)."""

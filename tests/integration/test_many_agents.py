@@ -51,9 +51,14 @@ LEASES = {"lease_ttl_ms": TTL_MS, "lease_renew_interval_ms": RENEW_MS, "segment_
 TOPIC = "orders"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+def cli(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "streamhouse", *args], capture_output=True, env=env(), timeout=60, check=False
+        [sys.executable, "-m", "streamhouse", *args],
+        input=input,
+        capture_output=True,
+        env=env(),
+        timeout=60,
+        check=False,
     )
 
 
@@ -108,7 +113,13 @@ def balanced(cluster: Cluster, reader: CatalogReader, agents: list[str], partiti
 
 
 def moved_away(
-    cluster: Cluster, reader: CatalogReader, victim: str, partitions: list[int], started: float, what: str
+    cluster: Cluster,
+    reader: CatalogReader,
+    victim: str,
+    partitions: list[int],
+    started: float,
+    what: str,
+    watch: LeaseWatch | None = None,
 ) -> float:
     took = wait_until(
         f"partitions {partitions} of {victim} owned by another agent",
@@ -119,8 +130,17 @@ def moved_away(
         cluster,
         state=lambda: {p: reader.live_leases(TOPIC).get(p) for p in partitions},
     )
-    elapsed = time.monotonic() - started
-    print(f"{what}: {len(partitions)} partitions of {victim} owned again {elapsed * 1000:.0f}ms after it")
+    if watch is not None:
+        # When the lease watch first saw each partition under a new owner, not when this poll noticed.
+        wait_until(
+            "the lease watch to sample the new owners",
+            lambda: all(watch.moved_at(TOPIC, p, victim, started) is not None for p in partitions),
+            10,
+        )
+        elapsed = max(watch.moved_at(TOPIC, p, victim, started) or 0.0 for p in partitions) - started
+    else:
+        elapsed = time.monotonic() - started
+    print(f"{what}: {len(partitions)} partitions of {victim} owned again within {elapsed * 1000:.0f}ms")
     return took
 
 
@@ -180,7 +200,7 @@ def test_sigkill_of_an_owner_moves_its_partitions_and_loses_no_acknowledged_reco
         before = {p: reader.live_leases(TOPIC)[p] for p in victims}
         killed = time.monotonic()
         cluster.members["a2"].proc.kill()
-        moved_away(cluster, reader, "a2", victims, killed, "SIGKILL")
+        moved_away(cluster, reader, "a2", victims, killed, "SIGKILL", watch)
         after = reader.live_leases(TOPIC)
         for p in victims:
             # On the catalog's clock: the new owner took the lease only once the old one had expired.
@@ -230,7 +250,7 @@ def test_sigterm_hands_partitions_over_and_a_retrying_producer_sees_no_error(
         while cluster.members["a2"].proc.alive() or time.monotonic() - started < 2:
             send(12)
             time.sleep(0.02)
-        moved_away(cluster, reader, "a2", victims, started, "SIGTERM")
+        moved_away(cluster, reader, "a2", victims, started, "SIGTERM", watch)
         assert cluster.members["a2"].proc.proc.returncode == 0  # type: ignore[union-attr]
         send(240)
         assert producer.flush(120)
@@ -320,7 +340,7 @@ def test_an_owner_frozen_past_its_lease_is_fenced_when_it_resumes(
                     lambda p=p, v=value, a=acks: raw_produce(frozen.server, TOPIC, p, v, a, 60)
                 )
                 pending.append((p, acks, fut))
-        moved_away(cluster, reader, "a2", victims, stopped, "SIGSTOP")
+        moved_away(cluster, reader, "a2", victims, stopped, "SIGSTOP", watch)
         load.wait_progress(victims, 5, cluster=cluster)
         time.sleep(1.5)  # past the failover grace: the new owners have written past what a2 acknowledged
         os.kill(frozen.proc.pid, signal.SIGCONT)
@@ -351,16 +371,24 @@ def test_an_owner_frozen_past_its_lease_is_fenced_when_it_resumes(
         if "StaleEpoch" in line or "lease" in line.lower()
     ]
     print("the resumed agent's log on its leases:\n" + "\n".join(resumed_log[-10:]))
-    # A wal acknowledgement of the frozen owner reads back at its offset, or its loss was said at ERROR.
-    logs = cluster.logs()
+    # A wal acknowledgement the frozen owner made just before the freeze reads back at its offset, or the
+    # agent that took the partition over says at ERROR that it is lost (never silent).
+    silent = []
     for p, offset in wal_acked.items():
         assert isinstance(offset, int), (p, offset)
         records = {r.offset: r.value for r in read_partition(client, TOPIC, p)}
-        if records.get(offset) != f"{p}:wal-acked".encode():
-            assert any("ERROR" in line and f"{TOPIC}-{p}" in line for line in logs.splitlines()), (
-                f"{TOPIC}-{p}: the wal ack at offset {offset} was lost without an ERROR naming it"
-            )
-            print(f"  {TOPIC}-{p}: wal ack at {offset} lost, said at ERROR")
+        if records.get(offset) == f"{p}:wal-acked".encode():
+            continue
+        (successor,) = watch.agents_at(TOPIC, p, epochs_before[p] + 1)
+        said = [
+            line
+            for line in cluster.members[successor].proc.log_tail(50_000).splitlines()
+            if " ERROR " in line and f"{TOPIC}-{p}" in line
+        ]
+        print(f"  {TOPIC}-{p}: wal ack at {offset} not read back; {successor} said: {said}")
+        if not said:
+            silent.append((p, offset, successor))
+    assert not silent, f"wal acks lost without an ERROR from the new owner: {silent}"
     client.close()
 
 
@@ -428,7 +456,7 @@ def test_more_partitions_than_the_agents_may_own_is_said_at_creation_and_in_ever
     unowned = sorted(set(range(6)) - set(reader.live_leases(TOPIC)))
     assert len(unowned) == 2
     for p in unowned:
-        r = cli("produce", TOPIC, "--partition", str(p), "--server", server, "--acks", "wal")
+        r = cli("produce", TOPIC, "--partition", str(p), "--server", server, "--acks", "wal", input=b"x\n")
         message = r.stderr.decode()
         assert r.returncode == 1 and "max_partitions_per_agent" in message, message
         with (
@@ -450,13 +478,15 @@ def test_a_second_agent_with_the_same_data_directory_or_id_refuses_to_start(
         load.wait_progress(range(4), 5, cluster=cluster)
         same_dir = cluster.spawn("b0", data_dir=first.data_dir)
         same_id = cluster.spawn("a0")
+        refusals = []
         for member, says in ((same_dir, str(first.data_dir)), (same_id, first.server)):
             assert member.proc.proc is not None
             rc = member.proc.proc.wait(60)
-            text = member.proc.log_tail()
-            print(f"second agent exited {rc}: {text.strip().splitlines()[-1:]}")
-            assert rc == 2, text
-            assert says in text, text
+            text = member.proc.log_tail().strip()
+            print(f"second agent exited {rc}: {text.splitlines()[-1:]}")
+            refusals.append((rc, says in text, text))
+        # Exit 2, as for an address in use: a start-up refusal the operator fixes in the configuration.
+        assert [(rc, named) for rc, named, _text in refusals] == [(2, True), (2, True)], refusals
         assert first.proc.alive()
         load.wait_progress(range(4), 5, cluster=cluster)
         # kill -9: the same id on another data directory starts once the dead one's heartbeat is stale.
@@ -533,7 +563,7 @@ def test_an_owner_cut_off_from_postgresql_is_fenced_while_clients_still_reach_it
                 load.wait_progress(range(12), 5, cluster=cluster)
                 lab.cut(3, SERVICE_A)
                 cut = time.monotonic()
-                moved_away(cluster, reader, "a2", victims, cut, "PostgreSQL cut off")
+                moved_away(cluster, reader, "a2", victims, cut, "PostgreSQL cut off", watch)
                 # Clients still reach the cut-off agent: it refuses, naming no stale self as the owner.
                 refused = {
                     (p, acks): raw_produce(members[2].server, TOPIC, p, f"{p}:cut:{acks}".encode(), acks, 10)
