@@ -88,11 +88,16 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
     md = dict(exc.trailing_metadata() or ())
     message = f"{what}: {code.name}: {details}"
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        # NotLeader, with the owner's address when there is a live owner; without one (a handover or a
-        # failover in progress) it is still retriable: an agent takes the partition within a renewal.
-        return errors.NotLeader(
+        # NotLeader, with the owner's address when there is a live owner. Without one, a handover or a
+        # failover is in progress and an agent takes the partition within a renewal interval: retriable.
+        # Unless the live agents may not own it at all (the agent's message names the knob that limits
+        # them): nothing changes until an operator adds agents or raises it, so waiting cannot help.
+        refusal = errors.NotLeader(
             message, owner_address=str(md["owner-address"]) if "owner-address" in md else None
         )
+        if refusal.owner_address is None and "max_partitions_per_agent" in details:
+            refusal.retriable = False
+        return refusal
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.ResourceExhausted(message, retry_after_ms=int(md.get("retry-after-ms", 1000)))
     if code == grpc.StatusCode.NOT_FOUND and "partition" in details and "topic" not in details.split()[0:1]:

@@ -159,10 +159,19 @@ async def test_unspecified_acks_use_the_default_and_draining_refuses_produce() -
         await server.stop(grace_s=1)
 
 
-@pytest.mark.parametrize("owner", ["10.0.0.2:50051", None])
-async def test_the_client_sees_not_leader_as_retriable_with_or_without_an_owner(owner: str | None) -> None:
+@pytest.mark.parametrize(
+    ("owner", "message", "retriable"),
+    [
+        ("10.0.0.2:50051", "t-0 is not owned by this agent", True),
+        (None, "t-0 has no owner right now: an agent takes it over within a renewal interval", True),
+        (None, "t-0 has no owner right now: 2 partitions exceed 2 x max_partitions_per_agent=1", False),
+    ],
+)
+async def test_the_client_sees_not_leader_with_or_without_an_owner(
+    owner: str | None, message: str, retriable: bool
+) -> None:
     """No live owner yet (a handover or failover in progress) is still NotLeader, which a retrying
-    producer waits out, not a final error."""
+    producer waits out; a partition the live agents may not own at all is final (waiting cannot help)."""
     from streamhouse.client import Client
 
     broker = FakeBroker()
@@ -171,10 +180,10 @@ async def test_the_client_sees_not_leader_as_retriable_with_or_without_an_owner(
     server = await GrpcServer.start(broker, listen=listen)
     try:
         with Client(listen, retries=0) as client:
-            broker.fail_next = errors.NotLeader("t-0 has no owner right now", owner_address=owner)
+            broker.fail_next = errors.NotLeader(message, owner_address=owner)
             with pytest.raises(errors.NotLeader) as ei:
                 await asyncio.to_thread(client.list_offsets, "t", 0)
-            assert ei.value.retriable and ei.value.owner_address == owner
+            assert (ei.value.retriable, ei.value.owner_address) == (retriable, owner)
     finally:
         await server.stop(grace_s=1)
 
