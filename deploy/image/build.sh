@@ -99,6 +99,13 @@ image() {
   buildah bud --isolation chroot --layers=false --pull-never -f "$ROOT/deploy/Dockerfile" \
     --build-arg PYTHON_BASE="$BASE_IMAGE" --build-arg WHEELS=prebuilt --build-arg PIP_NO_INDEX=1 \
     -t "$IMAGE" "$context" >&2
+  # What buildah leaves of the stage that only carries wheels/: its untagged image, and a working
+  # container on it.
+  local stage
+  for stage in $("${PODMAN[@]}" images --quiet --filter label=dev.streamhouse.stage=wheels); do
+    buildah containers --quiet --filter ancestor="$stage" | xargs --no-run-if-empty buildah rm >/dev/null
+  done
+  "${PODMAN[@]}" image prune --force --filter label=dev.streamhouse.stage=wheels >/dev/null
   echo "$IMAGE"
 }
 
