@@ -49,7 +49,7 @@ EXIT_USAGE = 2
 def package_version() -> str:
     """The installed distribution's version, else the package's ``__version__`` (a source checkout)."""
     try:
-        return importlib.metadata.version("streamhouse")
+        return importlib.metadata.version("streamhouse-agent")
     except importlib.metadata.PackageNotFoundError:
         from streamhouse import __version__
 

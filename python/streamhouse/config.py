@@ -102,6 +102,25 @@ def _default_agent_id() -> str:
     return socket.gethostname() or "streamhouse-agent"
 
 
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "0:0:0:0:0:0:0:0"})
+
+
+def _default_advertised_address(listen: str) -> str:
+    """The listen address, unless it is a wildcard: nobody can connect to 0.0.0.0, so then the host name
+    (a pod's, a container's) with the listen port."""
+    host, port = parse_host_port(listen)
+    if host not in _WILDCARD_HOSTS:
+        return listen
+    name = socket.gethostname()
+    if not name:
+        raise ConfigError(
+            f"listen is {listen} (every interface) and this machine has no host name: set "
+            "advertised_address (STREAMHOUSE_ADVERTISED_ADDRESS, --advertised-address) to an address "
+            "clients can reach"
+        )
+    return f"{name}:{port}"
+
+
 KNOBS: tuple[Knob, ...] = (
     # -- where things live --
     Knob(
@@ -142,7 +161,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "advertised_address",
         "",
-        "Address other agents and clients use to reach this agent; empty for the listen address.",
+        "Address HOST:PORT other agents and clients use to reach this agent; empty for the listen "
+        "address, or the host name and the listen port when listening on every interface (`0.0.0.0`, "
+        "`::`). In a StatefulSet give the pod's stable DNS name.",
+        check=lambda v: _address(v) if v else None,
         group="network",
     ),
     Knob(
@@ -601,7 +623,7 @@ class Config:
         if not values["agent_id"]:
             values["agent_id"] = _default_agent_id()
         if not values["advertised_address"]:
-            values["advertised_address"] = values["listen"]
+            values["advertised_address"] = _default_advertised_address(values["listen"])
         if values["wal_file_size"] > values["wal_max_size"]:
             raise ConfigError(
                 f"wal_file_size ({format_size(values['wal_file_size'])}) must not exceed wal_max_size "

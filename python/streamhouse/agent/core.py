@@ -689,8 +689,8 @@ class Agent:
         return writer
 
     async def _lease_loop(self) -> None:
-        """Every ``lease_renew_interval_ms``: heartbeat (which proves this process still holds the agent's
-        identity), renew every lease, then the housekeeping and the balance. While draining (stop), only
+        """Every ``lease_renew_interval_ms``: renew every lease, heartbeat (which proves this process still
+        holds the agent's identity), then the housekeeping and the balance. While draining (stop), only
         the renewal."""
         interval = self.config.lease_renew_interval_ms / 1000
         while True:
@@ -699,9 +699,11 @@ class Agent:
                 if self._draining:
                     await self._renew_leases()
                     continue
+                # Renew first: with the embedded catalog's volume full, a renewal failure is the one that
+                # decides to keep the leases (nobody can take them), and the heartbeat fails too.
+                await self._renew_leases()
                 if not await self._heartbeat():
                     return
-                await self._renew_leases()
                 await self._sweep_wals()
                 await self._sweep_foreign_wals()
                 await self._balance()
