@@ -306,6 +306,9 @@ def cmd_agent(
     except errors.ConfigError as exc:
         print(f"streamhouse agent: configuration error: {config_error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except errors.AgentIdentityInUse as exc:  # another agent has this data directory or id: fix the flags
+        print(f"streamhouse agent: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except errors.StreamhouseError as exc:
         print(f"streamhouse agent: {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILED

@@ -592,6 +592,24 @@ async def test_renewal_records_the_acknowledged_offset_and_a_new_holder_starts_a
     assert {le.partition: le.acked_offset for le in await catalog.list_leases()} == {0: 0, 1: 4}
 
 
+async def test_report_acked_records_only_under_this_process_live_lease_and_never_lowers(
+    catalog: Catalog,
+) -> None:
+    await catalog.create_topic("t", 2)
+    await catalog.register_agent("a", "h:1", incarnation="i")
+    short = await catalog.acquire_lease("t", 0, "a", SHORT_TTL_MS, incarnation="i")
+    assert short is not None and await catalog.acquire_lease("t", 1, "a", LONG_TTL_MS, incarnation="i")
+    assert await catalog.report_acked("a", "i", [("t", 0, 1, 9), ("t", 1, 1, 3)]) == [True, True]
+    assert await catalog.report_acked("a", "i", [("t", 1, 1, 2)]) == [True]  # never lowers
+    assert await catalog.report_acked("a", "other", [("t", 1, 1, 50)]) == [False]  # not this process
+    assert await catalog.report_acked("a", "i", [("t", 1, 7, 50)]) == [False]  # not this epoch
+    await wait_expired(catalog, short)
+    assert await catalog.report_acked("a", "i", [("t", 0, 1, 20)]) == [False]  # lapsed: too late
+    assert {le.partition: le.acked_offset for le in await catalog.list_leases()} == {0: 9, 1: 3}
+    with pytest.raises(InvalidArgument):
+        await catalog.report_acked("a", "i", [("t", 0, 1)])  # type: ignore[list-item]
+
+
 async def test_heartbeat_of_a_replaced_incarnation_or_a_missing_agent_is_refused(catalog: Catalog) -> None:
     await catalog.register_agent("agent-a", "h:1", incarnation="one")
     await catalog.heartbeat("agent-a", "one")

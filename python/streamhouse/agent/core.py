@@ -39,6 +39,7 @@ from streamhouse.agent.collector import GcResult, collect_garbage, format_durati
 from streamhouse.agent.compaction import CompactionSettings, Compactor
 from streamhouse.agent.flush import Flusher
 from streamhouse.agent.leases import (
+    AckReporter,
     Candidate,
     DataDirLock,
     Waiting,
@@ -178,6 +179,7 @@ class Agent:
         self.agent_id: str = config.agent_id
         self.incarnation = new_incarnation()  # this process: leases taken now carry it
         self.dir_lock: DataDirLock | None = None
+        self.ack_reporter = AckReporter(catalog, self.agent_id, self.incarnation)
         # Set when this process must stop (its identity was taken over): the CLI exits on it.
         self.fatal = asyncio.Event()
         self.fatal_reason = ""
@@ -678,6 +680,7 @@ class Agent:
             with contextlib.suppress(StreamhouseError):
                 await self.catalog.release_lease(key[0], key[1], self.agent_id, epoch)
             return None
+        writer.report_ack = self.ack_reporter.report
         self._writers[key] = writer
         # When the request that took (or last renewed) the lease was sent: the lease is proven from then.
         proven = (

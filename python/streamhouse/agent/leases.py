@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamhouse.catalog.base import AgentInfo, Catalog, Lease, PartitionState
-from streamhouse.errors import AgentIdentityInUse
+from streamhouse.errors import AgentIdentityInUse, CatalogUnavailable, NotLeader, StreamhouseError
 from streamhouse.logs import get_logger
 
 log = get_logger(__name__)
@@ -152,6 +152,62 @@ def _same_place(row: AgentInfo, metadata: Mapping[str, str]) -> bool:
     )
 
 
+class AckReporter:
+    """Records acks=wal offsets in the catalog before they are acknowledged (``Catalog.report_acked``), so
+    that an agent taking a partition over knows exactly what its lost owner acknowledged and did not
+    commit. Concurrent reports (of every partition) share one transaction: one catalog round trip per
+    group of acknowledgements, like the WAL's group commit."""
+
+    def __init__(self, catalog: Catalog, agent_id: str, incarnation: str) -> None:
+        self.catalog = catalog
+        self.agent_id = agent_id
+        self.incarnation = incarnation
+        self._pending: dict[tuple[str, int], tuple[int, int, list[asyncio.Future[None]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def report(self, topic: str, partition: int, epoch: int, offset: int) -> None:
+        """Return once the catalog holds ``acked_offset >= offset`` under this process's live lease at
+        ``epoch``; NotLeader if it does not hold one, CatalogUnavailable if the catalog did not answer."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        key = (topic, partition)
+        known = self._pending.get(key)
+        if known is not None and known[0] == epoch:
+            known[2].append(fut)
+            self._pending[key] = (epoch, max(known[1], offset), known[2])
+        else:
+            self._pending[key] = (epoch, offset, [fut])
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="wal ack reports")
+        await fut
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            entries = [(k[0], k[1], epoch, offset) for k, (epoch, offset, _f) in batch.items()]
+            try:
+                results = await self.catalog.report_acked(self.agent_id, self.incarnation, entries)
+            except Exception as exc:
+                error = exc if isinstance(exc, StreamhouseError) else CatalogUnavailable(f"{exc!r}")
+                for _e, _o, futures in batch.values():
+                    for f in futures:
+                        if not f.done():
+                            f.set_exception(error)
+                continue
+            for (key, (epoch, _o, futures)), recorded in zip(batch.items(), results, strict=True):
+                for f in futures:
+                    if f.done():
+                        continue
+                    if recorded:
+                        f.set_result(None)
+                    else:
+                        f.set_exception(
+                            NotLeader(
+                                f"{key[0]}-{key[1]}: the lease at epoch {epoch} is not this agent's any "
+                                "more; the records are not acknowledged (retry)"
+                            )
+                        )
+
+
 def fair_share(partitions: int, live_agents: int, max_per_agent: int) -> int:
     """The most partitions one of ``live_agents`` should own: an even split, rounded up, capped by
     ``max_partitions_per_agent``."""
@@ -247,6 +303,7 @@ def capacity_note(partitions: int, live_agents: int, max_per_agent: int) -> str 
 
 
 __all__ = [
+    "AckReporter",
     "Candidate",
     "DataDirLock",
     "Plan",

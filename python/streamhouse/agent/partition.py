@@ -37,6 +37,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,8 @@ class PartitionWriter:
         # Monotonic time until which this agent can prove its lease (set by the lease loop from each
         # successful renewal: when it was sent + ttl - safety margin). Produce is refused after it.
         self.lease_valid_until = float("inf")
+        # Set by the agent: records an acks=wal offset in the catalog before it is acknowledged.
+        self.report_ack: Callable[[str, int, int, int], Awaitable[None]] | None = None
 
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._data_event = asyncio.Event()
@@ -548,6 +551,9 @@ class PartitionWriter:
                 self.fence(exc)
                 raise
         if acks == "wal":
+            if self.report_ack is not None and end > self.acked_offset:
+                # The catalog learns of the acknowledgement first: a new owner will know it (coordination).
+                await self.report_ack(self.topic, self.partition, self.epoch, int(end))
             self.acked_offset = max(self.acked_offset, int(end))
         elif acks == "durable":
             await self._wait_committed(base, end)

@@ -190,6 +190,28 @@ def check_acked_offsets(acked: object, n: int) -> list[int]:
     return [check_int("acked offset", a) for a in acked]
 
 
+def check_acked_entries(entries: object) -> list[tuple[str, int, int, int]]:
+    """A list of ``(topic, partition, epoch, acked_offset)``, each checked."""
+    if not isinstance(entries, (list, tuple)):
+        raise InvalidArgumentType(f"entries must be a list of tuples, not {type(entries).__name__}")
+    out = []
+    for item in entries:
+        if not isinstance(item, tuple) or len(item) != 4:
+            raise InvalidArgumentType(
+                f"each entry must be (topic, partition, epoch, acked_offset), not {item!r}"
+            )
+        topic, partition, epoch, acked = item
+        out.append(
+            (
+                check_topic_name(topic),
+                check_partition(partition),
+                check_int("epoch", epoch),
+                check_int("acked offset", acked),
+            )
+        )
+    return out
+
+
 def truncate_stale_message(topic: str, partition: int, expected: int, current: int) -> str:
     return (
         f"cannot apply retention to {topic}[{partition}]: its leader epoch is {current}, not {expected} "

@@ -257,6 +257,15 @@ class Catalog(abc.ABC):
         leases (see ``Lease.acked_offset``)."""
 
     @abc.abstractmethod
+    async def report_acked(
+        self, agent_id: str, incarnation: str, entries: Sequence[tuple[str, int, int, int]]
+    ) -> list[bool]:
+        """Record, for each ``(topic, partition, epoch, acked_offset)``, that the holder has acknowledged
+        acks=wal records below ``acked_offset`` (never lowering it), in one transaction. Per entry, False if
+        this process does not hold a live lease at that epoch (then nothing is recorded for it): the agent
+        must not acknowledge those records."""
+
+    @abc.abstractmethod
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:
         """Give up our lease now (expires it) so a peer can take over without waiting."""
 

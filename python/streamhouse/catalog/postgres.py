@@ -555,7 +555,8 @@ class PostgresCatalog(Catalog):
                     out.append(LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, None, 0)))
                     continue
                 updated = await conn.fetchval(
-                    "UPDATE partition_leases SET expires_at = $1, acked_offset = $7 WHERE topic = $2 "
+                    "UPDATE partition_leases SET expires_at = $1, acked_offset = GREATEST(acked_offset, $7) "
+                    "WHERE topic = $2 "
                     "AND partition = $3 AND agent_id = $4 AND epoch = $5 AND expires_at > $6 "
                     "AND incarnation = $8 RETURNING expires_at",
                     now + ttl_ms,
@@ -580,6 +581,29 @@ class PostgresCatalog(Catalog):
                 out.append(
                     LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now, incarnation))
                 )
+        return out
+
+    async def report_acked(
+        self, agent_id: str, incarnation: str, entries: Sequence[tuple[str, int, int, int]]
+    ) -> list[bool]:
+        v.check_agent_id(agent_id)
+        v.check_incarnation(incarnation)
+        checked = v.check_acked_entries(entries)
+        out: list[bool] = []
+        async with self._conn(transaction=True) as conn:
+            for topic, partition, epoch, acked in checked:
+                status = await conn.execute(
+                    "UPDATE partition_leases SET acked_offset = GREATEST(acked_offset, $1) WHERE topic = $2 "
+                    "AND partition = $3 AND agent_id = $4 AND incarnation = $5 AND epoch = $6 "
+                    f"AND expires_at > {NOW_MS}",
+                    acked,
+                    topic,
+                    partition,
+                    agent_id,
+                    incarnation,
+                    epoch,
+                )
+                out.append(status == "UPDATE 1")
         return out
 
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:

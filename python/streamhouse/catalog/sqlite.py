@@ -587,7 +587,8 @@ class SqliteCatalog(Catalog):
                 now = self._now()
                 for (topic, partition, epoch), acked_offset in zip(wanted, acked, strict=True):
                     n = conn.execute(
-                        "UPDATE partition_leases SET expires_at = ?, acked_offset = ? WHERE topic = ? "
+                        "UPDATE partition_leases SET expires_at = ?, acked_offset = MAX(acked_offset, ?) "
+                        "WHERE topic = ? "
                         "AND partition = ? AND agent_id = ? AND incarnation = ? AND epoch = ? "
                         "AND expires_at > ?",
                         (now + ttl_ms, acked_offset, topic, partition, agent_id, incarnation, epoch, now),
@@ -607,6 +608,29 @@ class SqliteCatalog(Catalog):
                         )
                     )
             return out
+
+        return await self._run(q)
+
+    async def report_acked(
+        self, agent_id: str, incarnation: str, entries: Sequence[tuple[str, int, int, int]]
+    ) -> list[bool]:
+        v.check_agent_id(agent_id)
+        v.check_incarnation(incarnation)
+        checked = v.check_acked_entries(entries)
+
+        def q(conn: sqlite3.Connection) -> list[bool]:
+            with _write(conn):
+                now = self._now()
+                return [
+                    conn.execute(
+                        "UPDATE partition_leases SET acked_offset = MAX(acked_offset, ?) WHERE topic = ? "
+                        "AND partition = ? AND agent_id = ? AND incarnation = ? AND epoch = ? "
+                        "AND expires_at > ?",
+                        (acked, topic, partition, agent_id, incarnation, epoch, now),
+                    ).rowcount
+                    == 1
+                    for topic, partition, epoch, acked in checked
+                ]
 
         return await self._run(q)
 
