@@ -214,6 +214,8 @@ async def serve_agent(
     check_listen(cfg.listen, "listen")
     if cfg.metrics_listen:
         check_listen(cfg.metrics_listen, "metrics_listen")
+    if cfg.schema_registry_listen:
+        check_listen(cfg.schema_registry_listen, "schema_registry_listen")
     try:
         agent = await Agent.start(cfg, object_store=object_store)
     except OSError as exc:
@@ -243,6 +245,9 @@ async def serve_agent(
     bound = getattr(agent, "metrics_address", None)
     metrics_at = f"{bound[0]}:{bound[1]}" if bound else cfg.metrics_listen
     metrics = f"metrics http://{metrics_at}/metrics" if cfg.metrics_listen else "metrics disabled"
+    registry_at = getattr(getattr(agent, "schemas", None), "address", None)
+    if registry_at:
+        metrics += f", schema registry http://{registry_at[0]}:{registry_at[1]}"
     log.info(
         "StreamHouse agent %s listening on %s:%d (gRPC), %s; %s",
         cfg.agent_id,
@@ -468,6 +473,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
             if args.count is not None
             else _stdin_batches(args.batch_size, args.batch_bytes, args.linger_ms / 1000)
         )
+        from streamhouse.schemas import cli as schema_cli
+
+        batches = schema_cli.encode_batches(args, batches)  # --value-schema: JSON lines to Avro
         failures: list[BaseException] = []
         sent_bytes = 0
         sent_records = 0
@@ -767,6 +775,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"streamhouse consume: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from streamhouse.schemas import cli as schema_cli
+
+    render = schema_cli.decoding_render(args, render)  # --decode: Avro values as JSON
     with _client(args) as client:
         topic = args.topic
         every = range(client.partitions_for(topic)) if args.partition is None else [args.partition]
@@ -1066,6 +1077,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON object per record; non-UTF-8 bytes as base64 in key_b64/value_b64",
     )
     consume.set_defaults(func=cmd_consume)
+
+    from streamhouse.schemas import (
+        cli as schema_cli,
+    )  # `schema ...`, produce --value-schema, consume --decode
+
+    schema_cli.add_produce_arguments(produce)
+    schema_cli.add_consume_arguments(consume)
+    schema_cli.add_parser(sub)
 
     wal = sub.add_parser("wal", help="verify, repair or dump write-ahead logs on this machine")
     wsub = wal.add_subparsers(
