@@ -55,6 +55,7 @@ def can_read(reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
     detail = "; ".join(sorted(result.messages))
     return [f"{kinds} at {where}" + (f" ({detail})" if detail else "")]
 
+
 def incompatibilities(level: str, new: ParsedSchema, existing: Sequence[ParsedSchema]) -> list[str]:
     """What makes ``new`` break ``level`` against ``existing`` (the subject's live versions, oldest
     first); an empty list means it may be registered."""

@@ -100,9 +100,12 @@ class SchemaRegistry:
         found = await self.store.schema(schema_id)
         if found is None:
             raise SchemaNotFound(f"Schema {schema_id} not found")
-        return self._remember(schema_id, found[1], found[0])
+        parsed = avro_schema.parse(found[1], found[0])
+        self.cache.put(("id", schema_id), parsed)
+        return parsed
 
     def _remember(self, schema_id: int, text: str, schema_type: str) -> ParsedSchema:
+        """The parsed schema of a version just read from the store, from the cache when it is there."""
         cached = self.cache.get(("id", schema_id))
         if cached is not None:
             return cached  # type: ignore[no-any-return]
@@ -217,7 +220,7 @@ class SchemaRegistry:
         before = await self.store.versions(subject, include_deleted=True)
         deleted = await self.store.delete_subject(subject, permanent)
         for v in before:
-            self.cache.discard(("member", subject, v.schema_id))
+            self._forget(subject, v.schema_id, permanent)
         return deleted
 
     async def delete_version(self, subject: str, version: object, permanent: bool = False) -> int:
@@ -227,8 +230,14 @@ class SchemaRegistry:
         deleted = await self.store.delete_version(subject, number, permanent)
         for v in before:
             if v.version == deleted:
-                self.cache.discard(("member", subject, v.schema_id))
+                self._forget(subject, v.schema_id, permanent)
         return deleted
+
+    def _forget(self, subject: str, schema_id: int, permanent: bool) -> None:
+        """Drop what this agent cached about a deleted version (other agents: within their TTL)."""
+        self.cache.discard(("member", subject, schema_id))
+        if permanent:  # the id may now be unused; the next lookup asks the store
+            self.cache.discard(("id", schema_id))
 
     # -- compatibility levels --
 
