@@ -1115,10 +1115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="benchmarks: `bench engine`, `bench produce` or `bench cost` [--quick] [--json] "
+        help="benchmarks: `bench engine`, `bench produce`, `bench cost` or `bench schema` [--quick] [--json] "
         "(`bench NAME --help` for the options)",
     )
-    bench.add_argument("bench", choices=("engine", "produce", "cost"), help="which benchmark")
+    bench.add_argument("bench", choices=("engine", "produce", "cost", "schema"), help="which benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
 

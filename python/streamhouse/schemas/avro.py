@@ -11,6 +11,7 @@ get the same id; the fingerprint (SHA-256 of the normalised text) is how the sto
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +38,6 @@ class ParsedSchema:
 
     def decode(self, body: bytes) -> Any:
         """Decode one Avro binary body (no framing) written with this schema; ValueError says why not."""
-        import io
-
         stream = io.BytesIO(body)
         try:
             value = fastavro.schemaless_reader(stream, self.fastavro, None)
@@ -53,8 +52,6 @@ class ParsedSchema:
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` (JSON-like Python data) as an Avro binary body; ValueError says why not."""
-        import io
-
         stream = io.BytesIO()
         try:
             fastavro.schemaless_writer(stream, self.fastavro, value, strict=True)

@@ -146,34 +146,38 @@ class ProduceValidator:
         records = self._decode_batch(batch)
         cache = self.registry.cache
         missing: dict[tuple[str, int], int] = {}
+        known: dict[tuple[str, int], ParsedSchema] = dict(resolved)  # looked up once per id per batch
+        decode_all = req.decode == "full"
+        decode_some = req.decode == "sample"
+        every = req.sample_every
         for index, record in enumerate(records):
             for role in req.roles:
                 data = record[3] if role == "value" else record[2]
                 if data is None:
                     return self._fail(missing, topic, partition, index, role, "the record has no key")
-                try:
-                    schema_id, body = wire.split(data)
-                except ValueError as exc:
-                    return self._fail(missing, topic, partition, index, role, str(exc))
-                schema = resolved.get((role, schema_id))
+                if len(data) < wire.HEADER_SIZE or data[0] != wire.MAGIC:
+                    try:
+                        wire.split(data)  # says what is wrong with the framing
+                    except ValueError as exc:
+                        return self._fail(missing, topic, partition, index, role, str(exc))
+                schema_id = int.from_bytes(data[1 : wire.HEADER_SIZE], "big")
+                key = (role, schema_id)
+                schema = known.get(key)
                 if schema is None:
+                    if key in missing:
+                        continue
                     if cache.get(("member", subjects[role], schema_id)) is not None:
                         schema = cache.get(("id", schema_id))
                     if schema is None:
-                        missing.setdefault((role, schema_id), index)
+                        missing[key] = index
                         continue
-                if req.decodes(index):
+                    known[key] = schema
+                if decode_all or (decode_some and index % every == 0):
                     try:
-                        schema.decode(body)
+                        schema.decode(data[wire.HEADER_SIZE :])
                     except ValueError as exc:
-                        return self._fail(
-                            missing,
-                            topic,
-                            partition,
-                            index,
-                            role,
-                            f"body does not match schema id {schema_id}: {exc}",
-                        )
+                        reason = f"body does not match schema id {schema_id}: {exc}"
+                        return self._fail(missing, topic, partition, index, role, reason)
         return _Missing(missing) if missing else None
 
     @staticmethod
