@@ -147,3 +147,14 @@ def test_agent_refuses_a_taken_or_malformed_registry_address(tmp_path: Path) -> 
     r = sh("agent", *data, "--schema-registry-listen", "nowhere", timeout=60)
     assert r.returncode == 2 and "schema_registry_listen" in one_error_line(r, "agent")
     assert not (tmp_path / "d" / "catalog.sqlite3").exists()  # refused before anything was created
+
+
+def test_bench_schema_reports_every_mode_against_no_schema() -> None:
+    r = sh("bench", "schema", "--quick", "--json", timeout=180)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    rows = {row["mode"]: row for row in out["end_to_end"]}
+    assert list(rows) == ["no schema", "none", "sample", "full"]
+    assert rows["no schema"]["ratio_to_no_schema"] == 1.0
+    assert all(row["records_per_s"] > 0 and row["records"] == 20_000 for row in rows.values())
+    assert [c["mode"] for c in out["check_alone"]] == ["none", "sample", "full", "decode_batch alone"]
