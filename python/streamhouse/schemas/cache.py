@@ -90,12 +90,14 @@ class SchemaCache:
         """Store ``value`` for ``ttl_s`` seconds; beyond the bound the least recently used entry goes."""
         now = self._clock()
         with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+            else:  # room first, so that not even a reader without the lock sees more than the bound
+                self._drop_expired_head(now)
+                while len(self._entries) >= self.max_entries:
+                    self._entries.popitem(last=False)
+                    self.evictions += 1
             self._entries[key] = (now + self.ttl_s, value)
-            self._entries.move_to_end(key)
-            self._drop_expired_head(now)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-                self.evictions += 1
             count = len(self._entries)
         if self._on_change is not None:
             self._on_change(count)
