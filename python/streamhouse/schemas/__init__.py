@@ -12,9 +12,44 @@ The client side is importable from here without pulling in the agent's parts.
 
 from __future__ import annotations
 
-from .avro import ParsedSchema, parse
-from .cache import SchemaCache
-from .client import RegistryClient
-from .wire import frame, split
+import importlib
+from typing import TYPE_CHECKING, Any, Final
 
-__all__ = ["ParsedSchema", "RegistryClient", "SchemaCache", "frame", "parse", "split"]
+DEFAULT_URL: Final = "http://127.0.0.1:8081"
+URL_ENV: Final = "STREAMHOUSE_SCHEMA_REGISTRY"
+
+if TYPE_CHECKING:
+    from .avro import ParsedSchema, parse
+    from .cache import SchemaCache
+    from .client import RegistryClient
+    from .wire import frame, split
+
+# Imported on first use: fastavro and Apache Avro take a quarter of a second to import, which every
+# `streamhouse` command would pay because its parser knows the schema options.
+_LAZY: Final = {
+    "ParsedSchema": "avro",
+    "parse": "avro",
+    "SchemaCache": "cache",
+    "RegistryClient": "client",
+    "frame": "wire",
+    "split": "wire",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+__all__ = [
+    "DEFAULT_URL",
+    "URL_ENV",
+    "ParsedSchema",
+    "RegistryClient",
+    "SchemaCache",
+    "frame",
+    "parse",
+    "split",
+]

@@ -15,10 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from streamhouse import errors
 
-from .client import URL_ENV, RegistryClient
+from . import URL_ENV
 
 if TYPE_CHECKING:
     from streamhouse.client import Record
+
+    from .client import RegistryClient
+
+
+def _registry(url: str | None) -> RegistryClient:
+    from .client import RegistryClient  # fastavro and Avro load only when a schema command runs
+
+    return RegistryClient(url)
+
 
 _URL_HELP = f"the schema registry's URL [env {URL_ENV}; default: http://127.0.0.1:8081]"
 
@@ -94,7 +103,7 @@ def _print(obj: object) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    registry = RegistryClient(args.schema_registry)
+    registry = _registry(args.schema_registry)
     action = args.schema_command
     if action == "register":
         schema_id = registry.register(args.subject, _read(args.file))
@@ -134,7 +143,7 @@ def encode_batches(args: argparse.Namespace, batches: Iterator[list[bytes]]) -> 
         raise errors.InvalidArgument(
             "--value-schema encodes JSON lines from stdin; it does not go with --count"
         )
-    registry = RegistryClient(args.schema_registry)
+    registry = _registry(args.schema_registry)
     text = _read(args.value_schema)
     subject = f"{args.topic}-value"
     schema_id = registry.register(subject, text)
@@ -175,7 +184,7 @@ def decoding_render(args: argparse.Namespace, render: Callable[[Record], bytes])
     """``render`` with each value decoded to JSON first (``--decode``); unchanged without it."""
     if not getattr(args, "decode", False):
         return render
-    registry = RegistryClient(args.schema_registry)
+    registry = _registry(args.schema_registry)
 
     def decoded(value: bytes) -> Any:
         try:

@@ -23,13 +23,11 @@ from typing import Any, Final
 
 from streamhouse import errors
 
+from . import DEFAULT_URL, URL_ENV, wire
 from . import avro as avro_schema
-from . import wire
 from .avro import ParsedSchema
 from .cache import DEFAULT_MAX_ENTRIES, DEFAULT_TTL_S, SchemaCache
 
-DEFAULT_URL: Final = "http://127.0.0.1:8081"
-URL_ENV: Final = "STREAMHOUSE_SCHEMA_REGISTRY"
 _CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
 
 _ERROR_BY_CODE: Final[dict[int, type[errors.SchemaRegistryError]]] = {

@@ -21,6 +21,7 @@ from streamhouse.errors import (
     CatalogUnavailable,
     InvalidArgument,
     InvalidSchema,
+    SchemaNotFound,
     SchemaRegistryError,
 )
 
@@ -35,6 +36,12 @@ _MAX_BODY: Final = 4 * MAX_SCHEMA_TEXT + 4096  # a schema escaped in a JSON stri
 _REGISTRY_KEY: Final = web.AppKey("registry", SchemaRegistry)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class InvalidBodyError(SchemaRegistryError):
+    """A request body that is not JSON (Confluent answers 400)."""
+
+    http_status, error_code = 400, 400
 
 
 def _reply(body: Any, status: int = 200) -> web.Response:
@@ -95,12 +102,6 @@ async def _schema_body(request: web.Request) -> tuple[str, object]:
     return schema, body.get("schemaType") or SCHEMA_TYPE
 
 
-class InvalidBodyError(SchemaRegistryError):
-    """A request body that is not JSON (Confluent answers 400)."""
-
-    http_status, error_code = 400, 400
-
-
 def _version_body(v: SubjectVersion) -> dict[str, Any]:
     return {"subject": v.subject, "version": v.version, "id": v.schema_id, "schema": v.text}
 
@@ -108,8 +109,6 @@ def _version_body(v: SubjectVersion) -> dict[str, Any]:
 def _schema_id(request: web.Request) -> int:
     text = request.match_info["id"]
     if not text.isdigit() or len(text) > 19:
-        from streamhouse.errors import SchemaNotFound
-
         raise SchemaNotFound(f"Schema {text[:40]} not found")
     return int(text)
 
