@@ -340,3 +340,53 @@ def test_bad_topic_settings_are_refused(embedded: AgentThread) -> None:
             with pytest.raises(errors.InvalidArgument):
                 client.create_topic("x", 1, config)
         assert client.list_topics() == []
+
+
+def test_any_agent_serves_the_same_registry(
+    tmp_path: Path, postgres_url: str, s3_server: Any, s3_bucket: str
+) -> None:
+    """Two agents on one PostgreSQL catalog: what is registered through one is served, and accepted by
+    validation, through the other at once (no negative answer is cached)."""
+    settings = {
+        "metadata_url": postgres_url,
+        "object_store": f"s3://{s3_bucket}/streamhouse",
+        "s3_endpoint_url": s3_server.endpoint_url,
+    }
+    a = AgentThread(tmp_path / "a", settings)
+    try:
+        b = AgentThread(tmp_path / "b", {**settings, "agent_id": "other"})
+        try:
+            via_a, via_b = RegistryClient(a.registry_url), RegistryClient(b.registry_url)
+            with Client(a.address, timeout_s=30) as client:
+                client.create_topic("shared", 1, {"value.schema.validation": "true"})
+                owner = client.describe_topic("shared").partitions[0].owner_address
+            owner_client = Client(owner, timeout_s=30)
+            try:
+                other_registry = via_b if owner == a.address else via_a
+                record = other_registry.serialize("shared-value", ORDER_V1, {"id": 5, "note": "x"})
+                assert owner_client.produce("shared", [record], partition=0).record_count == 1
+                schema_id = wire.split(record)[0]
+                assert via_a.schema(schema_id).text == via_b.schema(schema_id).text
+                assert via_a.subjects() == via_b.subjects() == ["shared-value"]
+            finally:
+                owner_client.close()
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def test_python_client_cache_is_bounded_and_expires(embedded: AgentThread) -> None:
+    clock = [0.0]
+    registry = RegistryClient(embedded.registry_url, cache_entries=50, cache_ttl_s=60, clock=lambda: clock[0])
+    ids = [registry.register(f"s{i}-value", OTHER.replace('"Other"', f'"Other{i}"')) for i in range(200)]
+    assert len(set(ids)) == 200 and len(registry.cache) <= 50
+    for schema_id in ids:
+        registry.schema(schema_id)
+        assert len(registry.cache) <= 50
+    misses = registry.cache.misses
+    registry.schema(ids[-1])  # recent: from the cache
+    assert (registry.cache.hits, registry.cache.misses) == (1, misses)
+    clock[0] += 61  # past the TTL: fetched again
+    registry.schema(ids[-1])
+    assert registry.cache.misses == misses + 1 and registry.cache.expirations >= 1
