@@ -11,6 +11,7 @@ once.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,6 +69,11 @@ def parse_version(text: object) -> int | None:
     return number
 
 
+async def _parse(text: object, schema_type: object = None) -> ParsedSchema:
+    """Parse on a worker thread: a schema may be up to 1 MiB of JSON, and the event loop serves produce."""
+    return await asyncio.to_thread(avro_schema.parse, text, schema_type)
+
+
 def _bad_version(shown: str) -> str:
     return (
         f"The specified version '{shown}' is not a valid version id. Allowed values are between "
@@ -100,18 +106,20 @@ class SchemaRegistry:
         found = await self.store.schema(schema_id)
         if found is None:
             raise SchemaNotFound(f"Schema {schema_id} not found")
-        parsed = avro_schema.parse(found[1], found[0])
+        parsed = await _parse(found[1], found[0])
         self.cache.put(("id", schema_id), parsed)
         return parsed
 
-    def _remember(self, schema_id: int, text: str, schema_type: str) -> ParsedSchema:
-        """The parsed schema of a version just read from the store, from the cache when it is there."""
-        cached = self.cache.get(("id", schema_id))
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        parsed = avro_schema.parse(text, schema_type)
-        self.cache.put(("id", schema_id), parsed)
-        return parsed
+    async def _remember(self, versions: list[SubjectVersion]) -> list[ParsedSchema]:
+        """The parsed schemas of versions just read from the store, from the cache when they are there."""
+        out = []
+        for v in versions:
+            cached = self.cache.get(("id", v.schema_id))
+            if cached is None:
+                cached = await _parse(v.text, v.schema_type)
+                self.cache.put(("id", v.schema_id), cached)
+            out.append(cached)
+        return out
 
     async def uses(self, schema_id: int, include_deleted: bool = False) -> list[tuple[str, int]]:
         await self.schema(schema_id)  # SchemaNotFound for an unknown id
@@ -160,7 +168,7 @@ class SchemaRegistry:
     async def lookup(self, subject: str, text: object, include_deleted: bool = False) -> SubjectVersion:
         """The version of ``subject`` holding this schema; 40401 without the subject, 40403 without it."""
         check_subject(subject)
-        parsed = avro_schema.parse(text)
+        parsed = await _parse(text)
         found = await self.store.versions(subject, include_deleted)
         if not found:
             raise SubjectNotFound(f"Subject '{subject}' not found.")
@@ -174,15 +182,15 @@ class SchemaRegistry:
         allows it (IncompatibleSchema, 409, otherwise); registering the same schema again returns the
         version that holds it."""
         check_subject(subject)
-        parsed = avro_schema.parse(text, schema_type)
+        parsed = await _parse(text, schema_type)
         for _attempt in range(_REGISTER_ATTEMPTS):
             live = await self.store.versions(subject)
             for v in live:
                 if v.text == parsed.text:
                     return v
             level = await self.level(subject)
-            earlier = [self._remember(v.schema_id, v.text, v.schema_type) for v in live]
-            problems = incompatibilities(level, parsed, earlier)
+            earlier = await self._remember(live)
+            problems = await asyncio.to_thread(incompatibilities, level, parsed, earlier)
             if problems:
                 raise IncompatibleSchema(
                     f"Schema being registered is incompatible with an earlier schema for subject "
@@ -205,14 +213,14 @@ class SchemaRegistry:
         """Whether ``text`` could be registered under ``subject``: against one version (``version``), or
         against what the level compares with (``version`` None)."""
         check_subject(subject)
-        parsed = avro_schema.parse(text)
+        parsed = await _parse(text)
         level = await self.level(subject)
         if version is None:
             live = await self.store.versions(subject)
         else:
             live = [await self.version(subject, version)]
-        earlier = [self._remember(v.schema_id, v.text, v.schema_type) for v in live]
-        problems = incompatibilities(level, parsed, earlier)
+        earlier = await self._remember(live)
+        problems = await asyncio.to_thread(incompatibilities, level, parsed, earlier)
         return Compatibility(not problems, tuple(problems))
 
     async def delete_subject(self, subject: str, permanent: bool = False) -> list[int]:
