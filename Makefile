@@ -8,11 +8,15 @@ PY      := $(VENV)/bin/python
 UV      := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 RUST_SOURCES := $(shell find rust bench -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock pyproject.toml
+# `make dist` output, and the oldest glibc the wheel runs on (maturin links it against that glibc with zig).
+DIST_DIR ?= dist
+MANYLINUX ?= manylinux_2_17
 # Where `make run` keeps its data; delete it to start over. ARGS: more agent flags for `make run`.
 DATA_DIR ?= ./streamhouse-data
 ARGS ?=
 
-.PHONY: help venv build run test test-rust test-python bench bench-quick lint check-alerts format proto clean lock
+.PHONY: help venv build run test test-rust test-python bench bench-quick lint check-alerts format proto clean lock \
+	dist image
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +82,19 @@ lock: venv ## Re-resolve requirements.lock (dev) and requirements-runtime.lock (
 	$(UV) pip compile -q pyproject.toml --extra dev -o requirements.lock --python $(PY)
 	$(UV) pip compile -q pyproject.toml -o requirements-runtime.lock --python $(PY)
 
+dist: venv ## sdist, and from it one abi3 wheel (CPython 3.11+, $(MANYLINUX)) into dist/
+	rm -rf $(DIST_DIR) target/dist/src && mkdir -p $(DIST_DIR) target/dist/src
+	$(VENV)/bin/maturin sdist --out $(DIST_DIR)
+	tar -xzf $(DIST_DIR)/*.tar.gz -C target/dist/src --strip-components=1
+	cd target/dist/src && CARGO_TARGET_DIR=$(abspath target/dist/cargo) PATH=$(abspath $(VENV))/bin:$$PATH \
+	  $(abspath $(VENV))/bin/maturin build --release --locked --zig --compatibility $(MANYLINUX) \
+	  --interpreter $(abspath $(PY)) --out $(abspath $(DIST_DIR))
+	@ls -l $(DIST_DIR)
+
+image: dist ## Container image from dist/'s wheel on a Debian base (debootstrap, buildah, podman; see deploy/README.md)
+	deploy/image/build.sh image $(DIST_DIR)/*.whl
+
 clean: ## Remove build outputs (keeps .venv)
 	cargo clean
+	rm -rf $(DIST_DIR)
 	rm -f $(VENV)/.built python/streamhouse/_core*.so

@@ -49,7 +49,7 @@ EXIT_USAGE = 2
 def package_version() -> str:
     """The installed distribution's version, else the package's ``__version__`` (a source checkout)."""
     try:
-        return importlib.metadata.version("streamhouse")
+        return importlib.metadata.version("streamhouse-agent")
     except importlib.metadata.PackageNotFoundError:
         from streamhouse import __version__
 
@@ -262,9 +262,15 @@ async def serve_agent(
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
+    fatal = getattr(agent, "fatal", None)
+    waits = [asyncio.create_task(stop.wait())]
+    if fatal is not None:
+        waits.append(asyncio.create_task(fatal.wait()))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in waits:
+            task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         log.info(
@@ -272,6 +278,9 @@ async def serve_agent(
         )
         await server.stop(grace_s=min(10.0, cfg.shutdown_timeout_ms / 1000))
         log.info("StreamHouse agent %s stopped", cfg.agent_id)
+    if fatal is not None and fatal.is_set():
+        print(f"streamhouse agent: stopped: {agent.fatal_reason}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -345,6 +354,8 @@ def cmd_topic(args: argparse.Namespace) -> int:
         if args.topic_command == "create":
             t = client.create_topic(args.name, args.partitions, topic_config)
             print(f"created topic {t.name} with {t.partitions} partition(s)")
+            for warning in t.warnings:
+                print(f"streamhouse topic create: warning: {warning}", file=sys.stderr)
         elif args.topic_command == "list":
             for t in client.list_topics():
                 print(f"{t.name}\t{t.partitions}")

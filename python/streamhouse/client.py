@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, TypeVar
 
@@ -136,6 +136,7 @@ class Topic:
     partitions: int
     config: Mapping[str, str] = field(default_factory=dict)
     created_at_ms: int = 0
+    warnings: tuple[str, ...] = ()  # from create_topic: what the user should know (unowned partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +297,8 @@ class Client:
                 delay = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random())
                 if isinstance(exc, errors.ResourceExhausted):
                     delay = max(delay, exc.retry_after_ms / 1000)
-                if isinstance(exc, errors.NotLeader):
-                    delay = 0.0
+                if isinstance(exc, errors.NotLeader) and exc.owner_address:
+                    delay = 0.0  # a redirect: go to the owner now
                 attempt += 1
                 time.sleep(delay)
 
@@ -331,7 +332,7 @@ class Client:
         resp = self._unary(
             f"create topic {name!r}", lambda: self.stub().CreateTopic(req, timeout=self.timeout_s)
         )
-        return _pb_topic(resp.topic)
+        return replace(_pb_topic(resp.topic), warnings=tuple(resp.warnings))
 
     def alter_topic_config(
         self, name: str, set: Mapping[str, str] | None = None, delete: Sequence[str] = ()

@@ -102,6 +102,25 @@ def _default_agent_id() -> str:
     return socket.gethostname() or "streamhouse-agent"
 
 
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "0:0:0:0:0:0:0:0"})
+
+
+def _default_advertised_address(listen: str) -> str:
+    """The listen address, unless it is a wildcard: nobody can connect to 0.0.0.0, so then the host name
+    (a pod's, a container's) with the listen port."""
+    host, port = parse_host_port(listen)
+    if host not in _WILDCARD_HOSTS:
+        return listen
+    name = socket.gethostname()
+    if not name:
+        raise ConfigError(
+            f"listen is {listen} (every interface) and this machine has no host name: set "
+            "advertised_address (STREAMHOUSE_ADVERTISED_ADDRESS, --advertised-address) to an address "
+            "clients can reach"
+        )
+    return f"{name}:{port}"
+
+
 KNOBS: tuple[Knob, ...] = (
     # -- where things live --
     Knob(
@@ -142,7 +161,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "advertised_address",
         "",
-        "Address other agents and clients use to reach this agent; empty for the listen address.",
+        "Address HOST:PORT other agents and clients use to reach this agent; empty for the listen "
+        "address, or the host name and the listen port when listening on every interface (`0.0.0.0`, "
+        "`::`). In a StatefulSet give the pod's stable DNS name.",
+        check=lambda v: _address(v) if v else None,
         group="network",
     ),
     Knob(
@@ -513,10 +535,39 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob(
         "lease_ttl_ms",
-        10_000,
-        "Partition lease lifetime; renewed at a third of it.",
+        6_000,
+        "Partition lease lifetime, on the catalog's clock: a dead agent's partitions move after at most this "
+        "plus one renewal interval.",
         int,
         lambda v: None if v >= 1000 else "must be at least 1000",
+        group="coordination",
+    ),
+    Knob(
+        "lease_renew_interval_ms",
+        0,
+        "How often an agent renews its leases, heartbeats, balances partitions and takes free ones; 0 for "
+        "a sixth of lease_ttl_ms (1 s by default).",
+        int,
+        lambda v: None if v == 0 or v >= 50 else "must be 0 or at least 50",
+        group="coordination",
+    ),
+    Knob(
+        "lease_safety_margin_ms",
+        0,
+        "An owner stops accepting writes for a partition once this little of its lease may be left "
+        "(measured from when its last successful renewal was sent): room for clock-rate drift and pauses; 0 "
+        "for a quarter of lease_ttl_ms (1.5 s by default).",
+        int,
+        _non_negative,
+        group="coordination",
+    ),
+    Knob(
+        "failover_grace_ms",
+        30_000,
+        "How long a new owner waits for a lost owner to come back and commit records it acknowledged with "
+        "acks=wal but had not committed; past it they are reported lost (ERROR and a metric).",
+        int,
+        _non_negative,
         group="coordination",
     ),
     # -- operations --
@@ -598,12 +649,22 @@ class Config:
         if not values["agent_id"]:
             values["agent_id"] = _default_agent_id()
         if not values["advertised_address"]:
-            values["advertised_address"] = values["listen"]
+            values["advertised_address"] = _default_advertised_address(values["listen"])
         if values["wal_file_size"] > values["wal_max_size"]:
             raise ConfigError(
                 f"wal_file_size ({format_size(values['wal_file_size'])}) must not exceed wal_max_size "
                 f"({format_size(values['wal_max_size'])}) "
                 "(STREAMHOUSE_WAL_FILE_SIZE, STREAMHOUSE_WAL_MAX_SIZE)"
+            )
+        ttl = values["lease_ttl_ms"]
+        values["lease_renew_interval_ms"] = values["lease_renew_interval_ms"] or max(50, ttl // 6)
+        values["lease_safety_margin_ms"] = values["lease_safety_margin_ms"] or ttl // 4
+        lease_room = ttl - values["lease_safety_margin_ms"]
+        if values["lease_renew_interval_ms"] * 2 > lease_room:
+            raise ConfigError(
+                f"lease_renew_interval_ms ({values['lease_renew_interval_ms']}) must be at most half of "
+                f"lease_ttl_ms - lease_safety_margin_ms ({lease_room}): a lease must survive one failed "
+                "renewal"
             )
         if values["max_record_size"] > values["segment_max_size"]:
             raise ConfigError("max_record_size must not exceed segment_max_size")

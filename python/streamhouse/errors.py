@@ -143,6 +143,15 @@ class LeaseLost(CatalogError):
     """The partition lease expired or moved to another agent."""
 
 
+class UnknownAgent(InvalidArgument):
+    """The catalog has no row for this agent id (it was removed, or never registered)."""
+
+
+class AgentIdentityInUse(StreamhouseError):
+    """Another live process holds this agent's identity: its data directory lock, or its agent id in the
+    catalog (a newer process of the same id took over, or an older one is still heartbeating)."""
+
+
 class NotLeader(StreamhouseError):
     """This agent does not own the partition; ``owner_address`` says which agent does, if known."""
 
@@ -294,6 +303,7 @@ class SchemaValidationFailed(InvalidArgument):
 
 
 __all__ = [
+    "AgentIdentityInUse",
     "CatalogError",
     "CatalogUnavailable",
     "ConfigError",
@@ -332,6 +342,7 @@ __all__ = [
     "SubjectSoftDeleted",
     "TopicExists",
     "Unavailable",
+    "UnknownAgent",
     "UnknownPartition",
     "UnknownTopic",
     "UnsupportedVersion",

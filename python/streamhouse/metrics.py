@@ -166,6 +166,18 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
         "Time to append a produce batch to the WAL and the segment buffer (fsync excluded).",
     ),
     "lease_renewal_seconds": ("histogram", (), "Time to renew all of the agent's leases in the catalog."),
+    "partition_ownership_changes_total": (
+        "counter",
+        ("change",),
+        "Partitions this agent acquired, handed over (released after committing everything) or lost (its "
+        "lease expired or moved, or its identity was taken over).",
+    ),
+    "wal_acked_records_lost_total": (
+        "counter",
+        (),
+        "Records a lost owner acknowledged with acks=wal and never committed, counted by the agent that took "
+        "the partition over after failover_grace_ms, or by the restarted owner that found them superseded.",
+    ),
     "gc_runs_total": ("counter", (), "Completed garbage-collection runs over the object store."),
     "gc_deleted_objects_total": (
         "counter",
@@ -351,6 +363,17 @@ class AgentMetrics:
         )
         # The standard process_* series (CPU seconds, resident memory, open files) for this agent.
         ProcessCollector(registry=r)
+        self.ownership_changes = Counter(
+            PREFIX + "partition_ownership_changes",
+            doc("partition_ownership_changes_total"),
+            ["change"],
+            registry=r,
+        )
+        for change in ("acquired", "handed_over", "lost"):
+            self.ownership_changes.labels(change)  # reported from the start, at 0
+        self.wal_acked_records_lost = Counter(
+            PREFIX + "wal_acked_records_lost", doc("wal_acked_records_lost_total"), registry=r
+        )
         self.gc_runs = Counter(PREFIX + "gc_runs", doc("gc_runs_total"), registry=r)
         self.gc_deleted_objects = Counter(
             PREFIX + "gc_deleted_objects", doc("gc_deleted_objects_total"), registry=r

@@ -70,7 +70,8 @@ class Producer:
     ``flush`` waits for everything sent so far. Retriable errors are retried with exponential backoff (and
     the ``retry-after-ms`` hint), up to ``retries`` times; a RESOURCE_EXHAUSTED refusal (the agent is
     short of memory or disk and wrote nothing) is retried after its hint until the batch is
-    ``delivery_timeout_s`` old, whatever ``retries`` says. NotLeader redirects go to the owner's address at
+    ``delivery_timeout_s`` old, whatever ``retries`` says, and so is NotLeader (a partition moving between
+    agents: handoff or failover). NotLeader redirects go to the owner's address at
     once. Backpressure: ``send`` blocks while ``max_buffered_records`` are waiting.
     """
 
@@ -290,14 +291,18 @@ class Producer:
             # An agent refusing for lack of memory or disk wrote nothing and says when to come back: such
             # refusals do not use up ``retries``, only the batch's ``delivery_timeout_s`` (as Kafka's
             # delivery.timeout.ms).
-            backpressure = isinstance(exc, errors.ResourceExhausted) and (
+            # A partition moving between agents (NotLeader: handoff, failover) is waited for the same way.
+            backpressure = isinstance(exc, (errors.ResourceExhausted, errors.NotLeader)) and (
                 time.monotonic() - batch.created < self.delivery_timeout_s
             )
             if exc.retriable and (batch.attempts <= self.retries or backpressure):
+                moving = isinstance(exc, errors.NotLeader)
+                redirect = moving and bool(getattr(exc, "owner_address", None))
                 delay = (
-                    0.0
-                    if isinstance(exc, errors.NotLeader)
-                    else min(self.retry_backoff_s * 2 ** (batch.attempts - 1), 5.0) * (0.5 + random.random())
+                    0.0  # a redirect: go to the owner now
+                    if redirect
+                    else min(self.retry_backoff_s * 2 ** (batch.attempts - 1), 1.0 if moving else 5.0)
+                    * (0.5 + random.random())
                 )
                 if isinstance(exc, errors.ResourceExhausted):
                     # The agent says when: its hint, jittered so that producers do not come back at once.

@@ -218,7 +218,9 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                     "pass partitions >= 1"
                 )
             info = await self._broker.create_topic(name, request.partitions, dict(request.config) or None)
-            return pb.CreateTopicResponse(topic=_topic_pb(info))
+            warn = getattr(self._broker, "ownership_warning", None)
+            note = await warn() if warn is not None else None
+            return pb.CreateTopicResponse(topic=_topic_pb(info), warnings=[note] if note else [])
 
         return await _call(context, "CreateTopic", work(), self._on_error)
 

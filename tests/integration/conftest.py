@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from tests.integration.wheel import build_or_take_wheel
 
 
 @pytest.fixture(params=["embedded", "postgres+s3"])
@@ -20,3 +24,9 @@ def storage_setup(request: pytest.FixtureRequest) -> dict[str, str]:
         "object_store": f"s3://{bucket}/streamhouse",
         "s3_endpoint_url": s3_server.endpoint_url,
     }
+
+
+@pytest.fixture(scope="session")
+def agent_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The distribution's wheel (tests/integration/wheel.py): built once per session, or given."""
+    return build_or_take_wheel(tmp_path_factory.mktemp("wheel"))

@@ -21,12 +21,14 @@ import pytest
 from streamhouse.catalog import Catalog, Lease, SegmentRecord, open_catalog
 from streamhouse.catalog.migrations import LATEST_VERSION
 from streamhouse.errors import (
+    AgentIdentityInUse,
     InvalidArgument,
     InvalidArgumentType,
     LeaseLost,
     OffsetConflict,
     StaleEpoch,
     TopicExists,
+    UnknownAgent,
     UnknownPartition,
     UnknownTopic,
 )
@@ -538,6 +540,72 @@ async def test_the_same_agent_reacquiring_keeps_its_epoch(catalog: Catalog) -> N
     reclaimed = await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS)
     assert reclaimed is not None and reclaimed.epoch == 1
     assert (await catalog.get_partition("t", 0)).leader_epoch == 1
+
+
+async def test_a_new_incarnation_of_the_same_agent_takes_over_at_a_new_epoch(catalog: Catalog) -> None:
+    """A restarted process (new incarnation, registered) reclaims its agent's live lease at once, at a new
+    epoch; the old process can neither renew it nor take it back: two processes never hold one partition
+    at one epoch."""
+    await catalog.create_topic("t", 1)
+    await catalog.register_agent("agent-a", "h:1", incarnation="one")
+    old = await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="one")
+    assert old is not None and old.epoch == 1
+    assert await catalog.acquire_lease("t", 0, "agent-b", LONG_TTL_MS, incarnation="x") is None
+    # Not registered yet: a process of the same id cannot take a live lease.
+    assert await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="two") is None
+    await catalog.register_agent("agent-a", "h:2", incarnation="two")
+    new = await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="two")
+    assert new is not None and (new.epoch, new.incarnation) == (2, "two")
+    with pytest.raises(LeaseLost, match="another process"):
+        await catalog.renew_lease("t", 0, "agent-a", 1, LONG_TTL_MS, incarnation="one")
+    with pytest.raises(LeaseLost):  # the old epoch with the new incarnation is no lease either
+        await catalog.renew_lease("t", 0, "agent-a", 1, LONG_TTL_MS, incarnation="two")
+    assert await catalog.acquire_lease("t", 0, "agent-a", LONG_TTL_MS, incarnation="one") is None
+    lease, now = await catalog.get_lease("t", 0)
+    assert lease is not None and (lease.epoch, lease.incarnation) == (2, "two")
+    assert lease.expires_at_ms > now > 0
+    assert (await catalog.get_partition("t", 0)).leader_epoch == 2
+    await catalog.create_topic("u", 1)
+    assert (await catalog.get_lease("u", 0))[0] is None
+
+
+async def test_renewal_records_the_acknowledged_offset_and_a_new_holder_starts_at_zero(
+    catalog: Catalog,
+) -> None:
+    await catalog.create_topic("t", 2)
+    a0 = await catalog.acquire_lease("t", 0, "agent-a", SHORT_TTL_MS, incarnation="i")
+    a1 = await catalog.acquire_lease("t", 1, "agent-a", LONG_TTL_MS, incarnation="i")
+    assert a0 is not None and a1 is not None and a0.acked_offset == 0
+    renewed = await catalog.renew_leases(
+        "agent-a", [("t", 0, 1), ("t", 1, 1)], SHORT_TTL_MS, incarnation="i", acked_offsets=[17, 4]
+    )
+    assert [r.acked_offset for r in renewed if isinstance(r, Lease)] == [17, 4]
+    listed = {le.partition: le for le in await catalog.list_leases()}
+    assert (listed[0].acked_offset, listed[0].incarnation, listed[1].acked_offset) == (17, "i", 4)
+    with pytest.raises(InvalidArgument, match="one per lease"):
+        await catalog.renew_leases("agent-a", [("t", 0, 1)], LONG_TTL_MS, incarnation="i", acked_offsets=[])
+    r0 = renewed[0]
+    assert isinstance(r0, Lease)
+    await wait_expired(catalog, r0)
+    b = await catalog.acquire_lease("t", 0, "agent-b", LONG_TTL_MS)
+    assert b is not None and b.acked_offset == 0
+    assert {le.partition: le.acked_offset for le in await catalog.list_leases()} == {0: 0, 1: 4}
+
+
+async def test_heartbeat_of_a_replaced_incarnation_or_a_missing_agent_is_refused(catalog: Catalog) -> None:
+    await catalog.register_agent("agent-a", "h:1", incarnation="one")
+    await catalog.heartbeat("agent-a", "one")
+    await catalog.register_agent("agent-a", "h:2", incarnation="two")  # a new process took over
+    with pytest.raises(AgentIdentityInUse, match="h:2"):
+        await catalog.heartbeat("agent-a", "one")
+    await catalog.heartbeat("agent-a", "two")
+    [a] = await catalog.list_agents()
+    assert (a.incarnation, a.address) == ("two", "h:2")
+    await catalog.deregister_agent("agent-a")
+    with pytest.raises(UnknownAgent):
+        await catalog.heartbeat("agent-a", "two")
+    with pytest.raises(InvalidArgument):
+        await catalog.register_agent("agent-a", "h:1", incarnation="bad\n")
 
 
 async def test_renewal_never_bumps_the_epoch(catalog: Catalog) -> None:

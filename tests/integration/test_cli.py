@@ -222,7 +222,7 @@ def metrics_agent(tmp_path: Path) -> Iterator[AgentProcess]:
 def test_version() -> None:
     r = sh("--version")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode() == f"streamhouse {importlib.metadata.version('streamhouse')}\n"
+    assert r.stdout.decode() == f"streamhouse {importlib.metadata.version('streamhouse-agent')}\n"
 
 
 def test_consume_format_and_json(agent: AgentProcess) -> None:

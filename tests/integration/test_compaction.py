@@ -93,7 +93,15 @@ async def test_compaction_swaps_slices_for_one_segment_and_readers_see_every_off
     result = await collect_garbage(agent.catalog, agent.store, grace_ms=0, now_ms=FAR)
     assert result.deleted == 10 and result.referenced == 3
     assert await agent.store.list(FLUSHES_PREFIX) == []
-    fresh = await started(setup.config(agent_id="reader", max_partitions_per_agent=1, **MANUAL))
+    # Another agent reads it all (the owner hands its partitions over first: a live owner is where reads of
+    # its partitions go).
+    await agent.stop()
+    reader: dict[str, Any] = {"agent_id": "reader", "data_dir": str(setup.data_dir.parent / "reader")}
+    if setup.kind == "embedded":  # the first agent's catalog and objects
+        reader.update(
+            metadata_url=str(setup.data_dir / "catalog.sqlite3"), object_store=str(setup.data_dir / "objects")
+        )
+    fresh = await started(setup.config(max_partitions_per_agent=1, **reader, **MANUAL))
     for p in range(3):
         assert [r[3] for r in await read_all(fresh, eng, TOPIC, p)] == values(0, 200)
 

@@ -80,9 +80,33 @@ def test_sizes_parse(text: str, value: int) -> None:
 
 
 def test_defaults_fill_agent_id_and_advertised_address() -> None:
-    c = Config.from_mapping({"listen": "0.0.0.0:6000"})
+    c = Config.from_mapping({"listen": "127.0.0.2:6000"})
     assert c.agent_id
-    assert c.advertised_address == "0.0.0.0:6000"
+    assert c.advertised_address == "127.0.0.2:6000"
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:6000", "[::]:6000", ":6000"])
+def test_wildcard_listen_advertises_the_host_name_not_the_wildcard(
+    listen: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "streamhouse-2")
+    assert Config.from_mapping({"listen": listen}).advertised_address == "streamhouse-2:6000"
+    explicit = "streamhouse-2.streamhouse-headless.prod.svc.cluster.local:6000"
+    c = Config.load(env={"STREAMHOUSE_LISTEN": listen, "STREAMHOUSE_ADVERTISED_ADDRESS": explicit})
+    assert c.advertised_address == explicit
+
+
+def test_wildcard_listen_without_a_host_name_asks_for_the_advertised_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "")
+    with pytest.raises(ConfigError, match="STREAMHOUSE_ADVERTISED_ADDRESS"):
+        Config.from_mapping({"listen": "0.0.0.0:6000"})
+
+
+def test_bad_advertised_address_is_refused() -> None:
+    with pytest.raises(ConfigError, match="advertised_address"):
+        Config.load(env={"STREAMHOUSE_ADVERTISED_ADDRESS": "streamhouse-0"})
 
 
 def test_docs_architecture_lists_every_metric_exactly() -> None:

@@ -38,6 +38,16 @@ from streamhouse.agent.admission import Admission
 from streamhouse.agent.collector import GcResult, collect_garbage, format_duration_ms
 from streamhouse.agent.compaction import CompactionSettings, Compactor
 from streamhouse.agent.flush import Flusher
+from streamhouse.agent.leases import (
+    Candidate,
+    DataDirLock,
+    Waiting,
+    capacity_note,
+    claim_identity,
+    identity_metadata,
+    new_incarnation,
+    plan,
+)
 from streamhouse.agent.partition import PartitionWriter
 from streamhouse.agent.pressure import PressureMonitor, Throttled, disk_usage, human
 from streamhouse.agent.segcache import SegmentCache
@@ -52,6 +62,7 @@ from streamhouse.broker import (
 from streamhouse.catalog.base import Catalog, SegmentRecord, TopicInfo
 from streamhouse.config import Config
 from streamhouse.errors import (
+    AgentIdentityInUse,
     CatalogUnavailable,
     ConfigError,
     DiskFull,
@@ -67,6 +78,7 @@ from streamhouse.errors import (
     StaleEpoch,
     StorageError,
     StreamhouseError,
+    UnknownAgent,
     UnknownPartition,
     UnknownTopic,
 )
@@ -162,6 +174,11 @@ class Agent:
         )
         self.engine = engine
         self.agent_id: str = config.agent_id
+        self.incarnation = new_incarnation()  # this process: leases taken now carry it
+        self.dir_lock: DataDirLock | None = None
+        # Set when this process must stop (its identity was taken over): the CLI exits on it.
+        self.fatal = asyncio.Event()
+        self.fatal_reason = ""
         self.address: str = config.advertised_address
         self.metrics_address: tuple[str, int] | None = None
         self.wal_root = Path(config.data_dir) / "wal"
@@ -202,6 +219,13 @@ class Agent:
         )
         self._compaction_task: asyncio.Task[None] | None = None
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
+        # Partitions being handed to a peer (flushing, then released): renewed until released.
+        self._handoffs: dict[tuple[str, int], PartitionWriter] = {}
+        self._handoff_tasks: set[asyncio.Task[None]] = set()
+        self._draining = False  # stop() is handing everything over: renew only
+        self._waiting_noted: set[tuple[str, int, str, int]] = set()
+        self._capacity_noted: str | None = None
+        self._owners: dict[tuple[str, int], tuple[float, str | None, str | None]] = {}
         self._topics: dict[str, TopicInfo] = {}
         self._segments: dict[tuple[str, int], _SegmentIndex] = {}
         self._lease_task: asyncio.Task[None] | None = None
@@ -236,7 +260,21 @@ class Agent:
         object_store: ObjectStore | None = None,
     ) -> Agent:
         """Open the catalog and object store (or use the given ones, which the agent then owns and
-        closes), register, take leases, recover every owned partition, and serve metrics."""
+        closes), register, take leases, recover every owned partition, and serve metrics. Raises
+        AgentIdentityInUse if another live process holds this data directory or this agent id."""
+        data_dir = Path(config.data_dir)
+        lock = DataDirLock(data_dir)
+        lock.acquire(config.agent_id)  # one process per data directory, before anything is touched
+        try:
+            return await cls._start_locked(config, lock, catalog, object_store)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    async def _start_locked(
+        cls, config: Config, lock: DataDirLock, catalog: Catalog | None, object_store: ObjectStore | None
+    ) -> Agent:
         from streamhouse.catalog import open_catalog
         from streamhouse.objstore import open_object_store
 
@@ -262,6 +300,7 @@ class Agent:
                 await catalog.close()
                 raise
         agent = cls(config, catalog, object_store, eng)
+        agent.dir_lock = lock
         try:
             await agent._start()
         except BaseException:
@@ -281,12 +320,18 @@ class Agent:
                 ) from None
         await self.schemas.start()  # before any lease too (schema_registry_listen)
         await self._check_object_store()
-        await self.catalog.register_agent(
-            self.agent_id, self.address, {"engine": str(self.engine.ENGINE), "pid": str(os.getpid())}
+        await claim_identity(
+            self.catalog,
+            self.agent_id,
+            self.incarnation,
+            self.address,
+            {"engine": str(self.engine.ENGINE), **identity_metadata(Path(cfg.data_dir))},
+            ttl_ms=cfg.lease_ttl_ms,
+            poll_ms=cfg.lease_renew_interval_ms,
         )
         for topic in await self.catalog.list_topics():
             self._topics[topic.name] = topic
-        await self._acquire_free_partitions()
+        await self._balance()
         log.info(
             "Agent %s started: %d partitions owned, catalog %s, objects in %s, engine %s",
             self.agent_id,
@@ -307,27 +352,44 @@ class Agent:
         self._retention_task = asyncio.create_task(self._retention_loop(), name=f"retention {self.agent_id}")
 
     async def stop(self) -> None:
-        """Graceful shutdown (SIGTERM): see the module doc. Idempotent."""
+        """Graceful shutdown (SIGTERM): see the module doc. Idempotent. The leases stay renewed while the
+        partitions drain; each is released as soon as everything it acknowledged is committed, so peers
+        take it over at their next tick instead of waiting for it to expire."""
         if self._stopped:
             return
         self._stopped = True
-        await self._cancel_background_tasks()
+        self._draining = True
+        await self._cancel_background_tasks(keep_leases=True)
         deadline = time.monotonic() + self.config.shutdown_timeout_ms / 1000
-        writers = list(self._writers.items())
-        results = await asyncio.gather(*(w.close(deadline) for _k, w in writers), return_exceptions=True)
-        for (key, writer), drained in zip(writers, results, strict=True):
-            if drained is True:
-                # Drained: a peer may take over now. Otherwise keep the lease until it expires, so that this
-                # agent, restarted with the same id, reclaims the partition and recovers its WAL.
+        for task in list(self._handoff_tasks):
+            task.cancel()
+        await asyncio.gather(*self._handoff_tasks, return_exceptions=True)
+        writers = {**self._handoffs, **self._writers}
+        self._handoffs = writers  # still renewed by the lease loop until released
+
+        async def drain(key: tuple[str, int], writer: PartitionWriter) -> None:
+            try:
+                drained = await writer.close(deadline)
+            except Exception as exc:
+                log.error("Shutdown of %s failed: %s", writer.name, exc)
+                drained = False
+            if drained:
+                # A peer may take over now. Otherwise the lease stays until it expires, so that this agent,
+                # restarted with the same id, reclaims the partition and recovers its WAL.
                 with contextlib.suppress(StreamhouseError):
                     await self.catalog.release_lease(key[0], key[1], self.agent_id, writer.epoch)
-            elif isinstance(drained, BaseException):
-                log.error("Shutdown of %s failed: %s", writer.name, drained)
-        self._writers.clear()
+                    self.metrics.ownership_changes.labels("handed_over").inc()
+            self._handoffs.pop(key, None)
+
+        self._writers = {}
+        await asyncio.gather(*(drain(k, w) for k, w in writers.items()))
+        self._handoffs.clear()
+        await self._cancel_lease_task()
         await self.flusher.close()
         self.metrics.partitions_owned.set(0)
-        with contextlib.suppress(StreamhouseError):
-            await self.catalog.deregister_agent(self.agent_id)
+        if not self.fatal.is_set():
+            with contextlib.suppress(StreamhouseError):
+                await self.catalog.deregister_agent(self.agent_id)
         await self._close_resources()
         log.info("Agent %s stopped", self.agent_id)
 
@@ -335,12 +397,17 @@ class Agent:
         """Stop at once, like a crash: no seal, no upload, leases kept until they expire."""
         self._stopped = True
         await self._cancel_background_tasks()
+        for task in list(self._handoff_tasks):
+            task.cancel()
+        await asyncio.gather(*self._handoff_tasks, return_exceptions=True)
         await self.flusher.close()
-        await asyncio.gather(*(w.abandon() for w in self._writers.values()), return_exceptions=True)
+        writers = [*self._writers.values(), *self._handoffs.values()]
+        await asyncio.gather(*(w.abandon() for w in writers), return_exceptions=True)
         self._writers.clear()
+        self._handoffs.clear()
         await self._close_resources()
 
-    async def _cancel_background_tasks(self) -> None:
+    async def _cancel_background_tasks(self, keep_leases: bool = False) -> None:
         retention_task, self._retention_task = self._retention_task, None
         if retention_task is not None:
             retention_task.cancel()
@@ -357,7 +424,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._cancel_gc_task()
-        await self._cancel_lease_task()
+        if not keep_leases:
+            await self._cancel_lease_task()
 
     async def _cancel_lease_task(self) -> None:
         task, self._lease_task = self._lease_task, None
@@ -376,6 +444,8 @@ class Agent:
     async def _close_resources(self) -> None:
         with contextlib.suppress(Exception):
             await self.schemas.stop()
+        if self.dir_lock is not None:
+            self.dir_lock.release()
         self.metrics.close()
         with contextlib.suppress(Exception):
             await self.store.close()
@@ -384,24 +454,180 @@ class Agent:
 
     # ---- leases ---------------------------------------------------------------------------------
 
-    async def _acquire_free_partitions(self, topic: str | None = None) -> None:
-        """Take leases on partitions nobody holds (or ours), up to max_partitions_per_agent."""
+    async def _balance(self) -> None:
+        """Take free partitions up to this agent's fair share (agent/leases.py) and hand over the ones
+        above it; a partition whose lapsed holder may still commit what it acknowledged is left alone for
+        ``failover_grace_ms``. A failed acquisition is simply tried again at the next tick."""
         async with self._acquire_lock:
+            if self._draining or self._stopped:
+                return
             cfg = self.config
-            for state in await self.catalog.list_partitions(topic):
-                key = (state.topic, state.partition)
-                if key in self._writers:
-                    continue
-                if len(self._writers) >= cfg.max_partitions_per_agent:
+            states = await self.catalog.list_partitions()
+            leases = await self.catalog.list_leases()
+            live = [a.agent_id for a in await self.catalog.list_agents(live_within_ms=cfg.lease_ttl_ms)]
+            now = await self.catalog.now_ms()
+            owned = set(self._writers) | set(self._handoffs)
+            todo = plan(
+                agent_id=self.agent_id,
+                incarnation=self.incarnation,
+                states=states,
+                leases=leases,
+                live_agents=live,
+                now_ms=now,
+                owned=owned,
+                max_per_agent=cfg.max_partitions_per_agent,
+                grace_ms=cfg.failover_grace_ms,
+            )
+            self._note_waiting(todo.waiting)
+            self._note_capacity(len(states), todo.live_agents)
+            acquired: list[str] = []
+            for candidate in todo.candidates:
+                if len(self._writers) >= todo.share or self._draining:
                     break
+                key = (candidate.state.topic, candidate.state.partition)
+                sent = time.monotonic()
                 lease = await self.catalog.acquire_lease(
-                    state.topic, state.partition, self.agent_id, cfg.lease_ttl_ms
+                    key[0], key[1], self.agent_id, cfg.lease_ttl_ms, incarnation=self.incarnation
                 )
                 if lease is None:
                     continue
-                await self._open_writer(key, lease.epoch)
+                self._owners.pop(key, None)
+                self._report_takeover(candidate, lease.epoch)
+                writer = await self._open_writer(key, lease.epoch, lease_sent_at=sent)
+                if writer is not None:
+                    acquired.append(f"{writer.name}@{lease.epoch}")
+                    self.metrics.ownership_changes.labels("acquired").inc()
+            if acquired:
+                log.info(
+                    "Acquired %d partition(s) (epoch after @): %s; this agent owns %d (share %d of %d over "
+                    "%d live agent(s))",
+                    len(acquired),
+                    ", ".join(acquired[:20]) + (" ..." if len(acquired) > 20 else ""),
+                    len(self._writers),
+                    todo.share,
+                    len(states),
+                    todo.live_agents,
+                )
+            excess = len(self._writers) - todo.share
+            if excess > 0 and not acquired:
+                # Hand over the last ones (deterministic, so a tick does not pick others than the previous).
+                for key in sorted(self._writers)[-excess:]:
+                    self._start_handoff(key, todo.share, todo.live_agents)
 
-    async def _open_writer(self, key: tuple[str, int], epoch: int) -> PartitionWriter | None:
+    @property
+    def _lease_room_s(self) -> float:
+        """How long after sending a successful renewal (or acquisition) this agent may still write."""
+        room: int = self.config.lease_ttl_ms - self.config.lease_safety_margin_ms
+        return room / 1000
+
+    def _report_takeover(self, candidate: Candidate, epoch: int) -> None:
+        previous = candidate.previous
+        name = f"{candidate.state.topic}-{candidate.state.partition}"
+        if candidate.lost is not None and previous is not None:
+            start, end = candidate.lost
+            self.metrics.wal_acked_records_lost.inc(end - start)
+            log.error(
+                "%s: offsets %d..%d were acknowledged (acks=wal) by agent %s and never committed; it did not "
+                "come back within failover_grace_ms=%d, so they are lost. Taking the partition over at epoch "
+                "%d from offset %d",
+                name,
+                start,
+                end - 1,
+                previous.agent_id,
+                self.config.failover_grace_ms,
+                epoch,
+                start,
+            )
+        elif previous is not None and (previous.agent_id, previous.incarnation) != (
+            self.agent_id,
+            self.incarnation,
+        ):
+            log.info(
+                "%s: taking over from agent %s%s (its lease at epoch %d %s); now epoch %d",
+                name,
+                previous.agent_id,
+                " (a previous process of this agent)" if previous.agent_id == self.agent_id else "",
+                previous.epoch,
+                "was released or expired",
+                epoch,
+            )
+
+    def _note_waiting(self, waiting: list[Waiting]) -> None:
+        for w in waiting:
+            mark = (w.state.topic, w.state.partition, w.holder.agent_id, w.holder.epoch)
+            if mark in self._waiting_noted:
+                continue
+            self._waiting_noted.add(mark)
+            log.warning(
+                "%s-%d: agent %s lost its lease holding offsets %d..%d it acknowledged (acks=wal) but did "
+                "not commit; waiting up to %.0fs (failover_grace_ms) for it to come back and commit them "
+                "before taking the partition over",
+                w.state.topic,
+                w.state.partition,
+                w.holder.agent_id,
+                w.state.high_watermark,
+                w.holder.acked_offset - 1,
+                w.remaining_ms / 1000,
+            )
+
+    def _note_capacity(self, partitions: int, live_agents: int) -> None:
+        note = capacity_note(partitions, live_agents, self.config.max_partitions_per_agent)
+        if note is not None and note != self._capacity_noted:
+            log.warning("%s", note)
+        self._capacity_noted = note
+
+    def _start_handoff(self, key: tuple[str, int], share: int, live: int) -> None:
+        writer = self._writers.pop(key, None)
+        if writer is None:
+            return
+        self._handoffs[key] = writer
+        self.metrics.partitions_owned.set(len(self._writers))
+        log.info(
+            "Handing %s over: this agent owns more than its share (%d per agent over %d live agents); "
+            "committing what it holds, then releasing its lease",
+            writer.name,
+            share,
+            live,
+        )
+        task = asyncio.create_task(self._hand_over(key, writer), name=f"handoff {writer.name}")
+        self._handoff_tasks.add(task)
+        task.add_done_callback(self._handoff_tasks.discard)
+
+    async def _hand_over(self, key: tuple[str, int], writer: PartitionWriter) -> None:
+        """Close the writer (no new produce; flush; wait for the commit), then release the lease so that a
+        peer takes the partition over at once. If it cannot be drained in time, keep it (reopen it from
+        its WAL): acknowledged records are never handed to nobody."""
+        try:
+            drained = await writer.close(time.monotonic() + self.config.shutdown_timeout_ms / 1000)
+            if drained:
+                await self.catalog.release_lease(key[0], key[1], self.agent_id, writer.epoch)
+                self.compactor.forget(key)
+                self._lease_renewed_at.pop(key, None)
+                self.metrics.forget_partition(*key)
+                self.metrics.ownership_changes.labels("handed_over").inc()
+                log.info(
+                    "Handed %s over: committed through offset %d, lease released (epoch %d)",
+                    writer.name,
+                    writer.committed_offset,
+                    writer.epoch,
+                )
+                return
+            log.warning(
+                "Handing %s over failed: not everything was committed in time; keeping it", writer.name
+            )
+        except StreamhouseError as exc:
+            log.warning("Handing %s over failed: %s; keeping it", writer.name, exc)
+        finally:
+            self._handoffs.pop(key, None)
+        if not self._draining and not self._stopped:
+            async with self._acquire_lock:
+                await self._open_writer(
+                    key, writer.epoch, lease_sent_at=writer.lease_valid_until - self._lease_room_s
+                )
+
+    async def _open_writer(
+        self, key: tuple[str, int], epoch: int, lease_sent_at: float | None = None
+    ) -> PartitionWriter | None:
         """Recover the partition whose lease this agent holds at ``epoch`` and register its writer.
 
         Per partition: a recovery error leaves a registered writer that refuses writes (PartitionWriter
@@ -456,31 +682,90 @@ class Agent:
                 await self.catalog.release_lease(key[0], key[1], self.agent_id, epoch)
             return None
         self._writers[key] = writer
-        self._lease_renewed_at[key] = time.monotonic()
+        # When the request that took (or last renewed) the lease was sent: the lease is proven from then.
+        proven = (
+            lease_sent_at if lease_sent_at is not None else self._lease_renewed_at.get(key, time.monotonic())
+        )
+        self._lease_renewed_at[key] = proven
+        writer.lease_valid_until = proven + self._lease_room_s
         self.metrics.partitions_owned.set(len(self._writers))
         return writer
 
     async def _lease_loop(self) -> None:
-        interval = self.config.lease_ttl_ms / 3000
+        """Every ``lease_renew_interval_ms``: renew every lease, heartbeat (which proves this process still
+        holds the agent's identity), then the housekeeping and the balance. While draining (stop), only
+        the renewal."""
+        interval = self.config.lease_renew_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
             try:
+                if self._draining:
+                    await self._renew_leases()
+                    continue
+                # Renew first: with the embedded catalog's volume full, a renewal failure is the one that
+                # decides to keep the leases (nobody can take them), and the heartbeat fails too.
                 await self._renew_leases()
+                if not await self._heartbeat():
+                    return
                 await self._sweep_wals()
                 await self._sweep_foreign_wals()
-                await self.catalog.heartbeat(self.agent_id)
-                await self._acquire_free_partitions()
+                await self._balance()
             except asyncio.CancelledError:
                 raise
             except StreamhouseError as exc:
-                log.warning(
-                    "Lease maintenance failed: %s: %s; retrying in %.1fs", type(exc).__name__, exc, interval
-                )
+                if self._logs.due(f"lease-maintenance {type(exc).__name__}"):
+                    log.warning(
+                        "Lease maintenance failed: %s: %s; retrying every %.1fs",
+                        type(exc).__name__,
+                        exc,
+                        interval,
+                    )
             except Exception:
                 log.exception("Lease maintenance failed unexpectedly")
 
+    async def _heartbeat(self) -> bool:
+        """False if this process lost its identity (and is stopping)."""
+        try:
+            await self.catalog.heartbeat(self.agent_id, self.incarnation)
+        except UnknownAgent:
+            # The row was removed (an operator, a catalog restore): register again under the same incarnation.
+            log.warning("Agent %s had no row in the catalog any more: registered it again", self.agent_id)
+            await self.catalog.register_agent(
+                self.agent_id,
+                self.address,
+                {"engine": str(self.engine.ENGINE), **identity_metadata(Path(self.config.data_dir))},
+                incarnation=self.incarnation,
+            )
+        except AgentIdentityInUse as exc:
+            await self._identity_lost(str(exc))
+            return False
+        return True
+
+    async def _identity_lost(self, why: str) -> None:
+        """Another process took this agent's identity over: every lease of this process is void. Stop
+        writing at once (its WAL stays on disk, for the other process to recover if it shares the volume),
+        then tell the process to exit."""
+        log.error(
+            "This process no longer holds agent id %s: %s. It stops writing every partition and exits; "
+            "uncommitted records stay in its WAL in %s",
+            self.agent_id,
+            why,
+            self.wal_root,
+        )
+        for key in [*self._writers, *self._handoffs]:
+            writer = self._writers.get(key) or self._handoffs.get(key)
+            if writer is not None:
+                writer.fence(
+                    NotLeader(f"{writer.name}: this agent process was replaced ({why})"), logged=True
+                )
+                self.metrics.ownership_changes.labels("lost").inc()
+            await self._drop_writer(key)
+        self.fatal_reason = why
+        self.fatal.set()
+
     async def _renew_leases(self) -> None:
-        ttl_ms = self.config.lease_ttl_ms
+        cfg = self.config
+        ttl_ms = cfg.lease_ttl_ms
         reopen: list[tuple[tuple[str, int], PartitionWriter]] = []
         for key, writer in list(self._writers.items()):
             if isinstance(writer.failure, NotLeader):
@@ -494,20 +779,38 @@ class Agent:
                     writer.failure,
                     writer.wal_dir,
                 )
+                self.metrics.ownership_changes.labels("lost").inc()
                 await self._drop_writer(key)
         # Every lease in one catalog transaction, whatever their number (one per partition would take
         # longer than the ttl with hundreds of partitions on a busy catalog).
-        held = list(self._writers.items())
+        held = [*self._writers.items(), *self._handoffs.items()]
+        if not held:
+            return
         started = time.monotonic()
         try:
-            results = await self.catalog.renew_leases(
-                self.agent_id, [(k[0], k[1], w.epoch) for k, w in held], ttl_ms
+            # Bounded: a renewal that takes longer than the lease can be proven is worth nothing, and a
+            # stalled catalog must not hold the loop (writes stop at each writer's own deadline anyway).
+            results = await asyncio.wait_for(
+                self.catalog.renew_leases(
+                    self.agent_id,
+                    [(k[0], k[1], w.epoch) for k, w in held],
+                    ttl_ms,
+                    incarnation=self.incarnation,
+                    acked_offsets=[w.acked_offset for _k, w in held],
+                ),
+                timeout=self._lease_room_s,
             )
-        except CatalogUnavailable as exc:
-            self.metrics.lease_renewal.observe(time.monotonic() - started)
+        except (CatalogUnavailable, TimeoutError) as exc:
+            took = time.monotonic() - started
+            self.metrics.lease_renewal.observe(took)
+            if isinstance(exc, TimeoutError):
+                exc = CatalogUnavailable(f"no answer within {took:.1f}s")
+                log.warning("Lease renewal timeout: took %.0fs (expected <1s); %s", took, exc)
             if self._catalog_volume_full(exc):
                 # The embedded catalog is a file on this machine's full volume: no agent can write it, so
                 # nobody can take these leases either. Keep writing what fits; reads go on.
+                for _key, writer in held:
+                    writer.lease_valid_until = time.monotonic() + self._lease_room_s
                 if self._logs.due("catalog-full"):
                     log.error(
                         "Lease renewal failed: the catalog's volume is full (%s); partitions keep their "
@@ -516,8 +819,11 @@ class Agent:
                     )
                 return
             for key, writer in held:
-                if time.monotonic() - self._lease_renewed_at.get(key, 0.0) > ttl_ms / 1000:
+                if key in self._writers and (
+                    time.monotonic() - self._lease_renewed_at.get(key, 0.0) > ttl_ms / 1000
+                ):
                     writer.fence(NotLeader(f"{writer.name}: lease not renewed within its ttl ({exc})"))
+                    self.metrics.ownership_changes.labels("lost").inc()
                     await self._drop_writer(key)
             return
         took = time.monotonic() - started
@@ -525,16 +831,23 @@ class Agent:
         if took > _SLOW_RENEWAL_S:
             log.warning("Lease renewal timeout: took %.0fs (expected <1s)", took)
         for (key, writer), result in zip(held, results, strict=True):
-            if self._writers.get(key) is not writer:
+            if self._writers.get(key) is not writer and self._handoffs.get(key) is not writer:
                 continue  # dropped or reopened meanwhile
             if isinstance(result, LeaseLost):
+                if key in self._handoffs or self._draining:
+                    writer.lease_valid_until = 0.0  # no more writes; the handoff's commit decides (CAS)
+                    continue
                 if await self._reclaim(key, writer, result):
                     self._lease_renewed_at[key] = started
+                    writer.lease_valid_until = started + self._lease_room_s
                     continue
+                log.info("Lost %s: %s", writer.name, result)
                 writer.fence(NotLeader(f"{writer.name}: lease lost ({result})"))
+                self.metrics.ownership_changes.labels("lost").inc()
                 await self._drop_writer(key)
                 continue
             self._lease_renewed_at[key] = started
+            writer.lease_valid_until = started + self._lease_room_s
             if writer.reopenable and self._reopen_due(key, writer):
                 reopen.append((key, writer))
         # After every renewal: a recovery may take a while.
@@ -559,10 +872,17 @@ class Agent:
         ttl). If no other agent took it meanwhile, acquiring it again gives back the same epoch and the
         writer goes on: nobody else can have written the partition. True if kept."""
         try:
-            lease = await self.catalog.acquire_lease(key[0], key[1], self.agent_id, self.config.lease_ttl_ms)
+            lease = await self.catalog.acquire_lease(
+                key[0], key[1], self.agent_id, self.config.lease_ttl_ms, incarnation=self.incarnation
+            )
         except CatalogUnavailable as exc:
             # Nobody can write a full embedded catalog, so nobody can take the lease either.
             return self._catalog_volume_full(exc)
+        if lease is not None and lease.epoch != writer.epoch:
+            # Someone held it in between: what this writer holds is not ours to commit any more.
+            with contextlib.suppress(StreamhouseError):
+                await self.catalog.release_lease(key[0], key[1], self.agent_id, lease.epoch)
+            return False
         if lease is not None and lease.epoch == writer.epoch:
             log.warning(
                 "Lease on %s lapsed (%s) but no other agent took it: reclaimed at epoch %d",
@@ -719,7 +1039,18 @@ class Agent:
         older than ``object_gc_grace_ms`` (see collector.py)."""
         await self._every(self.config.object_gc_interval_ms, "Object GC", self._collect_garbage)
 
-    async def _collect_garbage(self) -> GcResult:
+    async def _collect_garbage(self) -> GcResult | None:
+        """One agent at a time collects: the live agent with the smallest id (any agent could, safely;
+        one is enough, and the others save the LIST requests)."""
+        live = await self.catalog.list_agents(live_within_ms=self.config.lease_ttl_ms)
+        collector = min([a.agent_id for a in live] + [self.agent_id])
+        if collector != self.agent_id:
+            log.debug("Object GC: left to agent %s", collector)
+            return None
+        return await self.collect_garbage()
+
+    async def collect_garbage(self) -> GcResult:
+        """Delete unreferenced segment objects older than the grace period now (collector.py)."""
         grace_ms = self.config.object_gc_grace_ms
         result = await collect_garbage(
             self.catalog,
@@ -848,8 +1179,18 @@ class Agent:
         checked = validate_topic_config(config)
         info = await self.catalog.create_topic(name, partitions, checked)
         self._topics[name] = info
-        await self._acquire_free_partitions(name)
+        await self._balance()
+        note = await self.ownership_warning()
+        if note is not None:
+            log.warning("Topic %s created with %d partitions, but %s", name, partitions, note)
         return info
+
+    async def ownership_warning(self) -> str | None:
+        """A sentence for the user when the live agents cannot own every partition (they stay unowned and
+        refuse writes), naming the knob; None when they can."""
+        partitions = len(await self.catalog.list_partitions())
+        live = {a.agent_id for a in await self.catalog.list_agents(live_within_ms=self.config.lease_ttl_ms)}
+        return capacity_note(partitions, len(live | {self.agent_id}), self.config.max_partitions_per_agent)
 
     async def alter_topic_config(
         self, name: str, set_keys: Mapping[str, str] | None = None, delete_keys: Sequence[str] = ()
@@ -900,6 +1241,12 @@ class Agent:
         validate_topic_name(name)
         info = await self._topic(name, refresh=True)
         agents = {a.agent_id: a.address for a in await self.catalog.list_agents()}
+        now = await self.catalog.now_ms()
+        live = {
+            le.partition: le.agent_id
+            for le in await self.catalog.list_leases()
+            if le.topic == name and le.expires_at_ms > now
+        }
         parts: list[PartitionDescription] = []
         for state in await self.catalog.list_partitions(name):
             writer = self._writers.get((name, state.partition))
@@ -907,7 +1254,7 @@ class Agent:
                 owner: str | None = self.agent_id
                 hw = writer.next_offset
             else:
-                owner = state.leader_agent_id
+                owner = live.get(state.partition)  # None while nobody holds a live lease
                 hw = state.high_watermark
             parts.append(
                 PartitionDescription(
@@ -1054,23 +1401,47 @@ class Agent:
                 exc,
             )
 
+    async def _owner(self, key: tuple[str, int]) -> tuple[str | None, str | None]:
+        """``(agent_id, address)`` of the agent holding a live lease on the partition, or ``(None, None)``;
+        cached for half a renewal interval (the hot path of a client that has not been redirected yet)."""
+        cached = self._owners.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], cached[2]
+        lease, now = await self.catalog.get_lease(*key)
+        owner = address = None
+        if lease is not None and lease.expires_at_ms > now:
+            owner = lease.agent_id
+            if owner == self.agent_id:
+                address = self.address
+            else:
+                agents = await self.catalog.list_agents(live_within_ms=self.config.lease_ttl_ms)
+                address = next((a.address for a in agents if a.agent_id == owner), None)
+        if len(self._owners) > 100_000:
+            self._owners.clear()
+        self._owners[key] = (time.monotonic() + self.config.lease_renew_interval_ms / 2000, owner, address)
+        return owner, address
+
     async def _not_leader(self, topic: str, partition: int) -> NotLeader:
-        owner_address: str | None = None
-        owner = "no agent"
+        key = (topic, partition)
+        if key in self._handoffs:
+            return NotLeader(
+                f"{topic}-{partition} is being handed over by this agent ({self.agent_id}) to another one; "
+                "retry in a moment"
+            )
+        owner = address = None
         with contextlib.suppress(StreamhouseError):
-            leases = [
-                le
-                for le in await self.catalog.list_leases()
-                if le.topic == topic and le.partition == partition
-            ]
-            if leases:
-                owner = f"agent {leases[0].agent_id}"
-                agents = {a.agent_id: a.address for a in await self.catalog.list_agents()}
-                owner_address = agents.get(leases[0].agent_id)
-        return NotLeader(
-            f"{topic}-{partition} is not owned by this agent ({self.agent_id}); owner: {owner}",
-            owner_address=owner_address,
-        )
+            owner, address = await self._owner(key)
+        if owner is not None and owner != self.agent_id:
+            return NotLeader(
+                f"{topic}-{partition} is not owned by this agent ({self.agent_id}); owner: agent {owner}"
+                + (f" at {address}" if address else " (address unknown)"),
+                owner_address=address,
+            )
+        note = None
+        with contextlib.suppress(StreamhouseError):
+            note = await self.ownership_warning()
+        why = note or "its lease is free or lapsed, and an agent takes it over within a renewal interval"
+        return NotLeader(f"{topic}-{partition} has no owner right now: {why}")
 
     # ---- fetch ----------------------------------------------------------------------------------
 
@@ -1087,6 +1458,15 @@ class Agent:
         max_bytes = min(max_bytes, self.config.max_fetch_size)
         await self._check_partition(topic, partition)
         key = (topic, partition)
+        if key not in self._writers:
+            # The owner has what is not committed yet, and tells when new records come: send the reader
+            # there. With no live owner, committed data is served here.
+            owner, address = await self._owner(key)
+            if owner is not None and owner != self.agent_id and address:
+                raise NotLeader(
+                    f"{topic}-{partition} is owned by agent {owner} at {address}; fetch from it",
+                    owner_address=address,
+                )
         log_start, hw = await self._offsets(key)
         if offset < log_start or offset > hw:
             raise OffsetOutOfRange(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -160,6 +161,12 @@ class PartitionWriter:
 
         self._accounted = 0  # bytes of records this partition holds, as drawn from the memory budget
         self.append_seconds = 0.0  # duration of the latest append (the agent's append latency metric)
+        # Offsets below this were acknowledged with acks=wal: reported to the catalog at each lease
+        # renewal, so that a new owner knows whether acknowledged records are only in this WAL.
+        self.acked_offset = 0
+        # Monotonic time until which this agent can prove its lease (set by the lease loop from each
+        # successful renewal: when it was sent + ttl - safety margin). Produce is refused after it.
+        self.lease_valid_until = float("inf")
 
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._data_event = asyncio.Event()
@@ -245,6 +252,11 @@ class PartitionWriter:
         )
         self._wal = wal
         frames = list(recovery.frames)
+        if frames and frames[0].base_offset < hw and frames[0].epoch < self.epoch:
+            # Another owner committed past the start of what this WAL holds: these frames were written by
+            # this agent under an earlier lease and are superseded (docs/operations.md, "Failover").
+            await self._discard_superseded(frames, hw, state.leader_epoch)
+            return await self._open(state)
         if frames and frames[0].base_offset != hw:
             first = frames[0]
             raise WalCorrupted(
@@ -290,6 +302,29 @@ class PartitionWriter:
         if slots:
             self._flusher.request_flush()  # recovered records have waited long enough
         self.update_gauges()
+
+    async def _discard_superseded(self, frames: list[Any], hw: int, epoch: int) -> None:
+        wal, self._wal = self._wal, None
+        if wal is not None:
+            with contextlib.suppress(StreamhouseError, OSError):
+                await asyncio.to_thread(wal.close)
+        lost = int(frames[-1].end_offset) - int(frames[0].base_offset)
+        self._metrics.wal_acked_records_lost.inc(lost)
+        log.error(
+            "WAL of %s in %s holds offsets %d..%d written by this agent at epoch %d, but another owner has "
+            "committed the partition through offset %d since (epoch now %d): these records are superseded "
+            "(the ones that had been acknowledged with acks=wal are lost); removing them and continuing from "
+            "offset %d",
+            self.name,
+            self.wal_dir,
+            frames[0].base_offset,
+            int(frames[-1].end_offset) - 1,
+            frames[0].epoch,
+            hw,
+            epoch,
+            hw,
+        )
+        await asyncio.to_thread(shutil.rmtree, self.wal_dir, True)
 
     async def _open_failed(self, error: StreamhouseError) -> None:
         """Recovery failed: refuse writes with ``error``, close the WAL, keep the files as they are."""
@@ -489,6 +524,13 @@ class PartitionWriter:
 
         ``charged``: bytes the agent drew from the memory budget for this request; given back once the
         append is done, when the records it added are drawn as this partition's own (``reaccount``)."""
+        if time.monotonic() > self.lease_valid_until and self._failure is None:
+            self._flusher.budget.adjust(-charged)
+            raise NotLeader(
+                f"{self.name}: this agent cannot prove its lease (not renewed for longer than the lease ttl "
+                "minus lease_safety_margin_ms; the catalog may be unreachable); retry: the partition is "
+                "written again once the lease is renewed, or by the agent that takes it over"
+            )
         try:
             base, end, added = await asyncio.to_thread(self._append, batch)
         finally:
@@ -505,6 +547,8 @@ class PartitionWriter:
             except WalPoisoned as exc:
                 self.fence(exc)
                 raise
+        if acks == "wal":
+            self.acked_offset = max(self.acked_offset, int(end))
         elif acks == "durable":
             await self._wait_committed(base, end)
         return int(base), int(end)

@@ -9,13 +9,16 @@ describes the schema and the compare-and-set and lease rules.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from streamhouse.errors import ConfigError
 
 from ._url import POSTGRES_SCHEMES, redact_url, scheme_of
 from .base import AgentInfo, Catalog, Lease, PartitionState, SegmentRecord, TopicInfo
-from .postgres import PostgresCatalog
 from .sqlite import SqliteCatalog
+
+if TYPE_CHECKING:
+    from .postgres import PostgresCatalog
 
 __all__ = [
     "AgentInfo",
@@ -30,6 +33,16 @@ __all__ = [
     "redact_url",
     "sqlite_path",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # asyncpg is imported only when PostgreSQL is used: the client imports this package (for the topic
+    # types in ``base``) and must not need the agent's database driver.
+    if name == "PostgresCatalog":
+        from .postgres import PostgresCatalog
+
+        return PostgresCatalog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sqlite_path(metadata_url: str | os.PathLike[str]) -> str | None:
@@ -57,6 +70,8 @@ async def open_catalog(
         raise ConfigError("metadata_url is empty: give a SQLite path or a postgres:// URL")
     scheme = scheme_of(url)
     if scheme in POSTGRES_SCHEMES:
+        from .postgres import PostgresCatalog
+
         return await PostgresCatalog.open(url, min_size=min_size, max_size=max_size)
     path = sqlite_path(url)
     if path is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from streamhouse.errors import AgentIdentityInUse, StreamhouseError, UnknownAgent
+
 from ._validate import decode_str_map
 from .base import AgentInfo, Lease, PartitionState, SegmentRecord, TopicInfo
 
@@ -19,8 +21,8 @@ SEGMENT_COLUMNS = (
     "min_ts, max_ts, crc32c, compression, created_at, object_position"
 )
 SEGMENT_COLUMN_COUNT = SEGMENT_COLUMNS.count(",") + 1
-AGENT_COLUMNS = "agent_id, address, started_at, heartbeat_at, metadata"
-LEASE_COLUMNS = "topic, partition, agent_id, epoch, expires_at"
+AGENT_COLUMNS = "agent_id, address, started_at, heartbeat_at, metadata, incarnation"
+LEASE_COLUMNS = "topic, partition, agent_id, epoch, expires_at, incarnation, acked_offset"
 
 Row = Sequence[Any]
 
@@ -88,12 +90,19 @@ def agent_from_row(row: Row) -> AgentInfo:
         started_at_ms=int(row[2]),
         heartbeat_at_ms=int(row[3]),
         metadata=decode_str_map(row[4]),
+        incarnation=row[5],
     )
 
 
 def lease_from_row(row: Row) -> Lease:
     return Lease(
-        topic=row[0], partition=int(row[1]), agent_id=row[2], epoch=int(row[3]), expires_at_ms=int(row[4])
+        topic=row[0],
+        partition=int(row[1]),
+        agent_id=row[2],
+        epoch=int(row[3]),
+        expires_at_ms=int(row[4]),
+        incarnation=row[5],
+        acked_offset=int(row[6]),
     )
 
 
@@ -113,14 +122,28 @@ def commit_failure(
     )
 
 
+def heartbeat_refused(agent_id: str, row: Row | None) -> StreamhouseError:
+    """Why a heartbeat matched no row; ``row`` is ``(address, incarnation)`` of the agent's row, if any."""
+    if row is None:
+        return UnknownAgent(f"unknown agent {agent_id!r}: it has no row in the catalog (register it first)")
+    return AgentIdentityInUse(
+        f"agent id {agent_id!r} was taken over by another process (incarnation {row[1]}, address {row[0]})"
+    )
+
+
 def lease_lost_message(
-    topic: str, partition: int, agent_id: str, epoch: int, row: Row | None, now_ms: int
+    topic: str, partition: int, agent_id: str, epoch: int, row: Row | None, now_ms: int, incarnation: str = ""
 ) -> str:
     """Why a renewal matched no lease row; ``row`` is the current lease in LEASE_COLUMNS order."""
     ours = f"lease on {topic}[{partition}] for agent {agent_id!r} at epoch {epoch} is lost"
     if row is None:
         return f"{ours}: no lease is recorded (topic deleted or never acquired)"
-    holder, held_epoch, expires = row[2], row[3], int(row[4])
+    holder, held_epoch, expires, held_incarnation = row[2], row[3], int(row[4]), row[5]
+    if holder == agent_id and held_incarnation != incarnation:
+        return (
+            f"{ours}: another process of agent {holder!r} took it over (incarnation {held_incarnation}, "
+            f"epoch {held_epoch})"
+        )
     if holder != agent_id or held_epoch != epoch:
         return f"{ours}: held by agent {holder!r} at epoch {held_epoch}"
     return f"{ours}: it expired {now_ms - expires} ms ago (catalog clock)"

@@ -173,6 +173,23 @@ def check_lease_keys(leases: object) -> list[tuple[str, int, int]]:
     return out
 
 
+def check_incarnation(incarnation: object) -> str:
+    if type(incarnation) is not str:
+        raise InvalidArgumentType(f"incarnation must be str, not {type(incarnation).__name__}")
+    if len(incarnation) > 64 or not incarnation.isprintable():
+        raise InvalidArgument("incarnation must be at most 64 printable characters")
+    return incarnation
+
+
+def check_acked_offsets(acked: object, n: int) -> list[int]:
+    """``None`` (nothing reported: 0 each) or one offset per lease."""
+    if acked is None:
+        return [0] * n
+    if not isinstance(acked, (list, tuple)) or len(acked) != n:
+        raise InvalidArgument(f"acked_offsets must be a list of {n} offsets, one per lease")
+    return [check_int("acked offset", a) for a in acked]
+
+
 def truncate_stale_message(topic: str, partition: int, expected: int, current: int) -> str:
     return (
         f"cannot apply retention to {topic}[{partition}]: its leader epoch is {current}, not {expected} "

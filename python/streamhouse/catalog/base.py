@@ -17,8 +17,11 @@ Invariants every backend keeps (tests/integration/test_catalog_conformance.py ru
   (``object_position``, ``size_bytes``); ``(object_key, object_position)`` is unique.
 - ``replace_segments`` (compaction) swaps a run of a partition's rows for one row covering exactly the same
   offsets, in one transaction that checks the old rows are all still there and the epoch still holds.
-- A partition's leader epoch increases exactly when its lease changes hands (a different ``agent_id``
-  acquires it), never on renewal, and never when the same agent re-acquires its own lease.
+- A partition's leader epoch increases exactly when its lease changes hands: a different
+  ``(agent_id, incarnation)`` acquires it (a restarted process of the same agent is a new incarnation), never
+  on renewal, and never when the same process re-acquires its own lapsed lease. So no two processes ever
+  hold one partition at one epoch.
+- Only the process that holds a lease (same agent id AND incarnation) renews or releases it.
 - Lease expiry is judged on the catalog's clock (``now_ms``), never on an agent's.
 """
 
@@ -79,6 +82,8 @@ class Lease:
     agent_id: str
     epoch: int
     expires_at_ms: int
+    incarnation: str = ""  # the holder's process (see register_agent)
+    acked_offset: int = 0  # the holder acknowledged acks=wal records below this, as of its last renewal
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,7 @@ class AgentInfo:
     started_at_ms: int
     heartbeat_at_ms: int
     metadata: Mapping[str, str] = field(default_factory=dict)
+    incarnation: str = ""
 
 
 class Catalog(abc.ABC):
@@ -191,12 +197,20 @@ class Catalog(abc.ABC):
     # -- agents --
     @abc.abstractmethod
     async def register_agent(
-        self, agent_id: str, address: str, metadata: Mapping[str, str] | None = None
+        self,
+        agent_id: str,
+        address: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        incarnation: str = "",
     ) -> None:
-        """Insert or refresh the agent's row (heartbeat = now)."""
+        """Insert or refresh the agent's row (heartbeat = now) under ``incarnation``: a process registers
+        a fresh one at start, which takes the identity over from an earlier process of the same id."""
 
     @abc.abstractmethod
-    async def heartbeat(self, agent_id: str) -> None: ...
+    async def heartbeat(self, agent_id: str, incarnation: str = "") -> None:
+        """Heartbeat = now. Raises UnknownAgent if the agent has no row, AgentIdentityInUse if its row is
+        held by another incarnation (a newer process of the same id took over)."""
 
     @abc.abstractmethod
     async def deregister_agent(self, agent_id: str) -> None: ...
@@ -206,24 +220,41 @@ class Catalog(abc.ABC):
 
     # -- leases --
     @abc.abstractmethod
-    async def acquire_lease(self, topic: str, partition: int, agent_id: str, ttl_ms: int) -> Lease | None:
-        """Take the lease if it is free, expired, or already ours; None if another agent holds a live
-        one. Bumps the partition's leader epoch iff the holder changes."""
+    async def acquire_lease(
+        self, topic: str, partition: int, agent_id: str, ttl_ms: int, *, incarnation: str = ""
+    ) -> Lease | None:
+        """Take the lease if it is free, expired, or held by this agent id under another incarnation while
+        ``incarnation`` is the one registered for the agent (a restarted process reclaims its leases once
+        it has taken the identity over with ``register_agent``; a stale process never takes them back);
+        None if another agent holds a live one. Bumps the partition's leader epoch iff the holder
+        ``(agent_id, incarnation)`` changes. The new lease starts with ``acked_offset`` 0."""
 
-    async def renew_lease(self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int) -> Lease:
-        """Extend our live lease; raises LeaseLost if it expired or is held at another epoch/agent."""
-        (result,) = await self.renew_leases(agent_id, [(topic, partition, epoch)], ttl_ms)
+    async def renew_lease(
+        self, topic: str, partition: int, agent_id: str, epoch: int, ttl_ms: int, *, incarnation: str = ""
+    ) -> Lease:
+        """Extend our live lease; raises LeaseLost if it expired or is held at another epoch, agent or
+        incarnation."""
+        (result,) = await self.renew_leases(
+            agent_id, [(topic, partition, epoch)], ttl_ms, incarnation=incarnation
+        )
         if isinstance(result, LeaseLost):
             raise result
         return result
 
     @abc.abstractmethod
     async def renew_leases(
-        self, agent_id: str, leases: Sequence[tuple[str, int, int]], ttl_ms: int
+        self,
+        agent_id: str,
+        leases: Sequence[tuple[str, int, int]],
+        ttl_ms: int,
+        *,
+        incarnation: str = "",
+        acked_offsets: Sequence[int] | None = None,
     ) -> list[Lease | LeaseLost]:
         """``renew_lease`` for many ``(topic, partition, epoch)`` of one agent in one transaction (an agent
         renews all its leases at once, whatever their number); per lease, in order, the renewed lease or
-        the LeaseLost that refused it alone."""
+        the LeaseLost that refused it alone. ``acked_offsets`` (one per lease) are recorded in the renewed
+        leases (see ``Lease.acked_offset``)."""
 
     @abc.abstractmethod
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:
@@ -231,3 +262,7 @@ class Catalog(abc.ABC):
 
     @abc.abstractmethod
     async def list_leases(self, agent_id: str | None = None) -> list[Lease]: ...
+
+    @abc.abstractmethod
+    async def get_lease(self, topic: str, partition: int) -> tuple[Lease | None, int]:
+        """The partition's lease row (live or not) and the catalog's clock, read together."""

@@ -157,11 +157,28 @@ MIGRATIONS += (
 )
 
 MIGRATIONS += (
+    # One identity, one process: every agent process registers under a fresh incarnation, and its leases
+    # carry it, so that a stale process of the same agent id (frozen, partitioned, or a duplicate) can never
+    # renew them. ``acked_offset``: the holder reports, at each renewal, the offset through which it has
+    # acknowledged records with acks=wal; a new owner compares it with the high watermark to know whether
+    # acknowledged records are still only in the old owner's WAL (agent/leases.py).
+    Migration(
+        3,
+        "agent incarnations; acknowledged offsets in leases",
+        (
+            "ALTER TABLE agents ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE partition_leases ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE partition_leases ADD COLUMN acked_offset BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
+)
+
+MIGRATIONS += (
     # The schema registry (streamhouse/schemas/): schemas by global id (one row per distinct normalised
     # text, never deleted, so an id is never reused), subjects' versions (soft-deleted ones kept with
     # deleted = 1 until a permanent delete), and compatibility levels ('' is the global one).
     Migration(
-        3,
+        4,
         "schema registry",
         (
             """

@@ -39,6 +39,7 @@ from ._rows import (
     TOPIC_COLUMNS,
     agent_from_row,
     commit_failure,
+    heartbeat_refused,
     lease_from_row,
     lease_lost_message,
     partition_from_row,
@@ -417,31 +418,44 @@ class PostgresCatalog(Catalog):
     # -- agents --
 
     async def register_agent(
-        self, agent_id: str, address: str, metadata: Mapping[str, str] | None = None
+        self,
+        agent_id: str,
+        address: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        incarnation: str = "",
     ) -> None:
         v.check_agent_id(agent_id)
+        v.check_incarnation(incarnation)
         if not isinstance(address, str):
             raise InvalidArgument(f"agent address must be str, not {type(address).__name__}")
         metadata_json = v.encode_str_map("agent metadata", metadata)
         async with self._conn() as conn:
             await conn.execute(
-                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, {NOW_MS}, {NOW_MS}, $3) "
+                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, {NOW_MS}, {NOW_MS}, $3, $4) "
                 "ON CONFLICT (agent_id) DO UPDATE SET address = excluded.address, "
                 "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
-                "metadata = excluded.metadata",
+                "metadata = excluded.metadata, incarnation = excluded.incarnation",
                 agent_id,
                 address,
                 metadata_json,
+                incarnation,
             )
 
-    async def heartbeat(self, agent_id: str) -> None:
+    async def heartbeat(self, agent_id: str, incarnation: str = "") -> None:
         v.check_agent_id(agent_id)
+        v.check_incarnation(incarnation)
         async with self._conn() as conn:
             status = await conn.execute(
-                f"UPDATE agents SET heartbeat_at = {NOW_MS} WHERE agent_id = $1", agent_id
+                f"UPDATE agents SET heartbeat_at = {NOW_MS} WHERE agent_id = $1 AND incarnation = $2",
+                agent_id,
+                incarnation,
             )
-        if status != "UPDATE 1":
-            raise InvalidArgument(f"unknown agent {agent_id!r}: register it before heartbeating")
+            if status != "UPDATE 1":
+                row = await conn.fetchrow(
+                    "SELECT address, incarnation FROM agents WHERE agent_id = $1", agent_id
+                )
+                raise heartbeat_refused(agent_id, row)
 
     async def deregister_agent(self, agent_id: str) -> None:
         v.check_agent_id(agent_id)
@@ -463,11 +477,14 @@ class PostgresCatalog(Catalog):
 
     # -- leases --
 
-    async def acquire_lease(self, topic: str, partition: int, agent_id: str, ttl_ms: int) -> Lease | None:
+    async def acquire_lease(
+        self, topic: str, partition: int, agent_id: str, ttl_ms: int, *, incarnation: str = ""
+    ) -> Lease | None:
         v.check_topic_name(topic)
         v.check_int("partition", partition)
         v.check_agent_id(agent_id)
         v.check_ttl_ms(ttl_ms)
+        v.check_incarnation(incarnation)
         async with self._conn(transaction=True) as conn:
             # Lock the partition row first, then read the lease and the clock in a later statement: under
             # READ COMMITTED each statement sees what committed before it started, so an acquirer that
@@ -477,7 +494,7 @@ class PostgresCatalog(Catalog):
                 await _partition(conn, topic, partition)  # raises the precise Unknown* error
                 raise UnknownPartition(f"unknown partition {partition} of topic {topic!r}")
             row = await conn.fetchrow(
-                f"SELECT l.agent_id, l.expires_at, {NOW_MS} AS now FROM (SELECT 1) AS one "
+                f"SELECT l.agent_id, l.expires_at, {NOW_MS} AS now, l.incarnation FROM (SELECT 1) AS one "
                 "LEFT JOIN partition_leases l ON l.topic = $1 AND l.partition = $2",
                 topic,
                 partition,
@@ -485,18 +502,26 @@ class PostgresCatalog(Catalog):
             epoch, holder, expires_at, now = leader_epoch, row[0], row[1], int(row[2])
             if holder is not None and holder != agent_id and int(expires_at) > now:
                 return None
-            if holder != agent_id:
+            if holder == agent_id and row[3] != incarnation and int(expires_at) > now:
+                registered = await conn.fetchval(
+                    "SELECT incarnation FROM agents WHERE agent_id = $1", agent_id
+                )
+                if registered != incarnation:
+                    return None  # a stale process of this agent: the registered one holds it
+            if holder != agent_id or row[3] != incarnation:
                 epoch += 1
-            lease = Lease(topic, partition, agent_id, epoch, now + ttl_ms)
+            lease = Lease(topic, partition, agent_id, epoch, now + ttl_ms, incarnation, 0)
             await conn.execute(
-                f"INSERT INTO partition_leases ({LEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+                f"INSERT INTO partition_leases ({LEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, 0) "
                 "ON CONFLICT (topic, partition) DO UPDATE SET agent_id = excluded.agent_id, "
-                "epoch = excluded.epoch, expires_at = excluded.expires_at",
+                "epoch = excluded.epoch, expires_at = excluded.expires_at, "
+                "incarnation = excluded.incarnation, acked_offset = 0",
                 topic,
                 partition,
                 agent_id,
                 epoch,
                 lease.expires_at_ms,
+                incarnation,
             )
             await conn.execute(
                 "UPDATE partitions SET leader_epoch = $1, leader_agent_id = $2 WHERE topic = $3 "
@@ -509,37 +534,52 @@ class PostgresCatalog(Catalog):
         return lease
 
     async def renew_leases(
-        self, agent_id: str, leases: Sequence[tuple[str, int, int]], ttl_ms: int
+        self,
+        agent_id: str,
+        leases: Sequence[tuple[str, int, int]],
+        ttl_ms: int,
+        *,
+        incarnation: str = "",
+        acked_offsets: Sequence[int] | None = None,
     ) -> list[Lease | LeaseLost]:
         wanted = v.check_lease_keys(leases)
         v.check_agent_id(agent_id)
         v.check_ttl_ms(ttl_ms)
+        v.check_incarnation(incarnation)
+        acked = v.check_acked_offsets(acked_offsets, len(wanted))
         out: list[Lease | LeaseLost] = []
         async with self._conn(transaction=True) as conn:
             now = int(await conn.fetchval(f"SELECT {NOW_MS}"))
-            for topic, partition, epoch in wanted:
+            for (topic, partition, epoch), acked_offset in zip(wanted, acked, strict=True):
                 if await _lock_partition(conn, topic, partition) is None:
                     out.append(LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, None, 0)))
                     continue
                 updated = await conn.fetchval(
-                    "UPDATE partition_leases SET expires_at = $1 WHERE topic = $2 AND partition = $3 "
-                    "AND agent_id = $4 AND epoch = $5 AND expires_at > $6 RETURNING expires_at",
+                    "UPDATE partition_leases SET expires_at = $1, acked_offset = $7 WHERE topic = $2 "
+                    "AND partition = $3 AND agent_id = $4 AND epoch = $5 AND expires_at > $6 "
+                    "AND incarnation = $8 RETURNING expires_at",
                     now + ttl_ms,
                     topic,
                     partition,
                     agent_id,
                     epoch,
                     now,
+                    acked_offset,
+                    incarnation,
                 )
                 if updated is not None:
-                    out.append(Lease(topic, partition, agent_id, epoch, int(updated)))
+                    out.append(
+                        Lease(topic, partition, agent_id, epoch, int(updated), incarnation, acked_offset)
+                    )
                     continue
                 row = await conn.fetchrow(
                     f"SELECT {LEASE_COLUMNS} FROM partition_leases WHERE topic = $1 AND partition = $2",
                     topic,
                     partition,
                 )
-                out.append(LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now)))
+                out.append(
+                    LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now, incarnation))
+                )
         return out
 
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:
@@ -570,6 +610,19 @@ class PostgresCatalog(Catalog):
                 v.check_agent_id(agent_id)
                 rows = await conn.fetch(sql + " WHERE agent_id = $1 ORDER BY topic, partition", agent_id)
         return [lease_from_row(r) for r in rows]
+
+    async def get_lease(self, topic: str, partition: int) -> tuple[Lease | None, int]:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {LEASE_COLUMNS}, {NOW_MS} AS now FROM (SELECT 1) AS one LEFT JOIN partition_leases "
+                "ON topic = $1 AND partition = $2",
+                topic,
+                partition,
+            )
+        lease = None if row[0] is None else lease_from_row(row)
+        return lease, int(row[7])
 
     # -- hook for stores kept in modules of their own (the schema registry) --
 

@@ -43,6 +43,7 @@ from ._rows import (
     TOPIC_COLUMNS,
     agent_from_row,
     commit_failure,
+    heartbeat_refused,
     lease_from_row,
     lease_lost_message,
     partition_from_row,
@@ -449,9 +450,15 @@ class SqliteCatalog(Catalog):
     # -- agents --
 
     async def register_agent(
-        self, agent_id: str, address: str, metadata: Mapping[str, str] | None = None
+        self,
+        agent_id: str,
+        address: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        incarnation: str = "",
     ) -> None:
         v.check_agent_id(agent_id)
+        v.check_incarnation(incarnation)
         if not isinstance(address, str):
             raise InvalidArgument(f"agent address must be str, not {type(address).__name__}")
         metadata_json = v.encode_str_map("agent metadata", metadata)
@@ -460,24 +467,30 @@ class SqliteCatalog(Catalog):
             now = self._now()
             with _write(conn):
                 conn.execute(
-                    f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent_id) "
+                    f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id) "
                     "DO UPDATE SET address = excluded.address, started_at = excluded.started_at, "
-                    "heartbeat_at = excluded.heartbeat_at, metadata = excluded.metadata",
-                    (agent_id, address, now, now, metadata_json),
+                    "heartbeat_at = excluded.heartbeat_at, metadata = excluded.metadata, "
+                    "incarnation = excluded.incarnation",
+                    (agent_id, address, now, now, metadata_json, incarnation),
                 )
 
         await self._run(q)
 
-    async def heartbeat(self, agent_id: str) -> None:
+    async def heartbeat(self, agent_id: str, incarnation: str = "") -> None:
         v.check_agent_id(agent_id)
+        v.check_incarnation(incarnation)
 
         def q(conn: sqlite3.Connection) -> None:
             with _write(conn):
                 n = conn.execute(
-                    "UPDATE agents SET heartbeat_at = ? WHERE agent_id = ?", (self._now(), agent_id)
+                    "UPDATE agents SET heartbeat_at = ? WHERE agent_id = ? AND incarnation = ?",
+                    (self._now(), agent_id, incarnation),
                 ).rowcount
                 if n != 1:
-                    raise InvalidArgument(f"unknown agent {agent_id!r}: register it before heartbeating")
+                    row = conn.execute(
+                        "SELECT address, incarnation FROM agents WHERE agent_id = ?", (agent_id,)
+                    ).fetchone()
+                    raise heartbeat_refused(agent_id, row)
 
         await self._run(q)
 
@@ -508,30 +521,41 @@ class SqliteCatalog(Catalog):
 
     # -- leases --
 
-    async def acquire_lease(self, topic: str, partition: int, agent_id: str, ttl_ms: int) -> Lease | None:
+    async def acquire_lease(
+        self, topic: str, partition: int, agent_id: str, ttl_ms: int, *, incarnation: str = ""
+    ) -> Lease | None:
         v.check_topic_name(topic)
         v.check_int("partition", partition)
         v.check_agent_id(agent_id)
         v.check_ttl_ms(ttl_ms)
+        v.check_incarnation(incarnation)
 
         def q(conn: sqlite3.Connection) -> Lease | None:
             with _write(conn):
                 state = _partition(conn, topic, partition)
                 now = self._now()
                 row = conn.execute(
-                    "SELECT agent_id, expires_at FROM partition_leases WHERE topic = ? AND partition = ?",
+                    "SELECT agent_id, expires_at, incarnation FROM partition_leases WHERE topic = ? "
+                    "AND partition = ?",
                     (topic, partition),
                 ).fetchone()
                 if row is not None and row[0] != agent_id and int(row[1]) > now:
                     return None
-                same_holder = row is not None and row[0] == agent_id
+                if row is not None and row[0] == agent_id and row[2] != incarnation and int(row[1]) > now:
+                    registered = conn.execute(
+                        "SELECT incarnation FROM agents WHERE agent_id = ?", (agent_id,)
+                    ).fetchone()
+                    if registered is None or registered[0] != incarnation:
+                        return None  # a stale process of this agent: the registered one holds it
+                same_holder = row is not None and row[0] == agent_id and row[2] == incarnation
                 epoch = state.leader_epoch if same_holder else state.leader_epoch + 1
-                lease = Lease(topic, partition, agent_id, epoch, now + ttl_ms)
+                lease = Lease(topic, partition, agent_id, epoch, now + ttl_ms, incarnation, 0)
                 conn.execute(
-                    f"INSERT INTO partition_leases ({LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                    f"INSERT INTO partition_leases ({LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0) "
                     "ON CONFLICT (topic, partition) DO UPDATE SET agent_id = excluded.agent_id, "
-                    "epoch = excluded.epoch, expires_at = excluded.expires_at",
-                    (topic, partition, agent_id, epoch, lease.expires_at_ms),
+                    "epoch = excluded.epoch, expires_at = excluded.expires_at, "
+                    "incarnation = excluded.incarnation, acked_offset = 0",
+                    (topic, partition, agent_id, epoch, lease.expires_at_ms, incarnation),
                 )
                 conn.execute(
                     "UPDATE partitions SET leader_epoch = ?, leader_agent_id = ? WHERE topic = ? "
@@ -543,30 +567,45 @@ class SqliteCatalog(Catalog):
         return await self._run(q)
 
     async def renew_leases(
-        self, agent_id: str, leases: Sequence[tuple[str, int, int]], ttl_ms: int
+        self,
+        agent_id: str,
+        leases: Sequence[tuple[str, int, int]],
+        ttl_ms: int,
+        *,
+        incarnation: str = "",
+        acked_offsets: Sequence[int] | None = None,
     ) -> list[Lease | LeaseLost]:
         wanted = v.check_lease_keys(leases)
         v.check_agent_id(agent_id)
         v.check_ttl_ms(ttl_ms)
+        v.check_incarnation(incarnation)
+        acked = v.check_acked_offsets(acked_offsets, len(wanted))
 
         def q(conn: sqlite3.Connection) -> list[Lease | LeaseLost]:
             out: list[Lease | LeaseLost] = []
             with _write(conn):
                 now = self._now()
-                for topic, partition, epoch in wanted:
+                for (topic, partition, epoch), acked_offset in zip(wanted, acked, strict=True):
                     n = conn.execute(
-                        "UPDATE partition_leases SET expires_at = ? WHERE topic = ? AND partition = ? "
-                        "AND agent_id = ? AND epoch = ? AND expires_at > ?",
-                        (now + ttl_ms, topic, partition, agent_id, epoch, now),
+                        "UPDATE partition_leases SET expires_at = ?, acked_offset = ? WHERE topic = ? "
+                        "AND partition = ? AND agent_id = ? AND incarnation = ? AND epoch = ? "
+                        "AND expires_at > ?",
+                        (now + ttl_ms, acked_offset, topic, partition, agent_id, incarnation, epoch, now),
                     ).rowcount
                     if n == 1:
-                        out.append(Lease(topic, partition, agent_id, epoch, now + ttl_ms))
+                        out.append(
+                            Lease(topic, partition, agent_id, epoch, now + ttl_ms, incarnation, acked_offset)
+                        )
                         continue
                     row = conn.execute(
                         f"SELECT {LEASE_COLUMNS} FROM partition_leases WHERE topic = ? AND partition = ?",
                         (topic, partition),
                     ).fetchone()
-                    out.append(LeaseLost(lease_lost_message(topic, partition, agent_id, epoch, row, now)))
+                    out.append(
+                        LeaseLost(
+                            lease_lost_message(topic, partition, agent_id, epoch, row, now, incarnation)
+                        )
+                    )
             return out
 
         return await self._run(q)
@@ -601,6 +640,19 @@ class SqliteCatalog(Catalog):
                     sql + " WHERE agent_id = ? ORDER BY topic, partition", (agent_id,)
                 ).fetchall()
             return [lease_from_row(r) for r in rows]
+
+        return await self._run(q)
+
+    async def get_lease(self, topic: str, partition: int) -> tuple[Lease | None, int]:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+
+        def q(conn: sqlite3.Connection) -> tuple[Lease | None, int]:
+            row = conn.execute(
+                f"SELECT {LEASE_COLUMNS} FROM partition_leases WHERE topic = ? AND partition = ?",
+                (topic, partition),
+            ).fetchone()
+            return (None if row is None else lease_from_row(row)), self._now()
 
         return await self._run(q)
 

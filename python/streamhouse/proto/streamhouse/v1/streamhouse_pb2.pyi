@@ -80,10 +80,12 @@ class CreateTopicRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., partitions: _Optional[int] = ..., config: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CreateTopicResponse(_message.Message):
-    __slots__ = ("topic",)
+    __slots__ = ("topic", "warnings")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     topic: Topic
-    def __init__(self, topic: _Optional[_Union[Topic, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, topic: _Optional[_Union[Topic, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AlterTopicConfigRequest(_message.Message):
     __slots__ = ("name", "set", "delete")
