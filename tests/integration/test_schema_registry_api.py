@@ -71,13 +71,13 @@ class AgentThread:
         listen = f"127.0.0.1:{free_port()}"
         cfg = Config.from_mapping(
             {
+                "agent_id": "schema-test",
                 **settings,
                 "data_dir": str(data_dir),
                 "listen": listen,
                 "metrics_listen": "",
                 "schema_registry_listen": f"127.0.0.1:{free_port()}",
                 "segment_max_age_ms": 50,
-                "agent_id": "schema-test",
             }
         )
 
