@@ -392,6 +392,8 @@ class AgentMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        for mode in ("none", "sample", "full"):
+            self.schema_validation.labels(mode)  # every mode reported from the start, at 0
         self.schema_validation_refused = Counter(
             PREFIX + "schema_validation_refused", doc("schema_validation_refused_total"), registry=r
         )
