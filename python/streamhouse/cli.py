@@ -214,6 +214,8 @@ async def serve_agent(
     check_listen(cfg.listen, "listen")
     if cfg.metrics_listen:
         check_listen(cfg.metrics_listen, "metrics_listen")
+    if cfg.schema_registry_listen:
+        check_listen(cfg.schema_registry_listen, "schema_registry_listen")
     try:
         agent = await Agent.start(cfg, object_store=object_store)
     except OSError as exc:
@@ -243,6 +245,9 @@ async def serve_agent(
     bound = getattr(agent, "metrics_address", None)
     metrics_at = f"{bound[0]}:{bound[1]}" if bound else cfg.metrics_listen
     metrics = f"metrics http://{metrics_at}/metrics" if cfg.metrics_listen else "metrics disabled"
+    registry_at = getattr(getattr(agent, "schemas", None), "address", None)
+    if registry_at:
+        metrics += f", schema registry http://{registry_at[0]}:{registry_at[1]}"
     log.info(
         "StreamHouse agent %s listening on %s:%d (gRPC), %s; %s",
         cfg.agent_id,
@@ -498,6 +503,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
             if args.count is not None
             else _stdin_batches(args.batch_size, args.batch_bytes, args.linger_ms / 1000)
         )
+        from streamhouse.schemas import cli as schema_cli
+
+        batches = schema_cli.encode_batches(args, batches)  # --value-schema: JSON lines to Avro
         failures: list[BaseException] = []
         sent_bytes = 0
         sent_records = 0
@@ -797,6 +805,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"streamhouse consume: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from streamhouse.schemas import cli as schema_cli
+
+    render = schema_cli.decoding_render(args, render)  # --decode: Avro values as JSON
     with _client(args) as client:
         topic = args.topic
         every = range(client.partitions_for(topic)) if args.partition is None else [args.partition]
@@ -1120,6 +1131,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     consume.set_defaults(func=cmd_consume)
 
+    from streamhouse.schemas import (
+        cli as schema_cli,
+    )  # `schema ...`, produce --value-schema, consume --decode
+
+    schema_cli.add_produce_arguments(produce)
+    schema_cli.add_consume_arguments(consume)
+    schema_cli.add_parser(sub)
+
     wal = sub.add_parser("wal", help="verify, repair or dump write-ahead logs on this machine")
     wsub = wal.add_subparsers(
         dest="wal_command", required=True, metavar="ACTION", help="verify, repair or dump"
@@ -1149,11 +1168,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="benchmarks: `bench engine`, `bench produce`, `bench cost` or `bench failover` [--quick] "
-        "[--json] "
-        "(`bench NAME --help` for the options)",
+        help="benchmarks: `bench engine`, `bench produce`, `bench cost`, `bench failover` or `bench schema` "
+        "[--quick] [--json] (`bench NAME --help` for the options)",
     )
-    bench.add_argument("bench", choices=("engine", "produce", "cost", "failover"), help="which benchmark")
+    bench.add_argument(
+        "bench", choices=("engine", "produce", "cost", "failover", "schema"), help="which benchmark"
+    )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
 

@@ -415,6 +415,32 @@ KNOBS: tuple[Knob, ...] = (
         _positive,
         group="read",
     ),
+    # -- schema registry --
+    Knob(
+        "schema_registry_listen",
+        "127.0.0.1:8081",
+        "Schema registry HOST:PORT: the Confluent Schema Registry REST API (docs/schema-registry.md); empty "
+        "turns it off (produce validation still works).",
+        check=lambda v: _address(v) if v else None,
+        group="schemas",
+    ),
+    Knob(
+        "schema_cache_entries",
+        10_000,
+        "Most schemas and subject memberships the agent's schema cache holds (least recently used go first).",
+        int,
+        _positive,
+        group="schemas",
+    ),
+    Knob(
+        "schema_cache_ttl_ms",
+        3_600_000,
+        "Longest a schema cache entry is used before it is read from the catalog again (also how long a "
+        "version deleted through another agent may still be accepted here).",
+        int,
+        _positive,
+        group="schemas",
+    ),
     # -- pressure --
     Knob(
         "memory_limit",

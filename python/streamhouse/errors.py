@@ -228,6 +228,80 @@ class ResourceExhausted(StreamhouseError):
         self.reason = reason
 
 
+# --- schema registry -------------------------------------------------------------------------------
+
+
+class SchemaRegistryError(InvalidArgument):
+    """A schema registry call was refused. ``http_status`` and ``error_code`` are what the Confluent Schema
+    Registry REST API answers for the same case (docs/schema-registry.md lists them)."""
+
+    http_status: int = 400
+    error_code: int = 400
+
+
+class SubjectNotFound(SchemaRegistryError):
+    http_status, error_code = 404, 40401
+
+
+class VersionNotFound(SchemaRegistryError):
+    http_status, error_code = 404, 40402
+
+
+class SchemaNotFound(SchemaRegistryError):
+    http_status, error_code = 404, 40403
+
+
+class SubjectSoftDeleted(SchemaRegistryError):
+    """A soft delete of a subject that is soft-deleted already."""
+
+    http_status, error_code = 404, 40404
+
+
+class SubjectNotSoftDeleted(SchemaRegistryError):
+    """A permanent delete of a subject that was not soft-deleted first."""
+
+    http_status, error_code = 404, 40405
+
+
+class VersionSoftDeleted(SchemaRegistryError):
+    http_status, error_code = 404, 40406
+
+
+class VersionNotSoftDeleted(SchemaRegistryError):
+    http_status, error_code = 404, 40407
+
+
+class SubjectConfigNotFound(SchemaRegistryError):
+    """The subject has no compatibility level of its own (the global one applies)."""
+
+    http_status, error_code = 404, 40408
+
+
+class IncompatibleSchema(SchemaRegistryError):
+    http_status, error_code = 409, 409
+
+
+class InvalidSchema(SchemaRegistryError):
+    http_status, error_code = 422, 42201
+
+
+class InvalidVersion(SchemaRegistryError):
+    http_status, error_code = 422, 42202
+
+
+class InvalidCompatibilityLevel(SchemaRegistryError):
+    http_status, error_code = 422, 42203
+
+
+class SchemaValidationFailed(InvalidArgument):
+    """A produce batch breaks its topic's schema requirement (docs/schema-registry.md); nothing of it was
+    written. ``record_index`` is the first offending record's position in the batch."""
+
+    def __init__(self, message: str, record_index: int) -> None:
+        super().__init__(message)
+        self.record_index = record_index
+
+
 __all__ = [
     "AgentIdentityInUse",
     "CatalogError",
@@ -236,9 +310,13 @@ __all__ = [
     "CorruptionError",
     "DiskFull",
     "EmptyBatch",
+    "IncompatibleSchema",
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidBatch",
+    "InvalidCompatibilityLevel",
+    "InvalidSchema",
+    "InvalidVersion",
     "LeaseLost",
     "NotLeader",
     "ObjectExists",
@@ -251,16 +329,26 @@ __all__ = [
     "RecordTooLarge",
     "ResourceExhausted",
     "RpcError",
+    "SchemaNotFound",
+    "SchemaRegistryError",
+    "SchemaValidationFailed",
     "SegmentCorrupted",
     "StaleEpoch",
     "StorageError",
     "StreamhouseError",
+    "SubjectConfigNotFound",
+    "SubjectNotFound",
+    "SubjectNotSoftDeleted",
+    "SubjectSoftDeleted",
     "TopicExists",
     "Unavailable",
     "UnknownAgent",
     "UnknownPartition",
     "UnknownTopic",
     "UnsupportedVersion",
+    "VersionNotFound",
+    "VersionNotSoftDeleted",
+    "VersionSoftDeleted",
     "WalClosed",
     "WalCorrupted",
     "WalPoisoned",

@@ -184,6 +184,29 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
         (),
         "Unreferenced segment objects deleted by garbage collection (after their grace period).",
     ),
+    "schema_cache_entries": (
+        "gauge",
+        (),
+        "Entries in the agent's schema cache (schemas by id, subject memberships); at most "
+        "schema_cache_entries.",
+    ),
+    "schema_cache_hits_total": ("counter", (), "Schema cache lookups answered from the cache."),
+    "schema_cache_misses_total": (
+        "counter",
+        (),
+        "Schema cache lookups that went to the catalog (absent or older than schema_cache_ttl_ms).",
+    ),
+    "schema_validation_seconds": (
+        "histogram",
+        ("mode",),
+        "Time to check a produce batch against its topic's schema requirement, by decode mode (none, "
+        "sample, full).",
+    ),
+    "schema_validation_refused_total": (
+        "counter",
+        (),
+        "Produce batches refused because a record broke the topic's schema requirement.",
+    ),
 }
 
 _LATENCY_BUCKETS = (
@@ -354,6 +377,25 @@ class AgentMetrics:
         self.gc_runs = Counter(PREFIX + "gc_runs", doc("gc_runs_total"), registry=r)
         self.gc_deleted_objects = Counter(
             PREFIX + "gc_deleted_objects", doc("gc_deleted_objects_total"), registry=r
+        )
+        self.schema_cache_entries = gauge("schema_cache_entries")
+        self.schema_cache_hits = Counter(
+            PREFIX + "schema_cache_hits", doc("schema_cache_hits_total"), registry=r
+        )
+        self.schema_cache_misses = Counter(
+            PREFIX + "schema_cache_misses", doc("schema_cache_misses_total"), registry=r
+        )
+        self.schema_validation = Histogram(
+            PREFIX + "schema_validation_seconds",
+            doc("schema_validation_seconds"),
+            ("mode",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        for mode in ("none", "sample", "full"):
+            self.schema_validation.labels(mode)  # every mode reported from the start, at 0
+        self.schema_validation_refused = Counter(
+            PREFIX + "schema_validation_refused", doc("schema_validation_refused_total"), registry=r
         )
         self._server: object | None = None
 

@@ -23,6 +23,7 @@ class TopicKey:
     help: str
     minimum: int = -1
     maximum: int = MAX_LONG
+    choices: tuple[str, ...] = ()  # a key with choices takes one of these words instead of an integer
 
 
 TOPIC_KEYS: Mapping[str, TopicKey] = {
@@ -37,6 +38,32 @@ TOPIC_KEYS: Mapping[str, TopicKey] = {
             "retention.bytes",
             "Delete a partition's oldest segments while what remains of the partition is at least this many "
             "bytes; -1 means no size limit.",
+        ),
+        TopicKey(
+            "value.schema.validation",
+            "`true`: every record's value must be Avro in the Confluent wire format (magic byte 0, 4-byte "
+            "schema id, body) with an id registered under the subject `<topic>-value`; a batch with a record "
+            "that is not is refused whole (docs/schema-registry.md). Default `false`.",
+            choices=("true", "false"),
+        ),
+        TopicKey(
+            "key.schema.validation",
+            "`true`: the same for every record's key, under the subject `<topic>-key`. Default `false`.",
+            choices=("true", "false"),
+        ),
+        TopicKey(
+            "schema.validation.decode",
+            "How much of each checked record is decoded with its schema: `none` (framing and id only), "
+            "`sample` (also decode one record in `schema.validation.sample.every`), `full` (decode every "
+            "record). Default `full`.",
+            choices=("none", "sample", "full"),
+        ),
+        TopicKey(
+            "schema.validation.sample.every",
+            "With `schema.validation.decode=sample`: decode the first record of each batch and every N-th "
+            "after it. Default 100.",
+            minimum=1,
+            maximum=1_000_000,
         ),
     )
 }
@@ -54,6 +81,13 @@ def validate_topic_config(config: Mapping[str, str] | None) -> dict[str, str]:
                 f"unknown topic config key {key[:100]!r}; the keys are: {', '.join(sorted(TOPIC_KEYS))}"
             )
         text = value.strip()
+        if spec.choices:
+            if text.lower() not in spec.choices:
+                raise InvalidArgument(
+                    f"topic config {key} must be one of {', '.join(spec.choices)}, not {value[:100]!r}"
+                )
+            out[key] = text.lower()
+            continue
         if not text.lstrip("-").isdigit() or len(text) > 20:
             raise InvalidArgument(f"topic config {key} must be an integer, not {value[:100]!r}")
         number = int(text)

@@ -74,6 +74,7 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
         "data_dir": str(data_dir),
         "agent_id": "agent-1",
         "metrics_listen": "",
+        "schema_registry_listen": "",  # the registry's port is shared by every test
         "segment_max_age_ms": 50,
         "upload_retry_initial_ms": 20,
         "upload_retry_max_ms": 200,
@@ -351,6 +352,7 @@ async def test_wal_limit_rejects_produce_while_uploads_fail(
             "data_dir": str(tmp_path),
             "agent_id": "a",
             "metrics_listen": "",
+            "schema_registry_listen": "",  # the registry's port is shared by every test
             "engine": DEFAULT_ENGINE,
             "segment_max_age_ms": 50,
             "upload_retry_initial_ms": 20,
@@ -390,6 +392,7 @@ async def test_corrupted_wal_refuses_only_its_partition(tmp_path: Path, started:
             "data_dir": str(tmp_path),
             "agent_id": "a",
             "metrics_listen": "",
+            "schema_registry_listen": "",  # the registry's port is shared by every test
             "engine": DEFAULT_ENGINE,
             "segment_max_age_ms": 3_600_000,
             "wal_file_size": "1KiB",
@@ -535,6 +538,7 @@ async def test_metrics_are_emitted_with_the_documented_names(
             "data_dir": str(tmp_path),
             "agent_id": "a",
             "metrics_listen": "127.0.0.1:0",
+            "schema_registry_listen": "",  # the registry's port is shared by every test
             "engine": DEFAULT_ENGINE,
             "segment_max_age_ms": 50,
         }

@@ -97,6 +97,7 @@ async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
             "object_store": f"s3://{bucket}/sh",
             "s3_endpoint_url": s3.endpoint_url,
             "metrics_listen": "",
+            "schema_registry_listen": "",  # the registry's port is shared by every test
             "segment_max_age_ms": 50,
             "upload_retry_initial_ms": 20,
             "upload_retry_max_ms": 200,
@@ -118,6 +119,7 @@ async def embedded(tmp_path: Path) -> AsyncIterator[Cluster]:
             "metadata_url": str(tmp_path / "catalog.sqlite3"),
             "object_store": str(tmp_path / "objects"),
             "metrics_listen": "",
+            "schema_registry_listen": "",  # the registry's port is shared by every test
             "segment_max_age_ms": 50,
             "lease_ttl_ms": TTL_MS,
         },

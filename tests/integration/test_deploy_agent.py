@@ -61,6 +61,7 @@ def test_agent_configured_like_the_pod_emits_every_dashboard_and_alert_series(
             "STREAMHOUSE_DATA_DIR": str(tmp_path / "data"),
             "STREAMHOUSE_LISTEN": f"127.0.0.1:{grpc_port}",
             "STREAMHOUSE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+            "STREAMHOUSE_SCHEMA_REGISTRY_LISTEN": f"127.0.0.1:{free_port()}",
             # What the pod's variables expand to for pod streamhouse-0 with a 4Gi limit.
             "STREAMHOUSE_AGENT_ID": "streamhouse-0",
             "STREAMHOUSE_ADVERTISED_ADDRESS": f"127.0.0.1:{grpc_port}",

@@ -370,6 +370,7 @@ def _setup(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Setup:
         "data_dir": str(data_dir),
         "agent_id": "agent-1",
         "metrics_listen": "",
+        "schema_registry_listen": "",  # the registry's port is shared by every test
         "segment_max_age_ms": 50,
         "upload_retry_initial_ms": 20,
         "upload_retry_max_ms": 200,

@@ -48,6 +48,7 @@ def _make_broker(tmp_path: Path, listen: str) -> tuple[Any, Any]:
             "data_dir": str(tmp_path / "data"),
             "segment_max_age_ms": 50,
             "metrics_listen": "",
+            "schema_registry_listen": "",  # the registry's port is shared by every test
             "listen": listen,
             "max_record_size": 1 << 16,
             "agent_id": "test-agent",

@@ -54,6 +54,7 @@ def make_config(data_dir: Path, **overrides: Any) -> Config:
         "data_dir": str(data_dir),
         "agent_id": "agent-1",
         "metrics_listen": "",
+        "schema_registry_listen": "",  # the registry's port is shared by every test
         "engine": DEFAULT_ENGINE,
         "segment_max_age_ms": 50,
         "upload_retry_initial_ms": 20,

@@ -182,6 +182,7 @@ async def test_agent_refuses_to_start_on_a_bucket_that_does_not_exist(tmp_path: 
         {
             "data_dir": str(tmp_path),
             "metrics_listen": "",
+            "schema_registry_listen": "",  # the registry's port is shared by every test
             "object_store": "s3://no-such-bucket-here/x",
             "s3_endpoint_url": s3_server.endpoint_url,
         }

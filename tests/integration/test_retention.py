@@ -133,7 +133,14 @@ async def test_topic_alter_through_grpc_changes_retention(tmp_path: Any) -> None
     eng = engines.load(DEFAULT_ENGINE)
     listen = f"127.0.0.1:{free_port()}"
     agent = await Agent.start(
-        Config.from_mapping({"data_dir": str(tmp_path), "metrics_listen": "", "compaction_interval_ms": 0})
+        Config.from_mapping(
+            {
+                "data_dir": str(tmp_path),
+                "metrics_listen": "",
+                "schema_registry_listen": "",
+                "compaction_interval_ms": 0,
+            }
+        )
     )
     server = await GrpcServer.start(agent, listen=listen, stop_broker=agent.stop)
     try:

@@ -129,7 +129,11 @@ def test_docs_configuration_lists_every_topic_config_key_exactly() -> None:
 @pytest.mark.parametrize(
     ("config", "error"),
     [
-        ({"foo": "bar"}, "unknown topic config key 'foo'; the keys are: retention.bytes, retention.ms"),
+        (
+            {"foo": "bar"},
+            "unknown topic config key 'foo'; the keys are: key.schema.validation, retention.bytes, "
+            "retention.ms, schema.validation.decode, schema.validation.sample.every, value.schema.validation",
+        ),
         ({"retention.ms": "soon"}, "retention.ms must be an integer"),
         ({"retention.ms": "-2"}, "must be from -1"),
         ({"retention.bytes": "9" * 30}, "must be an integer"),

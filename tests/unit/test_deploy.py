@@ -208,6 +208,7 @@ def test_probes_and_ports_match_the_agent(overlay: tuple[str, list[kz.Manifest]]
     assert ports == {
         "grpc": parse_host_port(data["STREAMHOUSE_LISTEN"])[1],
         "metrics": parse_host_port(data["STREAMHOUSE_METRICS_LISTEN"])[1],
+        "schema-registry": parse_host_port(data["STREAMHOUSE_SCHEMA_REGISTRY_LISTEN"])[1],
     }
     assert parse_host_port(data["STREAMHOUSE_LISTEN"])[0] == "0.0.0.0"  # reachable from the kubelet
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):

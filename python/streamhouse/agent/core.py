@@ -98,6 +98,7 @@ from streamhouse.names import (
 from streamhouse.objstore.base import ObjectStore
 from streamhouse.objstore.metered import MeteredStore
 from streamhouse.objstore.resilient import AdaptiveRate, CircuitBreaker, ResilientStore
+from streamhouse.schemas.service import AgentSchemas
 from streamhouse.topicconfig import TOPIC_KEYS, retention, validate_topic_config
 
 log = get_logger(__name__)
@@ -244,6 +245,8 @@ class Agent:
         self._maintenance = asyncio.Lock()  # retention and compaction, one at a time
         self._logs = Throttled()
         self._foreign_swept_at = 0.0
+        # The schema registry (its REST API, cache and produce validation): streamhouse/schemas/.
+        self.schemas = AgentSchemas(config, catalog, self.metrics, engine)
 
     def _count_request(self, operation: str, requests: int, nbytes: int) -> None:
         if requests:
@@ -320,6 +323,7 @@ class Agent:
                 raise ConfigError(
                     f"cannot listen on {cfg.metrics_listen} (metrics_listen): {exc.strerror or exc}"
                 ) from None
+        await self.schemas.start()  # before any lease too (schema_registry_listen)
         await self._check_object_store()
         await claim_identity(
             self.catalog,
@@ -443,6 +447,8 @@ class Agent:
                 await task
 
     async def _close_resources(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.schemas.stop()
         if self.dir_lock is not None:
             self.dir_lock.release()
         self.metrics.close()
@@ -1304,10 +1310,11 @@ class Agent:
                 raise InvalidArgument(f"invalid ack mode {acks!r}: one of {', '.join(ACK_MODES)}")
             if type(batch) is not bytes:
                 raise InvalidArgumentType(f"batch must be bytes, not {type(batch).__name__}")
-            await self._check_partition(topic, partition)
+            info = await self._check_partition(topic, partition)
             writer = self._writers.get((topic, partition))
             if writer is None:
                 raise await self._not_leader(topic, partition)
+            await self.schemas.check_produce(topic, partition, info.config, batch)  # off the event loop
             n = len(batch)
             try:
                 if prepaid:

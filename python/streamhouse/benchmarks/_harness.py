@@ -92,6 +92,8 @@ class AgentProcess:
                     self.server,
                     "--metrics-listen",
                     "",
+                    "--schema-registry-listen",
+                    "",  # a benchmark that wants the registry passes its own address in ``args``
                     "--agent-id",
                     self.agent_id,
                     *self.args,

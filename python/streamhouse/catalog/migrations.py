@@ -173,6 +173,44 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    # The schema registry (streamhouse/schemas/): schemas by global id (one row per distinct normalised
+    # text, never deleted, so an id is never reused), subjects' versions (soft-deleted ones kept with
+    # deleted = 1 until a permanent delete), and compatibility levels ('' is the global one).
+    Migration(
+        4,
+        "schema registry",
+        (
+            """
+            CREATE TABLE registry_schemas (
+                id           BIGINT PRIMARY KEY CHECK (id >= 1),
+                fingerprint  TEXT NOT NULL UNIQUE,
+                schema_type  TEXT NOT NULL,
+                schema_text  TEXT NOT NULL,
+                created_at   BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE registry_versions (
+                subject     TEXT NOT NULL,
+                version     BIGINT NOT NULL CHECK (version >= 1),
+                schema_id   BIGINT NOT NULL REFERENCES registry_schemas (id),
+                deleted     INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+                created_at  BIGINT NOT NULL,
+                PRIMARY KEY (subject, version)
+            )
+            """,
+            "CREATE INDEX registry_versions_schema ON registry_versions (schema_id)",
+            """
+            CREATE TABLE registry_config (
+                subject        TEXT PRIMARY KEY,
+                compatibility  TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -647,6 +647,13 @@ class PostgresCatalog(Catalog):
             )
         lease = None if row[0] is None else lease_from_row(row)
         return lease, int(row[7])
+
+    # -- hook for stores kept in modules of their own (the schema registry) --
+
+    def connection(self, *, transaction: bool = False) -> AbstractAsyncContextManager[Any]:
+        """A pooled connection, inside a transaction if ``transaction``, with errors mapped like the
+        catalog's own (asyncpg errors the caller does not handle become CatalogError/CatalogUnavailable)."""
+        return self._conn(transaction=transaction)
 
 
 async def _lock_partition(conn: Any, topic: str, partition: int) -> int | None:

@@ -680,6 +680,20 @@ class SqliteCatalog(Catalog):
 
         return await self._run(q)
 
+    # -- hook for stores kept in modules of their own (the schema registry) --
+
+    async def run_sql(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """Run ``fn(conn)`` on the catalog's thread, with its errors mapped like the catalog's own; with
+        ``write``, inside one ``BEGIN IMMEDIATE`` transaction (committed if ``fn`` returns)."""
+        if not write:
+            return await self._run(fn)
+
+        def in_transaction(conn: sqlite3.Connection) -> T:
+            with _write(conn):
+                return fn(conn)
+
+        return await self._run(in_transaction)
+
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> str:
     """Switch the file to WAL journal mode, which persists in the file. Switching needs an exclusive lock,
