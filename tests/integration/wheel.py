@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "streamhouse-agent"
 # What the agent and the client need; nothing that only tests, lints or builds.
 RUNTIME_DEPENDENCIES = {
+    "aiohttp",  # the schema registry's REST API
     "asyncpg",
+    "avro",  # schema compatibility (Apache Avro's checker)
     "boto3",
     "crc32c",
     "fastavro",
