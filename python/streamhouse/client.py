@@ -90,12 +90,12 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         # NotLeader, with the owner's address when there is a live owner. Without one, a handover or a
         # failover is in progress and an agent takes the partition within a renewal interval: retriable.
-        # Unless the live agents may not own it at all (the agent's message names the knob that limits
-        # them): nothing changes until an operator adds agents or raises it, so waiting cannot help.
+        # Unless the agent says no agent may own it (the `not-retriable` trailer: over
+        # max_partitions_per_agent): nothing changes until an operator acts, so waiting cannot help.
         refusal = errors.NotLeader(
             message, owner_address=str(md["owner-address"]) if "owner-address" in md else None
         )
-        if refusal.owner_address is None and "max_partitions_per_agent" in details:
+        if "not-retriable" in md:
             refusal.retriable = False
         return refusal
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

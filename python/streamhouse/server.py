@@ -35,6 +35,7 @@ SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["StreamHouse"].full_name
 
 RETRY_AFTER_MS_KEY: Final = "retry-after-ms"
 OWNER_ADDRESS_KEY: Final = "owner-address"
+NOT_RETRIABLE_KEY: Final = "not-retriable"  # a NotLeader that retrying cannot fix
 MAX_WAIT_MS: Final = 30_000
 """Longest long poll the server honours, so a graceful shutdown never waits on an idle consumer."""
 
@@ -93,6 +94,8 @@ def trailing_metadata_for(exc: BaseException) -> tuple[tuple[str, str], ...]:
         md.append((RETRY_AFTER_MS_KEY, "1000"))
     if isinstance(exc, errors.NotLeader) and exc.owner_address:
         md.append((OWNER_ADDRESS_KEY, exc.owner_address))
+    if isinstance(exc, errors.NotLeader) and not exc.retriable:
+        md.append((NOT_RETRIABLE_KEY, "1"))  # no agent may own it: waiting cannot help
     return tuple(md)
 
 

@@ -1447,7 +1447,9 @@ class Agent:
         with contextlib.suppress(StreamhouseError):
             note = await self.ownership_warning()
         why = note or "its lease is free or lapsed, and an agent takes it over within a renewal interval"
-        return NotLeader(f"{topic}-{partition} has no owner right now: {why}")
+        refusal = NotLeader(f"{topic}-{partition} has no owner right now: {why}")
+        refusal.retriable = note is None  # over capacity: nothing changes until an operator acts
+        return refusal
 
     # ---- fetch ----------------------------------------------------------------------------------
 
