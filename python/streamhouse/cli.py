@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import base64
 import errno
+import faulthandler
 import functools
 import importlib
 import importlib.metadata
@@ -260,6 +261,7 @@ async def serve_agent(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_task_stacks)
     if ready is not None:
         ready.set()
     fatal = getattr(agent, "fatal", None)
@@ -284,6 +286,18 @@ async def serve_agent(
     return 0
 
 
+def log_task_stacks() -> None:
+    """SIGUSR1: log the stack of every asyncio task (what a stuck shutdown or request is waiting on)."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    lines = []
+    for task in tasks:
+        lines.append(f"task {task.get_name()}: {task.get_coro()!r}")
+        for frame in task.get_stack(limit=20):  # some frames have no line number: not print_stack
+            code = frame.f_code
+            lines.append(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+    log.warning("SIGUSR1: %d asyncio tasks\n%s", len(tasks), "\n".join(lines))
+
+
 def cmd_agent(
     args: argparse.Namespace,
     *,
@@ -303,6 +317,9 @@ def cmd_agent(
     from streamhouse.agent.pressure import tune_allocator
 
     tune_allocator()  # this process is the agent's: freed memory goes back to the OS
+    # `kill -USR2 PID` writes every thread's Python stack to stderr, even when the event loop is stuck or
+    # gone (a hung exit waiting on a worker thread); `kill -USR1 PID` logs every asyncio task's stack.
+    faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
     try:
         return asyncio.run(serve_agent(cfg, object_store=store))
     except ListenError as exc:

@@ -124,6 +124,12 @@ class AgentProcess:
         try:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            # Stuck: have it write what it waits on into its log (asyncio tasks, then every thread), so
+            # that the failure shows why, then kill it.
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                if self.proc.poll() is None:
+                    self.proc.send_signal(sig)
+                    time.sleep(2)
             self.proc.kill()
             return self.proc.wait(timeout=30)
 

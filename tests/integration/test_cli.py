@@ -208,6 +208,24 @@ def test_sigterm_is_graceful_and_everything_survives_restart(agent: AgentProcess
     assert sorted(r.stdout.splitlines()) == sorted(lines)
 
 
+def test_usr1_and_usr2_dump_what_the_agent_waits_on_and_it_goes_on(agent: AgentProcess) -> None:
+    """For a stuck agent: SIGUSR1 logs every asyncio task's stack, SIGUSR2 every thread's (even with the
+    event loop stuck); neither stops it."""
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGUSR1)
+    agent.proc.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = agent.log.read_text()
+        if "asyncio tasks" in text and "Current thread" in text:
+            break
+        time.sleep(0.1)
+    assert re.search(r"SIGUSR1: \d+ asyncio tasks", text), text[-3000:]
+    assert "_lease_loop" in text and "Current thread" in text, text[-3000:]
+    assert sh("topic", "create", "after-dump", "--server", agent.server).returncode == 0
+    assert agent.terminate() == 0
+
+
 # -- a new user's first hour: output formats, one-line errors, exit codes ------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -90,10 +91,16 @@ def test_agent_configured_like_the_pod_emits_every_dashboard_and_alert_series(
                     "orders", [(None, f"record-{i}".encode()) for i in range(50)], partition=partition
                 )
         metrics_address = f"127.0.0.1:{metrics_port}"
-        emitted = _emitted(metrics_address)
         referenced = _referenced_series(objects)
         assert len(referenced) > 20, sorted(referenced)
-        missing = sorted(referenced - emitted)
+        # The per-partition pressure series are set by the monitor's next sample (every
+        # pressure_interval_ms, 1 s): wait a few samples for them, not for anything else.
+        deadline = time.monotonic() + 10
+        while True:
+            missing = sorted(referenced - _emitted(metrics_address))
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert not missing, f"the dashboard or the alert rules use series the agent does not emit: {missing}"
         # The limit the downward API passes is the one the agent sizes itself by.
         assert scrape(metrics_address)["streamhouse_memory_limit_bytes"] == 4 * 2**30

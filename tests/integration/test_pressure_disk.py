@@ -10,7 +10,9 @@ a restart. Finally an agent started on a volume that is completely full exits at
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +82,18 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def truncate_sqlite_wal(path: Path) -> None:
+    """Checkpoint the catalog's write-ahead file into the database and truncate it to nothing."""
+    deadline = time.monotonic() + 10
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+        while True:
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                break
+            assert time.monotonic() < deadline, "the agent kept the catalog busy for 10 s"
+            time.sleep(0.05)
+
+
 def test_full_wal_volume_refuses_produce_before_it_fills_and_recovers_without_restart(
     tmp_path: Path, tmpfs: Path, s3_fault_proxy: Any, s3_bucket: str
 ) -> None:
@@ -139,6 +153,10 @@ def test_full_wal_volume_refuses_produce_before_it_fills_and_recovers_without_re
         # Someone else fills the rest of the volume: the embedded catalog cannot be written (lease
         # renewals fail), but nobody else could take the leases either: nothing is fenced, everything
         # acknowledged stays readable, and all of it works again once the space is back.
+        # SQLite rewrites its write-ahead file in place between checkpoints, so a catalog whose file
+        # has grown can go on writing on a full volume; a checkpoint that truncates it (what SQLite
+        # does when the last connection closes) makes the next write need new space.
+        truncate_sqlite_wal(data / "catalog.sqlite3")
         fill(tmpfs / "other-process")
         time.sleep(4)  # longer than the lease TTL (3 s)
         metrics = scrape(metrics_at)

@@ -168,7 +168,7 @@ def test_slowdown_hang_and_return_of_the_store_lose_nothing(
             f"{len(failures)} produce calls refused meanwhile ({sorted(set(failures))}); "
             f"backlog drained {drained_s:.1f}s after the store returned"
         )
-        assert agent.terminate() == 0
+        assert agent.terminate() == 0, agent.log_tail()
     finally:
         stop.set()
         agent.kill()

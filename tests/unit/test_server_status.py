@@ -165,6 +165,8 @@ async def test_unspecified_acks_use_the_default_and_draining_refuses_produce() -
         ("10.0.0.2:50051", "t-0 is not owned by this agent", True),
         (None, "t-0 has no owner right now: an agent takes it over within a renewal interval", True),
         (None, "t-0 has no owner right now: 2 partitions exceed 2 x max_partitions_per_agent=1", False),
+        # The trailer decides, not the text: a message naming the knob is still retriable unless marked.
+        (None, "t-0 has no owner right now (max_partitions_per_agent is not the reason)", True),
     ],
 )
 async def test_the_client_sees_not_leader_with_or_without_an_owner(
@@ -180,7 +182,9 @@ async def test_the_client_sees_not_leader_with_or_without_an_owner(
     server = await GrpcServer.start(broker, listen=listen)
     try:
         with Client(listen, retries=0) as client:
-            broker.fail_next = errors.NotLeader(message, owner_address=owner)
+            refusal = errors.NotLeader(message, owner_address=owner)
+            refusal.retriable = retriable  # the agent marks over-capacity refusals final
+            broker.fail_next = refusal
             with pytest.raises(errors.NotLeader) as ei:
                 await asyncio.to_thread(client.list_offsets, "t", 0)
             assert (ei.value.retriable, ei.value.owner_address) == (retriable, owner)
