@@ -1,12 +1,13 @@
 """The client side of the package imports without the agent's drivers: a producer or consumer application
-needs neither boto3 (the S3 object store) nor asyncpg (the PostgreSQL catalog)."""
+needs neither boto3 (the S3 object store), asyncpg (the PostgreSQL catalog), nor aiohttp and avro (the
+schema registry server)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-AGENT_ONLY = ("boto3", "botocore", "s3transfer", "asyncpg")
+AGENT_ONLY = ("boto3", "botocore", "s3transfer", "asyncpg", "aiohttp", "avro")
 
 
 def test_client_modules_do_not_import_the_agent_drivers() -> None:
