@@ -123,12 +123,18 @@ def test_agent_in_a_256mib_cgroup_survives_full_speed_producers_with_a_slow_stor
             time.sleep(0.1)
 
     watcher = threading.Thread(target=watch, daemon=True)
+    producers: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         agent.start()
         wait_serving(server, agent)
         watcher.start()
         client = Client(server)
         client.create_topic("pressure", PARTITIONS)
+        # The agent takes the 200 partitions over a few lease ticks: load them once they are all owned.
+        deadline = time.monotonic() + 120
+        while series_sum(scrape(metrics_at), "streamhouse_partitions_owned") < PARTITIONS:
+            assert time.monotonic() < deadline, f"partitions not owned after 120 s:\n{agent.log_tail()}"
+            time.sleep(0.2)
         s3_fault_proxy.delay(3.0)  # every object-store request waits 3 s: uploads fall far behind
         producers = start_producers(server, "pressure", acks, tmp_path)
         # Under way: the doctor names the cause (uploads far behind) with the figures.
@@ -138,7 +144,13 @@ def test_agent_in_a_256mib_cgroup_survives_full_speed_producers_with_a_slow_stor
             rc, diagnosis = doctor(metrics_at)
             if rc == 1 and "Slow S3 Uploads" in diagnosis:
                 break
-        assert rc == 1 and "cause: Slow S3 Uploads" in diagnosis, diagnosis
+        if not (rc == 1 and "cause: Slow S3 Uploads" in diagnosis):
+            logs = "".join((tmp_path / f"producer-{i}.log").read_text()[-1500:] for i in range(PRODUCERS))
+            warnings = [ln for ln in agent.log_tail(10**6).splitlines() if " INFO " not in ln]
+            pytest.fail(
+                f"the doctor did not find slow uploads:\n{diagnosis}\nproducers' stderr:\n{logs}\n"
+                "agent warnings:\n" + "\n".join(warnings[-40:])
+            )
         results = []
         for proc, out in producers:
             assert proc.wait(timeout=SECONDS + 300) == 0, (tmp_path / f"{out.stem}.log").read_text()[-3000:]
@@ -187,5 +199,9 @@ def test_agent_in_a_256mib_cgroup_survives_full_speed_producers_with_a_slow_stor
         )
     finally:
         stop.set()
+        for proc, _out in producers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
         agent.kill()
         cgroup.close()
