@@ -87,6 +87,9 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
     details: str = exc.details() or code.name
     md = dict(exc.trailing_metadata() or ())
     message = f"{what}: {code.name}: {details}"
+    kind = errors.PRODUCER_STATE_ERRORS.get(str(md.get("error-kind", "")))
+    if kind is not None:
+        return kind(message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         # NotLeader, with the owner's address when there is a live owner. Without one, a handover or a
         # failover is in progress and an agent takes the partition within a renewal interval: retriable.
@@ -171,6 +174,7 @@ class ProduceResult:
     partition: int
     base_offset: int
     record_count: int
+    duplicate: bool = False  # a retry of an idempotent batch already written: the original offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,63 @@ def _now_ms() -> int:
 T = TypeVar("T")
 
 
+def batch_record_count(batch: bytes) -> int:
+    """The record count in a produce batch's header (docs/format.md section 2)."""
+    if len(batch) < 20 or batch[:4] != b"SHB1":
+        raise errors.InvalidBatch("not a produce batch: it must start with the 20-byte header of magic SHB1")
+    return int.from_bytes(batch[4:8], "little")
+
+
+class Idempotence:
+    """A client's idempotent producer: its id and epoch (from ``InitProducer``, asked for on first use)
+    and the next sequence number per partition. Thread-safe.
+
+    A batch is stamped once, when first sent, and keeps its stamp through every retry, so the agent
+    writes it once. When a batch's outcome is unknown (it failed for good), ``reset`` makes the next
+    stamp start a new epoch at sequence 0 everywhere: otherwise a batch that was in fact written would
+    leave a gap, or a later batch could reuse its numbers."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._init_lock = threading.Lock()
+        self.producer_id = 0
+        self.epoch = 0
+        self._stale = True  # ask the agent for an (id, epoch) before the next stamp
+        self._next: dict[tuple[str, int], int] = {}
+        self._partition_locks: dict[tuple[str, int], threading.Lock] = {}
+
+    def partition_lock(self, topic: str, partition: int) -> threading.Lock:
+        with self._lock:
+            return self._partition_locks.setdefault((topic, partition), threading.Lock())
+
+    def stamp(self, topic: str, partition: int, count: int) -> tuple[int, int, int]:
+        """``(producer_id, epoch, base_sequence)`` for the next batch of ``count`` records to a partition."""
+        while True:
+            with self._init_lock:
+                if self._stale:
+                    producer_id, epoch = self._client.init_producer(self.producer_id or None)
+                    with self._lock:
+                        self.producer_id, self.epoch = producer_id, epoch
+                        self._next.clear()
+                        self._stale = False
+            with self._lock:
+                key = (topic, partition)
+                first = self._next.get(key, 0)
+                if first + count > MAX_SEQUENCE + 1 and first:
+                    self._stale = True  # the numbers run out: start a new epoch at 0
+                    continue
+                self._next[key] = first + count
+                return self.producer_id, self.epoch, first
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stale = True
+
+
+MAX_SEQUENCE = 2**32 - 1
+
+
 class Client:
     """A connection to a StreamHouse agent (``server`` is HOST:PORT; default ``$STREAMHOUSE_SERVER`` or
     127.0.0.1:50051). Thread-safe. Follows NotLeader redirects to the owner's address.
@@ -244,8 +305,10 @@ class Client:
         retries: int = 5,
         default_acks: AckMode | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        idempotent: bool = True,
     ) -> None:
         self.server = server_from_env(server)
+        self.idempotence = Idempotence(self) if idempotent else None
         self.timeout_s = timeout_s
         self.retries = retries
         self.default_acks = default_acks
@@ -422,27 +485,72 @@ class Client:
     def produce_batch(
         self, topic: str, partition: int, batch: bytes, acks: AckMode | None = None
     ) -> ProduceResult:
-        """Send an already encoded produce batch (docs/format.md section 2)."""
-        req = self.produce_request(topic, partition, batch, acks)
+        """Send an already encoded produce batch (docs/format.md section 2). Idempotent (the default): the
+        batch is written once however many retries it takes; concurrent calls for one partition are sent
+        one at a time, in the order they were made."""
+        idem = self.idempotence
+        if idem is None:
+            return self._send_batch(topic, partition, batch, acks, None)
+        count = batch_record_count(batch)
+        with idem.partition_lock(topic, partition):
+            for attempt in (1, 2):
+                stamp = idem.stamp(topic, partition, count)
+                try:
+                    return self._send_batch(topic, partition, batch, acks, stamp)
+                except errors.OutOfOrderSequence:
+                    # Nothing was written: earlier batches of this producer went missing (an acks=wal
+                    # failover lost them, or a failed call). Start a new epoch and send this one again.
+                    idem.reset()
+                    if attempt == 2:
+                        raise
+                except BaseException:
+                    idem.reset()  # the outcome is unknown: the next batch starts a new epoch
+                    raise
+        raise AssertionError("unreachable")
+
+    def _send_batch(
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        acks: AckMode | None,
+        stamp: tuple[int, int, int] | None,
+    ) -> ProduceResult:
+        req = self.produce_request(topic, partition, batch, acks, stamp)
         resp = self._unary(
             f"produce to {topic}/{partition}",
             lambda: self.leader_stub(topic, partition).Produce(req, timeout=self.timeout_s),
             route=(topic, partition),
         )
-        return ProduceResult(topic, partition, resp.base_offset, resp.record_count)
+        return ProduceResult(topic, partition, resp.base_offset, resp.record_count, resp.duplicate)
 
     def produce_request(
-        self, topic: str, partition: int, batch: bytes, acks: AckMode | None
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        acks: AckMode | None,
+        stamp: tuple[int, int, int] | None = None,
     ) -> pb.ProduceRequest:
+        """``stamp``: ``(producer_id, producer_epoch, base_sequence)`` of an idempotent batch."""
         acks = acks or self.default_acks
         if acks is not None and acks not in _ACKS_TO_PB:
             raise errors.InvalidArgument(f"unknown ack mode {acks!r}: use one of {', '.join(ACK_MODES)}")
-        return pb.ProduceRequest(
+        req = pb.ProduceRequest(
             topic=topic,
             partition=partition,
             batch=batch,
             acks=_ACKS_TO_PB[acks] if acks else pb.ACK_MODE_UNSPECIFIED,
         )
+        if stamp is not None:
+            req.producer_id, req.producer_epoch, req.base_sequence = stamp
+        return req
+
+    def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        """``(producer_id, epoch)`` from the agent: a new id, or ``producer_id`` at its next epoch."""
+        req = pb.InitProducerRequest(producer_id=producer_id or 0)
+        resp = self._unary("init producer", lambda: self.stub().InitProducer(req, timeout=self.timeout_s))
+        return int(resp.producer_id), int(resp.producer_epoch)
 
     # -- consume --
 

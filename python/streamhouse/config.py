@@ -570,6 +570,16 @@ KNOBS: tuple[Knob, ...] = (
         _non_negative,
         group="coordination",
     ),
+    Knob(
+        "producer_expiry_ms",
+        86_400_000,
+        "How long a partition remembers an idempotent producer that writes nothing (its last few "
+        "batches, to answer retries): after it, the producer's next batch is accepted at any sequence. "
+        "Kafka's producer.id.expiration.ms is the same (1 day).",
+        int,
+        _positive,
+        group="coordination",
+    ),
     # -- operations --
     Knob(
         "log_level",

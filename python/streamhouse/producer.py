@@ -1,9 +1,13 @@
 """``Producer``: batches records per partition and sends them from a background thread with several
 requests in flight, retrying retriable errors; ``send`` returns a future per record.
 
-Ordering: the ``Producer`` keeps several batches in flight per partition; a batch that is retried can land
-after a later one (as in Kafka with ``max.in.flight > 1`` and no idempotence). One ``Client.produce`` call,
-by contrast, is one batch appended atomically to one partition.
+Idempotence (the default, ``idempotent=True``): each batch carries the producer's id, epoch and sequence
+number, so a retry of a batch the agent already wrote is answered with its original offsets instead of
+being written again; one batch is in flight per partition (batches of different partitions go in
+parallel), so records land in the order they were sent. With ``idempotent=False`` several batches may be in
+flight per partition and a retried batch can land after a later one, or twice (as in Kafka with
+``enable.idempotence=false``). One ``Client.produce`` call is one batch appended atomically to one
+partition.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ class _Batch:
         "partition",
         "payload",
         "records",
+        "restamped",
         "sent_at",
+        "stamp",
         "topic",
     )
 
@@ -60,6 +66,8 @@ class _Batch:
         self.created = now
         self.sent_at = 0.0
         self.attempts = 0
+        self.stamp: tuple[int, int, int] | None = None  # idempotence: (producer id, epoch, sequence)
+        self.restamped = False
 
 
 class Producer:
@@ -89,9 +97,13 @@ class Producer:
         request_timeout_s: float = 60.0,
         max_buffered_records: int = 1_000_000,
         delivery_timeout_s: float = 120.0,
+        idempotent: bool = True,
     ) -> None:
         self._owns_client = not isinstance(client, Client)
-        self.client = client if isinstance(client, Client) else Client(client)
+        self.client = client if isinstance(client, Client) else Client(client, idempotent=idempotent)
+        self._idem = self.client.idempotence if idempotent else None
+        # Idempotent: the batch in flight (or waiting to be retried) per partition; later ones wait.
+        self._busy: dict[tuple[str, int], _Batch] = {}
         if acks is not None and acks not in _ACKS_TO_PB:
             raise errors.InvalidArgument(f"unknown ack mode {acks!r}: use one of {', '.join(ACK_MODES)}")
         self.acks = acks
@@ -249,7 +261,12 @@ class Producer:
                     elif wake is None or deadline < wake:
                         wake = deadline
                 if self._ready:
-                    return self._ready.pop(0)
+                    if self._idem is None:
+                        return self._ready.pop(0)
+                    # Idempotent: one batch in flight per partition, in order (the sequence numbers).
+                    for i, b in enumerate(self._ready):
+                        if self._busy.setdefault((b.topic, b.partition), b) is b:
+                            return self._ready.pop(i)
                 if self._closed and not self._retry and not self._pending_batches:
                     return None
                 for t, _ in self._retry:
@@ -271,7 +288,9 @@ class Producer:
     def _dispatch(self, batch: _Batch) -> None:
         if batch.payload is None:
             batch.payload = bytes(self.client.codec.encode_batch(batch.records, _now_ms()))
-        req = self.client.produce_request(batch.topic, batch.partition, batch.payload, self.acks)
+        if self._idem is not None and batch.stamp is None:
+            batch.stamp = self._idem.stamp(batch.topic, batch.partition, len(batch.records))
+        req = self.client.produce_request(batch.topic, batch.partition, batch.payload, self.acks, batch.stamp)
         batch.attempts += 1
         batch.sent_at = time.perf_counter()
         call = self.client.leader_stub(batch.topic, batch.partition).Produce.future(
@@ -288,6 +307,15 @@ class Producer:
             exc.__cause__ = rpc
             if isinstance(exc, (errors.NotLeader, errors.Unavailable)):
                 self.client.note_leader(batch.topic, batch.partition, getattr(exc, "owner_address", None))
+            if isinstance(exc, errors.OutOfOrderSequence) and self._idem is not None and not batch.restamped:
+                # Nothing was written: earlier batches went missing (an acks=wal failover lost them, or a
+                # batch failed for good). Start a new epoch and send this batch again, once.
+                self._idem.reset()
+                batch.stamp, batch.restamped = None, True
+                with self._cond:
+                    self._retry.append((time.monotonic(), batch))
+                    self._cond.notify_all()
+                return
             # An agent refusing for lack of memory or disk wrote nothing and says when to come back: such
             # refusals do not use up ``retries``, only the batch's ``delivery_timeout_s`` (as Kafka's
             # delivery.timeout.ms).
@@ -321,10 +349,14 @@ class Producer:
         for i, fut in enumerate(batch.futures):
             fut.set_result(RecordMetadata(batch.topic, batch.partition, base + i))
         if batch.done is not None:
-            batch.done.set_result(ProduceResult(batch.topic, batch.partition, base, resp.record_count))
+            batch.done.set_result(
+                ProduceResult(batch.topic, batch.partition, base, resp.record_count, resp.duplicate)
+            )
         self._settle(batch)
 
     def _finish(self, batch: _Batch, exc: BaseException) -> None:
+        if self._idem is not None and batch.stamp is not None:
+            self._idem.reset()  # its outcome is unknown: the next batches start a new epoch
         for fut in batch.futures:
             fut.set_exception(exc)
         if batch.done is not None:
@@ -333,6 +365,8 @@ class Producer:
 
     def _settle(self, batch: _Batch) -> None:
         with self._cond:
+            if self._busy.get((batch.topic, batch.partition)) is batch:
+                del self._busy[(batch.topic, batch.partition)]
             self._pending_records -= len(batch.records)
             self._pending_batches -= 1
             self._cond.notify_all()

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from streamhouse import errors, names
-from streamhouse.broker import ACK_MODES, AckMode, Broker, PartitionDescription
+from streamhouse.broker import ACK_MODES, AckMode, Broker, PartitionDescription, ProducerStamp
 from streamhouse.catalog.base import TopicInfo
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2_grpc as pb_grpc
@@ -36,6 +36,7 @@ SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["StreamHouse"].full_name
 RETRY_AFTER_MS_KEY: Final = "retry-after-ms"
 OWNER_ADDRESS_KEY: Final = "owner-address"
 NOT_RETRIABLE_KEY: Final = "not-retriable"  # a NotLeader that retrying cannot fix
+ERROR_KIND_KEY: Final = "error-kind"  # which FAILED_PRECONDITION: an idempotent producer's refusal
 MAX_WAIT_MS: Final = 30_000
 """Longest long poll the server honours, so a graceful shutdown never waits on an idle consumer."""
 
@@ -52,6 +53,7 @@ STATUS_BY_ERROR: Final[Mapping[type[BaseException], grpc.StatusCode]] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NotLeader: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ProducerStateError: grpc.StatusCode.FAILED_PRECONDITION,  # told apart by the error-kind trailer
     errors.ObjectStoreError: grpc.StatusCode.UNAVAILABLE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ObjectNotFound: grpc.StatusCode.DATA_LOSS,  # a committed segment's object is missing
@@ -96,6 +98,8 @@ def trailing_metadata_for(exc: BaseException) -> tuple[tuple[str, str], ...]:
         md.append((OWNER_ADDRESS_KEY, exc.owner_address))
     if isinstance(exc, errors.NotLeader) and not exc.retriable:
         md.append((NOT_RETRIABLE_KEY, "1"))  # no agent may own it: waiting cannot help
+    if isinstance(exc, errors.ProducerStateError):
+        md.append((ERROR_KIND_KEY, type(exc).__name__))
     return tuple(md)
 
 
@@ -295,12 +299,27 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                 raise errors.InvalidArgument(
                     f"unknown ack mode {message.acks}; use NONE, BUFFERED, WAL or DURABLE"
                 )
+            stamp = None
+            if message.producer_id:
+                if message.producer_id < 0:
+                    raise errors.InvalidArgument(
+                        f"producer_id {message.producer_id} is negative: use the id InitProducer returned"
+                    )
+                stamp = ProducerStamp(message.producer_id, message.producer_epoch, message.base_sequence)
+            elif message.producer_epoch or message.base_sequence:
+                raise errors.InvalidArgument(
+                    "producer_epoch and base_sequence need a producer_id (from InitProducer)"
+                )
             handed, prepaid[0] = prepaid[0], 0
-            if handed:
-                result = await self._broker.produce(topic, partition, message.batch, acks, prepaid=handed)
-            else:
-                result = await self._broker.produce(topic, partition, message.batch, acks)
-            return pb.ProduceResponse(base_offset=result.base_offset, record_count=result.record_count)
+            kwargs: dict[str, Any] = {"prepaid": handed} if handed else {}
+            if stamp is not None:
+                kwargs["producer"] = stamp
+            result = await self._broker.produce(topic, partition, message.batch, acks, **kwargs)
+            return pb.ProduceResponse(
+                base_offset=result.base_offset,
+                record_count=result.record_count,
+                duplicate=result.duplicate,
+            )
 
         try:
             return await _call(context, "Produce", work(), self._on_error)
@@ -357,6 +376,17 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             return pb.FetchOffsetResponse(found=True, offset=offset)
 
         return await _call(context, "FetchOffset", work(), self._on_error)
+
+    async def InitProducer(self, request: pb.InitProducerRequest, context: Any) -> pb.InitProducerResponse:
+        async def work() -> pb.InitProducerResponse:
+            if request.producer_id < 0:
+                raise errors.InvalidArgument(
+                    f"producer_id {request.producer_id} is negative: send 0 for a new producer id"
+                )
+            producer_id, epoch = await self._broker.init_producer(request.producer_id or None)
+            return pb.InitProducerResponse(producer_id=producer_id, producer_epoch=epoch)
+
+        return await _call(context, "InitProducer", work(), self._on_error)
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: Any) -> pb.ListAgentsResponse:
         async def work() -> pb.ListAgentsResponse:
