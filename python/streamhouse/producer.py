@@ -3,8 +3,9 @@ requests in flight, retrying retriable errors; ``send`` returns a future per rec
 
 Idempotence (the default, ``idempotent=True``): each batch carries the producer's id, epoch and sequence
 number, so a retry of a batch the agent already wrote is answered with its original offsets instead of
-being written again; one batch is in flight per partition (batches of different partitions go in
-parallel), so records land in the order they were sent. With ``idempotent=False`` several batches may be in
+being written again. Up to 5 batches per partition are in flight; the agent appends a producer's batches
+in sequence order (one that arrives early is refused and sent again after the earlier ones), so records land
+in the order they were sent. With ``idempotent=False`` several batches may be in
 flight per partition and a retried batch can land after a later one, or twice (as in Kafka with
 ``enable.idempotence=false``). One ``Client.produce`` call is one batch appended atomically to one
 partition.
@@ -35,6 +36,10 @@ from streamhouse.client import (
     _to_bytes,
     key_partition,
 )
+
+IDEMPOTENT_IN_FLIGHT = 5
+"""Batches of one partition in flight at once when idempotent: the agent remembers a producer's last 5
+batches per partition (agent/idempotence.py), so it can answer a retry of any of them."""
 
 
 class _Batch:
@@ -67,7 +72,7 @@ class _Batch:
         self.sent_at = 0.0
         self.attempts = 0
         self.stamp: tuple[int, int, int] | None = None  # idempotence: (producer id, epoch, sequence)
-        self.restamped = False
+        self.restamped = 0
 
 
 class Producer:
@@ -102,8 +107,9 @@ class Producer:
         self._owns_client = not isinstance(client, Client)
         self.client = client if isinstance(client, Client) else Client(client, idempotent=idempotent)
         self._idem = self.client.idempotence if idempotent else None
-        # Idempotent: the batch in flight (or waiting to be retried) per partition; later ones wait.
-        self._busy: dict[tuple[str, int], _Batch] = {}
+        # Idempotent: the stamped batches of each partition not settled yet, in sequence order (at most
+        # IDEMPOTENT_IN_FLIGHT; later ones wait for a place).
+        self._unsettled: dict[tuple[str, int], list[_Batch]] = {}
         if acks is not None and acks not in _ACKS_TO_PB:
             raise errors.InvalidArgument(f"unknown ack mode {acks!r}: use one of {', '.join(ACK_MODES)}")
         self.acks = acks
@@ -265,7 +271,10 @@ class Producer:
                         return self._ready.pop(0)
                     # Idempotent: one batch in flight per partition, in order (the sequence numbers).
                     for i, b in enumerate(self._ready):
-                        if self._busy.setdefault((b.topic, b.partition), b) is b:
+                        mine = self._unsettled.setdefault((b.topic, b.partition), [])
+                        if b in mine or len(mine) < IDEMPOTENT_IN_FLIGHT:
+                            if b not in mine:
+                                mine.append(b)
                             return self._ready.pop(i)
                 if self._closed and not self._retry and not self._pending_batches:
                     return None
@@ -307,14 +316,7 @@ class Producer:
             exc.__cause__ = rpc
             if isinstance(exc, (errors.NotLeader, errors.Unavailable)):
                 self.client.note_leader(batch.topic, batch.partition, getattr(exc, "owner_address", None))
-            if isinstance(exc, errors.OutOfOrderSequence) and self._idem is not None and not batch.restamped:
-                # Nothing was written: earlier batches went missing (an acks=wal failover lost them, or a
-                # batch failed for good). Start a new epoch and send this batch again, once.
-                self._idem.reset()
-                batch.stamp, batch.restamped = None, True
-                with self._cond:
-                    self._retry.append((time.monotonic(), batch))
-                    self._cond.notify_all()
+            if self._idem is not None and self._idempotent_retry(batch, exc):
                 return
             # An agent refusing for lack of memory or disk wrote nothing and says when to come back: such
             # refusals do not use up ``retries``, only the batch's ``delivery_timeout_s`` (as Kafka's
@@ -354,6 +356,40 @@ class Producer:
             )
         self._settle(batch)
 
+    def _idempotent_retry(self, batch: _Batch, exc: errors.StreamhouseError) -> bool:
+        """An idempotent refusal that sending again fixes (nothing was written): requeue and say True."""
+        assert self._idem is not None and batch.stamp is not None
+        delay = 0.0
+        with self._cond:
+            earlier = [
+                b
+                for b in self._unsettled.get((batch.topic, batch.partition), [])
+                if b.stamp is not None and b.stamp[1] == batch.stamp[1] and b.stamp[2] < batch.stamp[2]
+            ]
+        if isinstance(exc, errors.OutOfOrderSequence) and earlier:
+            # An earlier batch of this partition has not landed yet (it is being retried, or arrived
+            # after this one): send this one again after it, within the batch's delivery timeout.
+            if time.monotonic() - batch.created >= self.delivery_timeout_s:
+                return False
+            delay = 0.02
+            batch.attempts -= 1  # not a failure of this batch
+        elif isinstance(exc, errors.OutOfOrderSequence) or (
+            isinstance(exc, errors.ProducerFenced) and batch.stamp[1] < self._idem.epoch
+        ):
+            # A real gap (records before it were lost), or an epoch this producer itself left behind:
+            # start (or join) a new epoch and send the batch again with new numbers.
+            if batch.restamped >= 3:
+                return False
+            if isinstance(exc, errors.OutOfOrderSequence):
+                self._idem.reset()
+            batch.stamp, batch.restamped = None, batch.restamped + 1
+        else:
+            return False
+        with self._cond:
+            self._retry.append((time.monotonic() + delay, batch))
+            self._cond.notify_all()
+        return True
+
     def _finish(self, batch: _Batch, exc: BaseException) -> None:
         if self._idem is not None and batch.stamp is not None:
             self._idem.reset()  # its outcome is unknown: the next batches start a new epoch
@@ -365,8 +401,9 @@ class Producer:
 
     def _settle(self, batch: _Batch) -> None:
         with self._cond:
-            if self._busy.get((batch.topic, batch.partition)) is batch:
-                del self._busy[(batch.topic, batch.partition)]
+            mine = self._unsettled.get((batch.topic, batch.partition))
+            if mine is not None and batch in mine:
+                mine.remove(batch)
             self._pending_records -= len(batch.records)
             self._pending_batches -= 1
             self._cond.notify_all()

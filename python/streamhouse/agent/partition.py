@@ -188,6 +188,7 @@ class PartitionWriter:
         # Set by the agent: records an acks=wal offset in the catalog before it is acknowledged.
         self.report_ack: Callable[[str, int, int, int], Awaitable[None]] | None = None
         self.producers = ProducerStates(self.name)  # idempotent producers (agent/idempotence.py)
+        self._idempotent_order = asyncio.Lock()
 
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._data_event = asyncio.Event()
@@ -568,7 +569,13 @@ class PartitionWriter:
                 "written again once the lease is renewed, or by the agent that takes it over"
             )
         try:
-            base, end, added, duplicate = await asyncio.to_thread(self._append, batch, producer)
+            if producer is None:
+                base, end, added, duplicate = await asyncio.to_thread(self._append, batch, None)
+            else:
+                # Idempotent batches are appended in the order they arrived (asyncio.Lock is FIFO): a
+                # producer's next batches, sent before this one's reply, must not overtake it.
+                async with self._idempotent_order:
+                    base, end, added, duplicate = await asyncio.to_thread(self._append, batch, producer)
         finally:
             self._flusher.budget.adjust(-charged)
             self.reaccount()
