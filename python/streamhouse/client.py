@@ -285,6 +285,16 @@ class Idempotence:
         with self._lock:
             self._stale = True
 
+    def unstamp(self, topic: str, partition: int, stamp: tuple[int, int, int], count: int) -> None:
+        """A stamped batch was refused before anything was written: give its numbers back (or, if
+        another batch of the partition was stamped since, start a new epoch)."""
+        with self._lock:
+            key = (topic, partition)
+            if (self.producer_id, self.epoch) == stamp[:2] and self._next.get(key) == stamp[2] + count:
+                self._next[key] = stamp[2]
+            else:
+                self._stale = True
+
 
 MAX_SEQUENCE = 2**32 - 1
 
@@ -503,6 +513,10 @@ class Client:
                     idem.reset()
                     if attempt == 2:
                         raise
+                except (errors.InvalidArgument, errors.ResourceExhausted, errors.DiskFull):
+                    # Refused before anything was written: its numbers are free for the next batch.
+                    idem.unstamp(topic, partition, stamp, count)
+                    raise
                 except BaseException:
                     idem.reset()  # the outcome is unknown: the next batch starts a new epoch
                     raise
