@@ -69,7 +69,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-_FRAME_OVERHEAD = 40 - 20  # a WAL frame header replaces the 20-byte batch header (docs/format.md 4.2)
+# A WAL frame header (56 bytes in version 2, the version written) replaces the 20-byte batch header
+# (docs/format.md 4.2).
+_FRAME_OVERHEAD = 56 - 20
 _MIN_DURABLE_REPORT_S = 1.0
 WAL_IDLE_DELETE_S = 2.0  # a committed WAL file still in use is deleted once the partition is this idle
 
