@@ -43,6 +43,7 @@ class Report:
     first_offset: int = 0
     next_offset: int = 0
     torn_tail_bytes: int = 0
+    torn_tail_offsets: tuple[int, int] | None = None  # what the torn tail holds, when its header is sound
     error: str | None = None
     path: str | None = None
     position: int | None = None
@@ -106,6 +107,7 @@ def verify(eng: ModuleType, directory: Path) -> Report:
         first_offset=frames[0].base_offset if frames else rec.next_offset,
         next_offset=rec.next_offset,
         torn_tail_bytes=rec.torn_tail_bytes,
+        torn_tail_offsets=rec.torn_tail_offsets,
     )
 
 
@@ -148,9 +150,12 @@ def format_report(r: Report, base: Path) -> str:
     name = display_name(r.directory, base)
     if r.ok:
         offsets = f"offsets {r.first_offset}..{r.next_offset}"
+        torn = f"{r.torn_tail_bytes} bytes"
+        if r.torn_tail_offsets is not None:
+            torn += f" holding offsets {r.torn_tail_offsets[0]}..{r.torn_tail_offsets[1]}"
         return (
             f"OK       {name}  {r.files} file(s), {r.frames} frame(s), {offsets}"
-            f" (torn tail: {r.torn_tail_bytes} bytes, cut by the agent at start)"
+            f" (torn tail: {torn}, cut by the agent at start)"
         )
     return f"CORRUPT  {name}  {r.error}"
 

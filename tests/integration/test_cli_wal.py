@@ -217,6 +217,10 @@ def test_dump_reports_a_torn_tail_without_calling_it_damage(tmp_path: Path) -> N
     assert text.returncode == 0
     assert frame_rows(text.stdout)[-1][8].startswith("torn")
     assert f"torn tail {torn['bytes']} bytes; OK" in text.stdout
+    # verify names the offsets the agent will cut with it (the cut frame's header is sound).
+    verify = run("verify", str(directory))
+    assert verify.returncode == 0
+    assert f"torn tail: {torn['bytes']} bytes holding offsets 145..150, cut by the agent" in verify.stdout
 
 
 def test_dump_reads_a_version_1_file_and_shows_each_frame_producer(tmp_path: Path) -> None:
