@@ -409,7 +409,7 @@ async def test_corrupted_wal_refuses_only_its_partition(tmp_path: Path, started:
     files = sorted((tmp_path / "wal" / TOPIC / "00000").glob("*.wal"))
     assert len(files) >= 2
     data = bytearray(files[0].read_bytes())
-    data[32 + 40 + 5] ^= 0xFF  # a payload byte of the first frame of a file that is not the last
+    data[32 + 56 + 5] ^= 0xFF  # a payload byte of the first frame of a file that is not the last
     files[0].write_bytes(bytes(data))
 
     agent2 = await started(cfg.replace(segment_max_age_ms=50))

@@ -71,7 +71,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-_FRAME_OVERHEAD = 40 - 20  # a WAL frame header replaces the 20-byte batch header (docs/format.md 4.2)
+# A WAL frame header (56 bytes in version 2, the version written) replaces the 20-byte batch header
+# (docs/format.md 4.2).
+_FRAME_OVERHEAD = 56 - 20
 _BATCH_MAGIC = b"SHB1"
 
 
@@ -274,6 +276,7 @@ class PartitionWriter:
             max_record_bytes=cfg.max_record_size,
         )
         self._wal = wal
+        self._log_torn_tail(recovery)
         frames = list(recovery.frames)
         if frames and frames[0].base_offset < hw and frames[0].epoch < self.epoch:
             # Another owner committed past the start of what this WAL holds: these frames were written by
@@ -310,7 +313,7 @@ class PartitionWriter:
                 self.epoch,
                 recovery.torn_tail_bytes,
             )
-        elif recovery.torn_tail_bytes:
+        elif recovery.torn_tail_bytes and recovery.torn_tail_offsets is None:
             log.info(
                 "Recovered %s: nothing to upload (torn tail cut: %d bytes)",
                 self.name,
@@ -325,6 +328,23 @@ class PartitionWriter:
         if slots:
             self._flusher.request_flush()  # recovered records have waited long enough
         self.update_gauges()
+
+    def _log_torn_tail(self, recovery: Any) -> None:
+        """A cut tail frame whose header was sound held records: say which (docs/format.md 4.3). Zeros or a
+        partial header cut hold no known offsets and are only mentioned at INFO with the recovery summary."""
+        offsets = recovery.torn_tail_offsets
+        if offsets is None:
+            return
+        base, end = offsets
+        log.warning(
+            "WAL of %s: torn tail cut: %d bytes; offsets %d..%d were cut: they may have been acknowledged at "
+            "acks=wal; a flipped byte in the last frame cannot be told from a write cut short, so the frame "
+            "is dropped, as Kafka and PostgreSQL do",
+            self.name,
+            recovery.torn_tail_bytes,
+            base,
+            end,
+        )
 
     async def _discard_superseded(self, frames: list[Any], hw: int, epoch: int) -> None:
         wal, self._wal = self._wal, None
