@@ -293,11 +293,11 @@ class _Refusing(FakeBroker):
         super().__init__()
         self.refusals = refusals
 
-    async def produce(self, topic: str, partition: int, batch: bytes, acks: Any, *, prepaid: int = 0) -> Any:
+    async def produce(self, topic: str, partition: int, batch: bytes, acks: Any, **kwargs: Any) -> Any:
         if self.refusals > 0:
             self.refusals -= 1
             raise errors.ResourceExhausted("memory budget full (test)", retry_after_ms=5)
-        return await super().produce(topic, partition, batch, acks, prepaid=prepaid)
+        return await super().produce(topic, partition, batch, acks, **kwargs)
 
 
 async def test_producer_rides_out_backpressure_beyond_its_retry_count() -> None:
