@@ -56,6 +56,7 @@ class _Batch:
         "records",
         "restamped",
         "sent_at",
+        "settled",
         "stamp",
         "topic",
     )
@@ -73,6 +74,7 @@ class _Batch:
         self.attempts = 0
         self.stamp: tuple[int, int, int] | None = None  # idempotence: (producer id, epoch, sequence)
         self.restamped = 0
+        self.settled = False
 
 
 class Producer:
@@ -107,9 +109,13 @@ class Producer:
         self._owns_client = not isinstance(client, Client)
         self.client = client if isinstance(client, Client) else Client(client, idempotent=idempotent)
         self._idem = self.client.idempotence if idempotent else None
-        # Idempotent: the stamped batches of each partition not settled yet, in sequence order (at most
-        # IDEMPOTENT_IN_FLIGHT; later ones wait for a place).
-        self._unsettled: dict[tuple[str, int], list[_Batch]] = {}
+        # Idempotent: per partition, the batches sent from the oldest one not settled yet on, in order
+        # (at most IDEMPOTENT_IN_FLIGHT: a later batch waits until the oldest settles, so the agent still
+        # remembers every batch that may be retried).
+        self._window: dict[tuple[str, int], list[_Batch]] = {}
+        # Idempotent: batches refused because an earlier one of their partition had not landed yet; sent
+        # again when one of the partition's batches settles.
+        self._parked: dict[tuple[str, int], list[_Batch]] = {}
         if acks is not None and acks not in _ACKS_TO_PB:
             raise errors.InvalidArgument(f"unknown ack mode {acks!r}: use one of {', '.join(ACK_MODES)}")
         self.acks = acks
@@ -269,12 +275,13 @@ class Producer:
                 if self._ready:
                     if self._idem is None:
                         return self._ready.pop(0)
-                    # Idempotent: one batch in flight per partition, in order (the sequence numbers).
+                    # Idempotent: at most IDEMPOTENT_IN_FLIGHT batches per partition from the oldest
+                    # one not settled, sent in order (the sequence numbers).
                     for i, b in enumerate(self._ready):
-                        mine = self._unsettled.setdefault((b.topic, b.partition), [])
-                        if b in mine or len(mine) < IDEMPOTENT_IN_FLIGHT:
-                            if b not in mine:
-                                mine.append(b)
+                        window = self._window.setdefault((b.topic, b.partition), [])
+                        if b in window or len(window) < IDEMPOTENT_IN_FLIGHT:
+                            if b not in window:
+                                window.append(b)
                             return self._ready.pop(i)
                 if self._closed and not self._retry and not self._pending_batches:
                     return None
@@ -359,22 +366,19 @@ class Producer:
     def _idempotent_retry(self, batch: _Batch, exc: errors.StreamhouseError) -> bool:
         """An idempotent refusal that sending again fixes (nothing was written): requeue and say True."""
         assert self._idem is not None and batch.stamp is not None
-        delay = 0.0
+        stamp = batch.stamp
         with self._cond:
-            earlier = [
-                b
-                for b in self._unsettled.get((batch.topic, batch.partition), [])
-                if b.stamp is not None and b.stamp[1] == batch.stamp[1] and b.stamp[2] < batch.stamp[2]
-            ]
-        if isinstance(exc, errors.OutOfOrderSequence) and earlier:
-            # An earlier batch of this partition has not landed yet (it is being retried, or arrived
-            # after this one): send this one again after it, within the batch's delivery timeout.
-            if time.monotonic() - batch.created >= self.delivery_timeout_s:
-                return False
-            delay = 0.02
-            batch.attempts -= 1  # not a failure of this batch
-        elif isinstance(exc, errors.OutOfOrderSequence) or (
-            isinstance(exc, errors.ProducerFenced) and batch.stamp[1] < self._idem.epoch
+            if isinstance(exc, errors.OutOfOrderSequence) and any(
+                not b.settled and b.stamp is not None and b.stamp[1] == stamp[1] and b.stamp[2] < stamp[2]
+                for b in self._window.get((batch.topic, batch.partition), [])
+            ):
+                # An earlier batch of this partition has not landed yet (it is being retried, or it
+                # arrived after this one): park this one until a batch of the partition settles.
+                batch.attempts -= 1  # not a failure of this batch
+                self._parked.setdefault((batch.topic, batch.partition), []).append(batch)
+                return True
+        if isinstance(exc, errors.OutOfOrderSequence) or (
+            isinstance(exc, errors.ProducerFenced) and stamp[1] < self._idem.epoch
         ):
             # A real gap (records before it were lost), or an epoch this producer itself left behind:
             # start (or join) a new epoch and send the batch again with new numbers.
@@ -383,12 +387,11 @@ class Producer:
             if isinstance(exc, errors.OutOfOrderSequence):
                 self._idem.reset()
             batch.stamp, batch.restamped = None, batch.restamped + 1
-        else:
-            return False
-        with self._cond:
-            self._retry.append((time.monotonic() + delay, batch))
-            self._cond.notify_all()
-        return True
+            with self._cond:
+                self._retry.append((time.monotonic(), batch))
+                self._cond.notify_all()
+            return True
+        return False
 
     def _finish(self, batch: _Batch, exc: BaseException) -> None:
         if self._idem is not None and batch.stamp is not None:
@@ -401,9 +404,13 @@ class Producer:
 
     def _settle(self, batch: _Batch) -> None:
         with self._cond:
-            mine = self._unsettled.get((batch.topic, batch.partition))
-            if mine is not None and batch in mine:
-                mine.remove(batch)
+            batch.settled = True
+            window = self._window.get((batch.topic, batch.partition))
+            while window and window[0].settled:
+                window.pop(0)
+            parked = self._parked.pop((batch.topic, batch.partition), None)
+            if parked:
+                self._ready[:0] = parked  # before newer batches: they are in the window already
             self._pending_records -= len(batch.records)
             self._pending_batches -= 1
             self._cond.notify_all()

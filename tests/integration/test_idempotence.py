@@ -194,3 +194,45 @@ def test_a_store_hung_past_the_clients_deadline_writes_each_batch_once(
     finally:
         s3_fault_proxy.clear()
         proc.kill()
+
+
+@pytest.mark.parametrize("setup", ["embedded", "postgres+s3"])
+def test_the_producer_through_a_lossy_link_writes_each_record_once_in_order(
+    tmp_path: Path, request: pytest.FixtureRequest, setup: str
+) -> None:
+    """The Producer with its defaults (idempotent, several batches in flight per partition) through a link
+    that resets connections as replies come back: each record once, and in each partition in send order."""
+    from streamhouse.producer import Producer
+
+    proc, server, metrics_at = agent(tmp_path, setup, request)
+    proc.start()
+    try:
+        wait_serving(server, proc)
+        with Client(server) as admin:
+            admin.create_topic("idem", PARTITIONS)
+        host, port = server.rsplit(":", 1)
+        sent: list[bytes] = []
+        with TcpProxy(host, int(port)) as proxy:
+            proxy.cut_replies(0.03)
+            with Client(proxy.address, timeout_s=10) as client:
+                producer = Producer(client, acks="wal", linger_ms=1, batch_max_records=50, retries=100)
+                futures = []
+                for i in range(6000):
+                    value = f"r{i}".encode()
+                    futures.append(producer.send("idem", value, partition=i % PARTITIONS))
+                    sent.append(value)
+                assert producer.flush(300)
+                for f in futures:
+                    f.result()
+                producer.close()
+            cuts = proxy.cuts
+        assert cuts > 0
+        records = read_all(server, "idem")
+        assert_exactly_once(records, sent)
+        for partition, recs in records.items():
+            numbers = [int(r.value[1:]) for r in recs]
+            assert numbers == sorted(numbers), f"partition {partition} is out of send order"
+        duplicates = series_sum(scrape(metrics_at), "streamhouse_produce_duplicates_total")
+        print(f"\n{setup} Producer: {cuts} connections cut, {duplicates:.0f} retries answered")
+    finally:
+        proc.kill()
