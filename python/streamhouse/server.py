@@ -148,12 +148,14 @@ async def _call(
 
 
 def _decode(cls: Any, raw: bytes) -> Any:
-    """``cls.FromString(raw)``; bytes that do not parse are INVALID_ARGUMENT."""
+    """``cls.FromString(raw)``; bytes that do not parse are INVALID_ARGUMENT, naming the RPC."""
     try:
         return cls.FromString(raw)
     except DecodeError as exc:
+        name = cls.DESCRIPTOR.name
         raise errors.InvalidArgument(
-            f"malformed {cls.DESCRIPTOR.name}: the request bytes do not parse ({exc})"
+            f"{name.removesuffix('Request')}: malformed {name}: the request bytes do not parse ({exc}); "
+            f"send a serialized {cls.DESCRIPTOR.full_name} (proto/streamhouse/v1/streamhouse.proto)"
         ) from None
 
 
@@ -391,16 +393,43 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
         return await _call(context, "ListAgents", work(), self._on_error)
 
 
+async def _parse(cls: Any, raw: bytes) -> Any:
+    return _decode(cls, raw)
+
+
+def _parsing(
+    method: str,
+    request_cls: Any,
+    handler: Callable[[Any, Any], Awaitable[Any]],
+    on_error: ErrorHook | None,
+) -> Callable[[bytes, Any], Awaitable[Any]]:
+    """``handler`` fed the message parsed from the raw request bytes. Parsing is not left to grpcio's
+    ``request_deserializer``: an exception there ends the call with UNKNOWN ("Exception deserializing
+    request"), which says neither that the client is at fault nor which RPC it was. Here bytes that do not
+    parse are INVALID_ARGUMENT naming the RPC, counted and refused like any other bad request."""
+
+    async def behavior(raw: bytes, context: Any) -> Any:
+        request = await _call(context, method, _parse(request_cls, raw), on_error)
+        return await handler(request, context)
+
+    return behavior
+
+
 def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> None:
-    """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that Produce
-    receives its request as raw bytes (see ``StreamHouseServicer.Produce``)."""
+    """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that every
+    handler receives the raw request bytes: Produce parses them itself, after drawing them from the memory
+    budget (see ``StreamHouseServicer.Produce``); the others through ``_parsing``. Either way, bytes that
+    do not parse are INVALID_ARGUMENT."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods:
         request_cls = getattr(pb, method.input_type.name)
         response_cls = getattr(pb, method.output_type.name)
+        handler = getattr(servicer, method.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=None if method.name == "Produce" else request_cls.FromString,
+            handler
+            if method.name == "Produce"
+            else _parsing(method.name, request_cls, handler, servicer._on_error),
+            request_deserializer=None,
             response_serializer=response_cls.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

@@ -311,3 +311,27 @@ def test_invalid_partition_count_and_group(client: Client) -> None:
     with pytest.raises(errors.InvalidArgument) as ei2:
         client.commit_offset("bad/group", "g", 0, 0)
     assert "group id" in str(ei2.value)
+
+
+# Bytes no request message parses: a field tag whose varint never ends, and a length-delimited field
+# longer than what follows.
+GARBAGE = (b"\xff\xff\xff\xff", b"\x0a\x05ab")
+
+
+@pytest.mark.parametrize("method", [m.name for m in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods])
+def test_request_bytes_that_do_not_parse_are_invalid_argument_naming_the_rpc(
+    served: ServerThread, client: Client, method: str
+) -> None:
+    client.create_topic("kept", 1)
+    client.produce("kept", [b"v"], partition=0, acks="wal")
+    with grpc.insecure_channel(served.address) as channel:
+        raw = channel.unary_unary(f"/streamhouse.v1.StreamHouse/{method}")  # bytes in, bytes out
+        for garbage in GARBAGE:
+            with pytest.raises(grpc.RpcError) as ei:
+                raw(garbage, timeout=10)
+            assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value  # type: ignore[attr-defined]
+            details = ei.value.details() or ""  # type: ignore[attr-defined]
+            assert details.startswith(f"{method}: malformed {method}Request"), details
+    # The agent serves on, and nothing changed.
+    assert [t.name for t in client.list_topics()] == ["kept"]
+    assert [r.value for r in client.consume("kept", 0, 0).records] == [b"v"]
