@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVER: Final = "127.0.0.1:50051"
 SERVER_ENV: Final = "STREAMHOUSE_SERVER"
-MAX_MESSAGE_BYTES: Final = 64 << 20
 
 _ACKS_TO_PB: Final[Mapping[str, pb.AckMode]] = {
     "none": pb.ACK_MODE_NONE,
@@ -99,7 +98,18 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
             refusal.retriable = False
         return refusal
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return errors.ResourceExhausted(message, retry_after_ms=int(md.get("retry-after-ms", 1000)))
+        if "retry-after-ms" not in md:
+            # Not the agent's admission control, whose refusals always say when to come back, but gRPC's
+            # message size limit: the same message is refused every time, so retrying cannot help.
+            too_large = errors.ResourceExhausted(
+                f"{message}: the message is over gRPC's size limit (an agent accepts requests of up to its "
+                "max_request_size, 64 MiB by default): send smaller batches (Producer batch_max_bytes, "
+                "`streamhouse produce --batch-bytes`) or raise the agent's max_request_size",
+                reason="message_size",
+            )
+            too_large.retriable = False
+            return too_large
+        return errors.ResourceExhausted(message, retry_after_ms=int(md["retry-after-ms"]))
     if code == grpc.StatusCode.NOT_FOUND and "partition" in details and "topic" not in details.split()[0:1]:
         return errors.UnknownPartition(message)
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -264,11 +274,15 @@ class Client:
         with self._lock:
             entry = self._channels.get(address)
             if entry is None:
+                # No size limits of the client's own: the agent refuses requests over its max_request_size
+                # (whatever it is configured to) and sends replies of at most that plus a little framing
+                # (server.REPLY_HEADROOM_BYTES). A client limit equal to the agent's made the reply that
+                # carries the largest accepted batch unreadable.
                 channel = grpc.insecure_channel(
                     address,
                     options=[
-                        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                        ("grpc.max_receive_message_length", -1),
+                        ("grpc.max_send_message_length", -1),
                         *self.channel_options,
                     ],
                 )

@@ -38,6 +38,14 @@ OWNER_ADDRESS_KEY: Final = "owner-address"
 NOT_RETRIABLE_KEY: Final = "not-retriable"  # a NotLeader that retrying cannot fix
 MAX_WAIT_MS: Final = 30_000
 """Longest long poll the server honours, so a graceful shutdown never waits on an idle consumer."""
+REPLY_HEADROOM_BYTES: Final = 1024
+"""How much larger than ``max_request_size`` a reply may be: the server's max send size is the sum. A
+Consume reply carries a record set of at most ``max_request_size`` bytes (the fetch budget is capped there,
+and an entry that comes alone is a produced batch plus its 4 more bytes of entry header, while the request
+that carried the batch spent at least 5 bytes on its other fields and the batch's length) and at most 26
+bytes of its own fields (record_set's tag and length, high_watermark and log_start_offset as varints): so
+a batch produced in a request of exactly ``max_request_size`` is readable. 1 KiB leaves room for fields
+added later. Without this headroom that reply was one byte over the limit and unreadable forever."""
 
 # The one table. Lookup walks the exception's MRO, so the most specific entry wins (UnknownTopic is an
 # InvalidArgument but maps to NOT_FOUND). Corruption maps to DATA_LOSS: the partition refuses writes until an
@@ -204,6 +212,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
         max_fetch_bytes: int = 4 << 20,
         on_error: ErrorHook | None = None,
         admission: Admission | None = None,
+        max_request_size: int = 64 << 20,
     ):
         if default_acks not in ACK_MODES:
             raise errors.ConfigError(f"default_acks must be one of {', '.join(ACK_MODES)}")
@@ -211,7 +220,10 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
         self._on_error = on_error
         self._admission = admission
         self._default_acks: AckMode = default_acks
-        self._max_fetch_bytes = max_fetch_bytes
+        # A fetch budget above max_request_size would let several entries add up to a reply over the send
+        # limit (REPLY_HEADROOM_BYTES).
+        self._max_fetch_bytes = min(max_fetch_bytes, max_request_size)
+        self._max_request_size = max_request_size
         self.draining = False
 
     async def CreateTopic(self, request: pb.CreateTopicRequest, context: Any) -> pb.CreateTopicResponse:
@@ -320,6 +332,14 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             max_bytes = min(request.max_bytes or self._max_fetch_bytes, self._max_fetch_bytes)
             max_wait_ms = min(request.max_wait_ms, MAX_WAIT_MS)
             r = await self._broker.fetch(topic, partition, offset, max_bytes, max_wait_ms)
+            if len(r.record_set) > self._max_request_size:
+                # One entry, written while max_request_size was larger: gRPC would refuse to send it.
+                raise errors.ConfigError(
+                    f"consume {topic}/{partition} at offset {offset}: the entry there takes "
+                    f"{len(r.record_set)} bytes, more than this agent sends in one reply (max_request_size "
+                    f"{self._max_request_size} bytes, lowered since the entry was written?): start the "
+                    f"agent with max_request_size of at least {len(r.record_set)} bytes"
+                )
             return pb.ConsumeResponse(
                 record_set=r.record_set, high_watermark=r.high_watermark, log_start_offset=r.log_start_offset
             )
@@ -476,7 +496,7 @@ class GrpcServer:
         ``stop``, after in-flight RPCs have finished."""
         options = [
             ("grpc.max_receive_message_length", max_request_size),
-            ("grpc.max_send_message_length", max_request_size),
+            ("grpc.max_send_message_length", max_request_size + REPLY_HEADROOM_BYTES),
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(options=options)
@@ -486,6 +506,7 @@ class GrpcServer:
             max_fetch_bytes=max_fetch_bytes,
             on_error=on_error,
             admission=admission,
+            max_request_size=max_request_size,
         )
         _add_servicer(servicer, server)
         health_servicer = health.aio.HealthServicer()
@@ -527,6 +548,7 @@ class GrpcServer:
 
 __all__ = [
     "OWNER_ADDRESS_KEY",
+    "REPLY_HEADROOM_BYTES",
     "RETRY_AFTER_MS_KEY",
     "SERVICE_NAME",
     "STATUS_BY_ERROR",

@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from streamhouse import errors
+from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
+from tests.integration.helpers import batch_for_request_size, record_set_entry
+
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = "rust" if importlib.util.find_spec("streamhouse._core") else "python"
 
@@ -468,5 +472,54 @@ def test_partitions_without_a_live_owner_say_so(tmp_path: Path) -> None:
         assert b"(no live owner)" in r.stdout and b"1 of 3 partition(s) have no live owner" in r.stdout
         (row,) = json.loads(sh("agents", "--json", *s).stdout)["agents"]
         assert row["partitions"] == 2
+    finally:
+        agent.kill()
+
+
+def test_the_largest_accepted_batch_is_readable_by_every_consumer_before_and_after_its_commit(
+    tmp_path: Path,
+) -> None:
+    """A batch in a request of exactly max_request_size (the default, 64 MiB) is accepted; the consume
+    reply that carries it is a few bytes larger and must still be sent: to Client.consume and to
+    `streamhouse consume --from-beginning` (which hung on a refusal it kept retrying), from the agent's
+    memory and, after a restart, from the object store (a one-character topic name is the worst case: the
+    request spends the fewest bytes on other fields). One byte more is refused, naming the limit."""
+    from streamhouse.client import Client
+
+    limit = 64 << 20
+    agent = AgentProcess(
+        tmp_path / "data", extra_args=("--segment-max-age-ms", "3600000", "--segment-max-size", "1GiB")
+    )
+    agent.start()
+    s = ("--server", agent.server)
+    try:
+        assert sh("topic", "create", "b", *s).returncode == 0
+        with Client(agent.server) as client:
+            batch = batch_for_request_size(client, "b", 0, "wal", limit, 1 << 20)
+            count = client.produce_batch("b", 0, batch, "wal").record_count
+            reply = pb.ConsumeResponse(record_set=record_set_entry(batch), high_watermark=count)
+            assert reply.ByteSize() > limit, "the reply is larger than the request"
+            assert client.describe_topic("b").partitions[0].committed_offset == 0
+
+        def read_back() -> None:
+            with Client(agent.server) as client:
+                assert len(client.consume("b", 0, 0).records) == count
+                assert client.list_offsets("b", 0) == (0, count)
+            r = sh("consume", "b", "--from-beginning", "--format", "%o\\n", *s, timeout=120)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.splitlines() == [str(i).encode() for i in range(count)]
+
+        read_back()  # from the agent's memory
+        with Client(agent.server) as client:
+            over = batch_for_request_size(client, "b", 0, "wal", limit + 1, 1 << 20)
+            with pytest.raises(errors.ResourceExhausted) as ei:
+                client.produce_batch("b", 0, over, "wal")
+            assert not ei.value.retriable and "max_request_size" in str(ei.value), ei.value
+            assert client.list_offsets("b", 0) == (0, count)
+        assert agent.terminate() == 0  # a graceful stop commits the batch
+        agent.start()
+        with Client(agent.server) as client:
+            assert client.describe_topic("b").partitions[0].committed_offset == count
+        read_back()  # from the committed segment
     finally:
         agent.kill()

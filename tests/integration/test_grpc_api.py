@@ -26,6 +26,7 @@ from streamhouse.client import Client, Consumer, Producer, Record
 from streamhouse.config import Config
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.server import GrpcServer
+from tests.integration.helpers import batch_for_request_size, record_set_entry
 
 ACKS = ("none", "buffered", "wal", "durable")
 # The Rust engine when it is built, else the pure-Python one (both implement the same API).
@@ -311,6 +312,50 @@ def test_invalid_partition_count_and_group(client: Client) -> None:
     with pytest.raises(errors.InvalidArgument) as ei2:
         client.commit_offset("bad/group", "g", 0, 0)
     assert "group id" in str(ei2.value)
+
+
+MAX_REQUEST_SIZE = 4 << 20  # ServerThread's max_request_size
+MAX_RECORD_SIZE = 1 << 16  # its max_record_size
+
+
+def test_the_largest_accepted_batch_is_readable_and_one_byte_more_is_refused_naming_the_limit(
+    client: Client,
+) -> None:
+    """A batch in a request of exactly max_request_size is accepted; the Consume reply that carries it is a
+    few bytes larger (entry header, the reply's fields) and must still be sent, every time: before and
+    after the batch is committed, through Client.consume and Consumer. A one-character topic name is the
+    worst case: the request spends the fewest bytes on other fields. One byte more is refused for good,
+    with a message naming the limit (not retried as a memory refusal)."""
+    client.create_topic("b", 1)
+    batch = batch_for_request_size(client, "b", 0, "wal", MAX_REQUEST_SIZE, MAX_RECORD_SIZE)
+    sent = [bytes(r[3]) for r in client.codec.decode_records(record_set_entry(batch), 0, None)]
+    reply = pb.ConsumeResponse(record_set=record_set_entry(batch), high_watermark=len(sent))
+    assert reply.ByteSize() > MAX_REQUEST_SIZE, "the reply is larger than the request"
+    result = client.produce_batch("b", 0, batch, "wal")
+    assert (result.base_offset, result.record_count) == (0, len(sent))
+
+    def read_back() -> None:
+        got = client.consume("b", 0, 0, max_wait_ms=0)
+        assert [r.value for r in got.records] == sent
+        assert got.high_watermark == len(sent)
+        with Consumer(client, "b", auto_offset_reset="earliest") as consumer:
+            polled = consumer.poll(1_000_000, timeout_ms=5000)
+        assert [r.offset for r in polled] == list(range(len(sent)))
+
+    read_back()
+    deadline = time.monotonic() + 60
+    while client.describe_topic("b").partitions[0].committed_offset < len(sent):
+        assert time.monotonic() < deadline, "the batch was not committed within 60 s"
+        time.sleep(0.05)
+    read_back()
+
+    over = batch_for_request_size(client, "b", 0, "wal", MAX_REQUEST_SIZE + 1, MAX_RECORD_SIZE)
+    with pytest.raises(errors.ResourceExhausted) as ei:
+        client.produce_batch("b", 0, over, "wal")
+    assert _code(ei) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert not ei.value.retriable
+    assert "max_request_size" in str(ei.value) and str(MAX_REQUEST_SIZE + 1) in str(ei.value)
+    assert client.list_offsets("b", 0) == (0, len(sent))
 
 
 # Bytes no request message parses: a field tag whose varint never ends, and a length-delimited field
