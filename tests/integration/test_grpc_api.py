@@ -22,10 +22,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from streamhouse import errors
-from streamhouse.client import Client, Consumer, Producer, Record
+from streamhouse.client import Client, Consumer, Producer, Record, key_partition
 from streamhouse.config import Config
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.server import GrpcServer
+from tests.fixtures.tcpproxy import ResetProxy
 from tests.integration.helpers import batch_for_request_size, record_set_entry
 
 ACKS = ("none", "buffered", "wal", "durable")
@@ -380,3 +381,41 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument_naming_the_rpc(
     # The agent serves on, and nothing changed.
     assert [t.name for t in client.list_topics()] == ["kept"]
     assert [r.value for r in client.consume("kept", 0, 0).records] == [b"v"]
+
+
+@pytest.mark.parametrize("sender", ["Producer.send", "Client.produce"])
+def test_a_keyed_send_rides_out_reset_connections_within_max_block_s(
+    served: ServerThread, client: Client, sender: str
+) -> None:
+    """Kafka's max.block.ms: the partition look-up of a keyed send retries a link that resets connections
+    (here the first 4 connections, which gRPC's reconnect backoff spreads over seconds: more than
+    ``retries`` quick attempts last) until it gets through, within max_block_s."""
+    client.create_topic("flaky", 3)
+    with ResetProxy(served.server.port, reset_first=4) as proxy:
+        with Client(proxy.address, channel_options=[("grpc.use_local_subchannel_pool", 1)]) as flaky:
+            if sender == "Producer.send":
+                with Producer(flaky, acks="wal") as producer:  # max_block_s: 60 s by default
+                    meta = producer.send("flaky", b"v", key=b"k").result(timeout=90)
+                partition, offset = meta.partition, meta.offset
+            else:
+                result = flaky.produce("flaky", [(b"k", b"v")], acks="wal")
+                partition, offset = result.partition, result.base_offset
+        assert proxy.resets == 4
+    assert partition == key_partition(b"k", 3)
+    assert [r.value for r in client.consume("flaky", partition, offset).records] == [b"v"]
+
+
+def test_a_send_that_cannot_look_up_partitions_within_max_block_s_says_so(
+    served: ServerThread, client: Client
+) -> None:
+    client.create_topic("down", 3)
+    with (
+        ResetProxy(served.server.port) as proxy,  # resets every connection
+        Client(proxy.address, channel_options=[("grpc.use_local_subchannel_pool", 1)]) as flaky,
+        Producer(flaky, acks="wal", max_block_s=2) as producer,
+        pytest.raises(errors.Unavailable) as ei,
+    ):
+        producer.send("down", b"v", key=b"k")
+    assert ei.value.retriable
+    assert "describe topic 'down'" in str(ei.value) and "max_block_s=2s" in str(ei.value)
+    assert proxy.resets >= 1
