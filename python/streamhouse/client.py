@@ -552,10 +552,13 @@ class Client:
         return resp.log_start_offset, resp.high_watermark
 
     def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Commit ``offset`` (the next offset the group reads) for ``group``. Sent to the partition's owner,
+        which knows its high watermark: an offset above it is refused (OffsetOutOfRange)."""
         req = pb.CommitOffsetRequest(group=group, topic=topic, partition=partition, offset=offset)
         self._unary(
             f"commit offset of group {group!r} on {topic}/{partition}",
-            lambda: self.stub().CommitOffset(req, timeout=self.timeout_s),
+            lambda: self.leader_stub(topic, partition).CommitOffset(req, timeout=self.timeout_s),
+            route=(topic, partition),
         )
 
     def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:

@@ -383,6 +383,21 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument_naming_the_rpc(
     assert [r.value for r in client.consume("kept", 0, 0).records] == [b"v"]
 
 
+def test_a_commit_above_the_high_watermark_is_out_of_range_and_changes_nothing(client: Client) -> None:
+    client.create_topic("c", 1)
+    client.produce("c", [b"a", b"b", b"c"], partition=0, acks="wal")
+    client.commit_offset("g", "c", 0, 1)
+    for above in (4, 2**63 - 1):
+        with pytest.raises(errors.OffsetOutOfRange) as ei:
+            client.commit_offset("g", "c", 0, above)
+        assert _code(ei) == grpc.StatusCode.OUT_OF_RANGE
+        assert "high watermark 3" in str(ei.value)
+    assert client.fetch_offset("g", "c", 0) == 1
+    client.commit_offset("g", "c", 0, 3)  # the high watermark itself: the group has read everything
+    assert client.fetch_offset("g", "c", 0) == 3
+    assert client.consume("c", 0, 3).records == []
+
+
 @pytest.mark.parametrize("sender", ["Producer.send", "Client.produce"])
 def test_a_keyed_send_rides_out_reset_connections_within_max_block_s(
     served: ServerThread, client: Client, sender: str
