@@ -147,7 +147,10 @@ class Broker(Protocol):
     async def list_offsets(self, topic: str, partition: int) -> tuple[int, int]:
         """``(log_start_offset, high_watermark)``."""
 
-    async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None: ...
+    async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Store ``offset`` (the next offset the group reads) for the group. Raises OffsetOutOfRange above
+        the high watermark (nothing changed), NotLeader when another agent owns the partition and the
+        offset is above the committed high watermark (only the owner knows what lies beyond it)."""
 
     async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None: ...
 

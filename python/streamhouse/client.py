@@ -39,8 +39,10 @@ if TYPE_CHECKING:
     from streamhouse.producer import Producer
 
 DEFAULT_SERVER: Final = "127.0.0.1:50051"
+DEFAULT_MAX_BLOCK_S: Final = 60.0
+"""How long a partition look-up (``Client.partitions_for``, ``Producer.send``) retries, as Kafka's
+``max.block.ms``."""
 SERVER_ENV: Final = "STREAMHOUSE_SERVER"
-MAX_MESSAGE_BYTES: Final = 64 << 20
 
 _ACKS_TO_PB: Final[Mapping[str, pb.AckMode]] = {
     "none": pb.ACK_MODE_NONE,
@@ -102,7 +104,18 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
             refusal.retriable = False
         return refusal
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return errors.ResourceExhausted(message, retry_after_ms=int(md.get("retry-after-ms", 1000)))
+        if "retry-after-ms" not in md:
+            # Not the agent's admission control, whose refusals always say when to come back, but gRPC's
+            # message size limit: the same message is refused every time, so retrying cannot help.
+            too_large = errors.ResourceExhausted(
+                f"{message}: the message is over gRPC's size limit (an agent accepts requests of up to its "
+                "max_request_size, 64 MiB by default): send smaller batches (Producer batch_max_bytes, "
+                "`streamhouse produce --batch-bytes`) or raise the agent's max_request_size",
+                reason="message_size",
+            )
+            too_large.retriable = False
+            return too_large
+        return errors.ResourceExhausted(message, retry_after_ms=int(md["retry-after-ms"]))
     if code == grpc.StatusCode.NOT_FOUND and "partition" in details and "topic" not in details.split()[0:1]:
         return errors.UnknownPartition(message)
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -305,7 +318,12 @@ class Client:
 
     ``channel_options`` are extra gRPC channel arguments. gRPC shares one TCP connection between the
     channels of a process that have the same target and arguments; ``[("grpc.use_local_subchannel_pool",
-    1)]`` gives this client connections of its own, as a client in another process would have."""
+    1)]`` gives this client connections of its own, as a client in another process would have.
+
+    ``max_block_s`` bounds how long a partition look-up (``partitions_for``, so ``produce`` without a
+    partition) keeps retrying retriable errors (a reset connection, an agent restarting) before it raises
+    ``Unavailable`` naming the bound, as Kafka's ``max.block.ms`` (60 s by default); other calls retry
+    ``retries`` times."""
 
     def __init__(
         self,
@@ -316,11 +334,13 @@ class Client:
         default_acks: AckMode | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
         idempotent: bool = True,
+        max_block_s: float = DEFAULT_MAX_BLOCK_S,
     ) -> None:
         self.server = server_from_env(server)
         self.idempotence = Idempotence(self) if idempotent else None
         self.timeout_s = timeout_s
         self.retries = retries
+        self.max_block_s = max_block_s
         self.default_acks = default_acks
         self.channel_options = list(channel_options)
         self.codec = _codec()
@@ -337,11 +357,15 @@ class Client:
         with self._lock:
             entry = self._channels.get(address)
             if entry is None:
+                # No size limits of the client's own: the agent refuses requests over its max_request_size
+                # (whatever it is configured to) and sends replies of at most that plus a little framing
+                # (server.REPLY_HEADROOM_BYTES). A client limit equal to the agent's made the reply that
+                # carries the largest accepted batch unreadable.
                 channel = grpc.insecure_channel(
                     address,
                     options=[
-                        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                        ("grpc.max_receive_message_length", -1),
+                        ("grpc.max_send_message_length", -1),
                         *self.channel_options,
                     ],
                 )
@@ -361,9 +385,17 @@ class Client:
             self._leaders.pop((topic, partition), None)
 
     def _unary(
-        self, what: str, call: Callable[[], T], retry: bool = True, route: tuple[str, int] | None = None
+        self,
+        what: str,
+        call: Callable[[], T],
+        retry: bool = True,
+        route: tuple[str, int] | None = None,
+        *,
+        deadline: tuple[float, str] | None = None,
     ) -> T:
-        """Run ``call`` with retries for retriable errors (exponential backoff with jitter)."""
+        """Run ``call`` with retries for retriable errors (exponential backoff with jitter): ``retries``
+        times, or with ``deadline`` (``(time.monotonic() limit, the bound's name and value)``) until that
+        time, then Unavailable naming the bound."""
         attempt = 0
         while True:
             try:
@@ -372,15 +404,28 @@ class Client:
                 exc = _raise(rpc, what)
                 if route is not None and isinstance(exc, (errors.NotLeader, errors.Unavailable)):
                     self.note_leader(route[0], route[1], getattr(exc, "owner_address", None))
-                if not (retry and exc.retriable and attempt < self.retries):
-                    raise exc from rpc
                 delay = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random())
                 if isinstance(exc, errors.ResourceExhausted):
                     delay = max(delay, exc.retry_after_ms / 1000)
                 if isinstance(exc, errors.NotLeader) and exc.owner_address:
                     delay = 0.0  # a redirect: go to the owner now
+                if deadline is not None and retry and exc.retriable:
+                    if time.monotonic() + delay >= deadline[0]:
+                        raise errors.Unavailable(
+                            f"{what}: no answer within {deadline[1]} ({attempt + 1} attempts; the last "
+                            f"failed with {exc}): check that the agent at {self.server} is up and "
+                            "reachable, or allow more time"
+                        ) from rpc
+                elif not (retry and exc.retriable and attempt < self.retries):
+                    raise exc from rpc
                 attempt += 1
                 time.sleep(delay)
+
+    def _timeout_s(self, deadline: float | None) -> float:
+        """A call's timeout: ``timeout_s``, cut to what is left before ``deadline``."""
+        if deadline is None:
+            return self.timeout_s
+        return max(min(self.timeout_s, deadline - time.monotonic()), 0.001)
 
     def close(self) -> None:
         with self._lock:
@@ -436,10 +481,15 @@ class Client:
         )
         return [_pb_topic(t) for t in resp.topics]
 
-    def describe_topic(self, name: str) -> TopicDescription:
+    def describe_topic(self, name: str, *, max_block_s: float | None = None) -> TopicDescription:
+        """The topic and its partitions. With ``max_block_s``, retriable errors are retried for that many
+        seconds (rather than ``retries`` times), then Unavailable naming the bound."""
         req = pb.DescribeTopicRequest(name=name)
+        limit = None if max_block_s is None else time.monotonic() + max_block_s
         resp = self._unary(
-            f"describe topic {name!r}", lambda: self.stub().DescribeTopic(req, timeout=self.timeout_s)
+            f"describe topic {name!r}",
+            lambda: self.stub().DescribeTopic(req, timeout=self._timeout_s(limit)),
+            deadline=None if limit is None else (limit, f"max_block_s={max_block_s:g}s"),
         )
         parts = tuple(
             PartitionInfo(
@@ -458,16 +508,19 @@ class Client:
         self._partition_counts[name] = resp.topic.partitions
         return TopicDescription(_pb_topic(resp.topic), parts)
 
-    def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (cached after the first look-up)."""
+    def partitions_for(self, topic: str, *, max_block_s: float | None = None) -> int:
+        """The topic's partition count (cached after the first look-up). The look-up retries retriable
+        errors for up to ``max_block_s`` seconds (default: this client's ``max_block_s``), then raises
+        Unavailable naming the bound; an unknown topic raises UnknownTopic at once."""
         n = self._partition_counts.get(topic)
         if n is None:
-            n = self.describe_topic(topic).topic.partitions
+            block_s = self.max_block_s if max_block_s is None else max_block_s
+            n = self.describe_topic(topic, max_block_s=block_s).topic.partitions
         return n
 
-    def choose_partition(self, topic: str, key: bytes | None) -> int:
-        """Key hash when there is a key, round-robin otherwise."""
-        n = self.partitions_for(topic)
+    def choose_partition(self, topic: str, key: bytes | None, *, max_block_s: float | None = None) -> int:
+        """Key hash when there is a key, round-robin otherwise (``max_block_s``: see ``partitions_for``)."""
+        n = self.partitions_for(topic, max_block_s=max_block_s)
         return key_partition(key, n) if key is not None else next(self._rr) % n
 
     # -- produce --
@@ -621,10 +674,13 @@ class Client:
         return resp.log_start_offset, resp.high_watermark
 
     def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Commit ``offset`` (the next offset the group reads) for ``group``. Sent to the partition's owner,
+        which knows its high watermark: an offset above it is refused (OffsetOutOfRange)."""
         req = pb.CommitOffsetRequest(group=group, topic=topic, partition=partition, offset=offset)
         self._unary(
             f"commit offset of group {group!r} on {topic}/{partition}",
-            lambda: self.stub().CommitOffset(req, timeout=self.timeout_s),
+            lambda: self.leader_stub(topic, partition).CommitOffset(req, timeout=self.timeout_s),
+            route=(topic, partition),
         )
 
     def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:

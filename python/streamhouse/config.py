@@ -184,7 +184,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "max_request_size",
         64 * 2**20,
-        "Largest gRPC message accepted or sent.",
+        "Largest gRPC request accepted (a produce request: its batch and a few bytes of fields); replies "
+        "may be up to 1 KiB larger, so that the one carrying the largest batch is sent.",
         parse_size,
         _positive,
         group="network",
@@ -410,7 +411,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "max_fetch_size",
         4 * 2**20,
-        "Largest record set one consume request returns (at least one batch is always returned).",
+        "Largest record set one consume request returns (at least one batch is always returned); "
+        "above max_request_size it acts as max_request_size.",
         parse_size,
         _positive,
         group="read",

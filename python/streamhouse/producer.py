@@ -88,6 +88,11 @@ class Producer:
     ``delivery_timeout_s`` old, whatever ``retries`` says, and so is NotLeader (a partition moving between
     agents: handoff or failover). NotLeader redirects go to the owner's address at
     once. Backpressure: ``send`` blocks while ``max_buffered_records`` are waiting.
+
+    ``max_block_s`` (60 s by default, as Kafka's ``max.block.ms``) bounds how long ``send`` waits for a
+    topic's partition count when it picks a partition (the first send to a topic without ``partition=``):
+    the look-up retries retriable errors (a reset connection, an agent restarting) with backoff until
+    then, and raises ``Unavailable`` naming the bound after it. An unknown topic raises at once.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class Producer:
         max_buffered_records: int = 1_000_000,
         delivery_timeout_s: float = 120.0,
         idempotent: bool = True,
+        max_block_s: float = 60.0,
     ) -> None:
         self._owns_client = not isinstance(client, Client)
         self.client = client if isinstance(client, Client) else Client(client, idempotent=idempotent)
@@ -126,6 +132,7 @@ class Producer:
         self.retry_backoff_s = retry_backoff_ms / 1000
         self.request_timeout_s = request_timeout_s
         self.delivery_timeout_s = delivery_timeout_s
+        self.max_block_s = max_block_s
         self.max_buffered_records = max_buffered_records
         self.request_latencies_s: list[float] = []  # one per acknowledged request, for summaries
         self._cond = threading.Condition()
@@ -159,7 +166,7 @@ class Producer:
         rec: _RecordIn = (k, v, timestamp_ms, list(headers) if headers else None)
         if partition is None:
             partition = (
-                key_partition(k, self.client.partitions_for(topic))
+                key_partition(k, self.client.partitions_for(topic, max_block_s=self.max_block_s))
                 if k is not None
                 else self._sticky_partition(topic)
             )
@@ -243,7 +250,7 @@ class Producer:
     def _sticky_partition(self, topic: str) -> int:
         p = self._sticky.get(topic)
         if p is None:
-            p = self.client.choose_partition(topic, None)
+            p = self.client.choose_partition(topic, None, max_block_s=self.max_block_s)
             self._sticky[topic] = p
         return p
 

@@ -506,6 +506,34 @@ async def test_bad_input_gets_the_right_error_and_changes_nothing(
     await agent.stop()
 
 
+async def test_a_commit_above_the_high_watermark_is_refused_and_changes_nothing(
+    setup: Setup, started: Callable[..., Any]
+) -> None:
+    """A group resuming above the high watermark would get OUT_OF_RANGE on every fetch: such a commit is
+    refused, naming the high watermark, while the records are only in the WAL and once they are committed
+    to the catalog. The high watermark itself (the group read everything) is allowed."""
+    eng = engines.load("python")
+    agent = await started(setup.config(segment_max_age_ms=3_600_000))  # flushed only at stop
+    await agent.create_topic(TOPIC, 1)
+    await agent.produce(TOPIC, 0, batch(eng, 0, 3), "wal")
+    await agent.commit_offset("g", TOPIC, 0, 1)
+    for above in (4, 2**63 - 1):
+        with pytest.raises(errors.OffsetOutOfRange, match=r"above the partition's high watermark 3 "):
+            await agent.commit_offset("g", TOPIC, 0, above)
+    assert await agent.fetch_offset("g", TOPIC, 0) == 1
+    await agent.commit_offset("g", TOPIC, 0, 3)
+    assert await agent.fetch_offset("g", TOPIC, 0) == 3
+    await agent.stop()
+
+    agent = await started(setup.config())  # the records are in a committed segment now
+    with pytest.raises(errors.OffsetOutOfRange, match=r"high watermark 3 "):
+        await agent.commit_offset("g", TOPIC, 0, 4)
+    assert await agent.fetch_offset("g", TOPIC, 0) == 3
+    await agent.commit_offset("g", TOPIC, 0, 2)  # a group may rewind
+    assert await agent.fetch_offset("g", TOPIC, 0) == 2
+    await agent.stop()
+
+
 async def test_delete_topic_removes_rows_objects_and_wal(setup: Setup, started: Callable[..., Any]) -> None:
     eng = engines.load("python")
     agent = await started(setup.config())

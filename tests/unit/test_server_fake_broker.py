@@ -162,7 +162,12 @@ class FakeBroker:
 
     async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
         self._maybe_fail()
-        self._key(topic, partition)
+        key = self._key(topic, partition)
+        if offset > self.next_offset[key]:
+            raise errors.OffsetOutOfRange(
+                f"cannot commit offset {offset} on {topic}-{partition}: above its high watermark "
+                f"{self.next_offset[key]}"
+            )
         self.groups[(group, topic, partition)] = offset
 
     async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:

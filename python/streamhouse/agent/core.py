@@ -1582,6 +1582,26 @@ class Agent:
             raise InvalidArgumentType(f"offset must be an int, not {type(offset).__name__}")
         if offset < 0:
             raise InvalidArgument(f"invalid offset {offset}: must be 0 or more")
+        # A group resuming above the high watermark would get OUT_OF_RANGE on every fetch: refuse it here.
+        # Only the owner knows records acknowledged and not yet committed to the catalog (a consumer reads
+        # them from it): above the catalog's high watermark, a non-owner sends the commit there.
+        key = (topic, partition)
+        high = (await self._offsets(key))[1]
+        if offset > high and key not in self._writers:
+            owner, address = await self._owner(key)
+            if owner is not None and owner != self.agent_id:
+                raise NotLeader(
+                    f"{topic}-{partition} is owned by agent {owner}"
+                    + (f" at {address}" if address else " (address unknown)")
+                    + f", which knows its records above offset {high}: commit offset {offset} there",
+                    owner_address=address,
+                )
+        if offset > high:
+            raise OffsetOutOfRange(
+                f"cannot commit offset {offset} for group {group!r} on {topic}-{partition}: it is above the "
+                f"partition's high watermark {high} (the offset its next record will get); commit the "
+                f"offset after the last record the group processed, at most {high}. Nothing was changed"
+            )
         await self.catalog.commit_offset(group, topic, partition, offset)
 
     async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:
