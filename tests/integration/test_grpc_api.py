@@ -320,13 +320,19 @@ MAX_RECORD_SIZE = 1 << 16  # its max_record_size
 
 
 def test_the_largest_accepted_batch_is_readable_and_one_byte_more_is_refused_naming_the_limit(
-    client: Client,
+    served: ServerThread,
 ) -> None:
     """A batch in a request of exactly max_request_size is accepted; the Consume reply that carries it is a
     few bytes larger (entry header, the reply's fields) and must still be sent, every time: before and
-    after the batch is committed, through Client.consume and Consumer. A one-character topic name is the
-    worst case: the request spends the fewest bytes on other fields. One byte more is refused for good,
-    with a message naming the limit (not retried as a memory refusal)."""
+    after the batch is committed, through Client.consume and Consumer. A one-character topic name and a
+    request without the idempotence fields are the worst case: the request spends the fewest bytes on
+    other fields. One byte more is refused for good, with a message naming the limit (not retried as a
+    memory refusal)."""
+    with Client(served.address, timeout_s=20, idempotent=False) as client:
+        _largest_batch_round_trip(client)
+
+
+def _largest_batch_round_trip(client: Client) -> None:
     client.create_topic("b", 1)
     batch = batch_for_request_size(client, "b", 0, "wal", MAX_REQUEST_SIZE, MAX_RECORD_SIZE)
     sent = [bytes(r[3]) for r in client.codec.decode_records(record_set_entry(batch), 0, None)]
