@@ -64,9 +64,9 @@ def agent(
     return AgentProcess(args, tmp_path / "agent.log"), server, metrics_at
 
 
-def read_all(server: str, topic: str) -> dict[int, list[Any]]:
+def read_all(server: str, topic: str, partitions: int = PARTITIONS) -> dict[int, list[Any]]:
     with Client(server, idempotent=False) as client:
-        return {p: read_partition(client, topic, p) for p in range(PARTITIONS)}
+        return {p: read_partition(client, topic, p) for p in range(partitions)}
 
 
 def assert_exactly_once(records: dict[int, list[Any]], sent: list[bytes]) -> None:
@@ -236,3 +236,64 @@ def test_the_producer_through_a_lossy_link_writes_each_record_once_in_order(
         print(f"\n{setup} Producer: {cuts} connections cut, {duplicates:.0f} retries answered")
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_producer_state_moves_with_the_partition_to_another_agent(
+    tmp_path: Path, request: pytest.FixtureRequest, signal_name: str
+) -> None:
+    """Agent A commits an idempotent batch; A goes away (handover, or kill -9 and lease expiry); agent B
+    takes the partition over from the catalog. B answers a retry of A's batch with A's offsets, takes the
+    next sequence, and refuses a gap: the producer state moved with the partition."""
+
+    def start(name: str) -> tuple[AgentProcess, str]:
+        (tmp_path / name).mkdir()
+        proc, server, _metrics = agent(tmp_path / name, "postgres+s3", request, lease_ttl_ms=2000)
+        proc.args[proc.args.index("--agent-id") + 1] = name
+        proc.start()
+        wait_serving(server, proc)
+        return proc, server
+
+    a, a_server = start("agent-a")
+    b: AgentProcess | None = None
+    try:
+        with Client(a_server, idempotent=False) as client:
+            client.create_topic("moves", 1)
+            producer_id, epoch = client.init_producer()
+            batch = client.encode([b"one", b"two", b"three"])
+
+            def send(c: Client, seq: int, payload: bytes = batch) -> Any:
+                req = client.produce_request("moves", 0, payload, "durable", (producer_id, epoch, seq))
+                return c._unary("produce", lambda: c.leader_stub("moves", 0).Produce(req, timeout=30))
+
+            first = send(client, 0)
+            assert (first.base_offset, first.duplicate) == (0, False)
+        if signal_name == "SIGTERM":
+            assert a.terminate() == 0
+        else:
+            a.kill()
+        b, b_server = start("agent-b")
+        with Client(b_server, idempotent=False) as client:
+            deadline = time.monotonic() + 60
+            while True:  # B owns the partition once A's lease is released or has expired
+                try:
+                    again = send(client, 0)
+                    break
+                except errors.NotLeader:
+                    assert time.monotonic() < deadline, "agent B never took the partition"
+                    time.sleep(0.2)
+            assert (again.base_offset, again.record_count, again.duplicate) == (0, 3, True)
+            following = send(client, 3, client.encode([b"four"]))
+            assert (following.base_offset, following.duplicate) == (3, False)
+            with pytest.raises(errors.OutOfOrderSequence, match="next expected is 4"):
+                send(client, 9, client.encode([b"gap"]))
+        assert [r.value for r in read_all(b_server, "moves", partitions=1)[0]] == [
+            b"one",
+            b"two",
+            b"three",
+            b"four",
+        ]
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()
