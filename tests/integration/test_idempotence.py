@@ -297,3 +297,33 @@ def test_producer_state_moves_with_the_partition_to_another_agent(
         a.kill()
         if b is not None:
             b.kill()
+
+
+def test_idle_producers_are_forgotten_and_memory_stays_bounded(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """producer_expiry_ms: a producer idle past it is forgotten (the gauge goes back to 0), after which
+    its next batch is accepted at any sequence, as for a new producer."""
+    proc, server, metrics_at = agent(tmp_path, "embedded", request, producer_expiry_ms=1000)
+    proc.start()
+    try:
+        wait_serving(server, proc)
+        with Client(server) as client:
+            client.create_topic("idle", 1)
+            for i in range(3):
+                client.produce("idle", [f"r{i}".encode()], partition=0, acks="wal")
+            producers = lambda: series_sum(scrape(metrics_at), "streamhouse_idempotent_producers")  # noqa: E731
+            deadline = time.monotonic() + 30
+            while producers() != 1:
+                assert time.monotonic() < deadline, "the gauge never counted the producer"
+                time.sleep(0.1)
+            while producers() != 0:
+                assert time.monotonic() < deadline, "the idle producer was never forgotten"
+                time.sleep(0.1)
+            assert client.idempotence is not None
+            stamp = (client.idempotence.producer_id, client.idempotence.epoch, 40)  # far past 3: a gap
+            req = client.produce_request("idle", 0, client.encode([b"late"]), "wal", stamp)
+            reply = client.stub().Produce(req, timeout=30)
+            assert (reply.base_offset, reply.duplicate) == (3, False)
+    finally:
+        proc.kill()

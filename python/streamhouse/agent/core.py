@@ -877,6 +877,7 @@ class Agent:
         await asyncio.to_thread(sweep)
         for w in writers:
             w.update_gauges()
+        self.metrics.idempotent_producers.set(sum(len(w.producers) for w in writers))
 
     async def _reclaim(self, key: tuple[str, int], writer: PartitionWriter, lost: LeaseLost) -> bool:
         """A renewal found the lease lapsed (the catalog was unreachable or full for longer than the
