@@ -53,7 +53,7 @@ _RecordIn = tuple[bytes | None, bytes, int | None, Sequence[_Header] | None]
 _RecordOut = tuple[int, int, bytes | None, bytes, tuple[_Header, ...]]
 
 ENGINE: Final[str]  # "rust" or "python"
-FORMAT_VERSION: Final[int]  # 1
+FORMAT_VERSION: Final[int]  # 1: batches, record sets, segments (WAL files carry their own version, 2)
 DEFAULT_MAX_RECORD_BYTES: Final[int]  # 1 MiB
 DEFAULT_BLOCK_SIZE_BYTES: Final[int]  # 256 KiB
 DEFAULT_WAL_MAX_FILE_BYTES: Final[int]  # 64 MiB
@@ -118,6 +118,15 @@ class WalFrame:
     @property
     def base_timestamp_ms(self) -> int: ...
     @property
+    def producer_id(self) -> int:
+        """The idempotent producer that wrote the batch; 0 for none (always in a version-1 WAL file)."""
+    @property
+    def producer_epoch(self) -> int:
+        """0 when producer_id is 0."""
+    @property
+    def base_sequence(self) -> int:
+        """Sequence number of the batch's first record; 0 when producer_id is 0."""
+    @property
     def batch(self) -> bytes:
         """The frame's records as a produce batch (format section 2), ready for SegmentBuffer.append."""
 
@@ -133,6 +142,11 @@ class WalRecovery:
     @property
     def torn_tail_bytes(self) -> int:
         """Bytes cut from the last file as a torn tail (by `open`), or that would be cut (by `inspect`)."""
+    @property
+    def torn_tail_offsets(self) -> tuple[int, int] | None:
+        """(base_offset, end_offset) of the frame cut as a torn tail when its header CRC held (a frame
+        cut short, or whose payload CRC fails at the end of the file); None when nothing was cut or
+        only zeros, a partial frame header or a torn file creation (format 4.3)."""
 
 @final
 class WalStats:
@@ -171,10 +185,13 @@ class Wal:
     def inspect(directory: str, *, committed_next_offset: int | None = None) -> WalRecovery:
         """Recovery without changing anything on disk (what `streamhouse wal verify` prints).
         `committed_next_offset` defaults to 0."""
-    def append(self, batch: bytes) -> int:
+    def append(self, batch: bytes, producer: tuple[int, int, int] | None = None) -> int:
         """Validate the batch, write one frame, and return its base offset. Durable on return under
-        sync_policy 'batch' (group commit). Raises InvalidBatch/EmptyBatch/RecordTooLarge (nothing
-        written), DiskFull (nothing written, WAL still valid), WalClosed, WalPoisoned."""
+        sync_policy 'batch' (group commit). `producer` is None (no producer) or (producer_id in
+        [1, 2**63 - 1], producer_epoch and base_sequence in [0, 2**32 - 1]), stored in the frame (format
+        4.2). Raises InvalidArgument/InvalidArgumentType for a bad producer, InvalidBatch/EmptyBatch/
+        RecordTooLarge (nothing written in each case), DiskFull (nothing written, WAL still valid),
+        WalClosed, WalPoisoned."""
     def sync(self) -> None:
         """fdatasync everything appended so far (shared with concurrent callers)."""
     def truncate(self, committed_next_offset: int) -> int:

@@ -25,6 +25,17 @@ ACK_MODES: tuple[AckMode, ...] = ("none", "buffered", "wal", "durable")
 class ProduceResult:
     base_offset: int
     record_count: int
+    duplicate: bool = False  # a retry of a batch already written: the original offsets
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerStamp:
+    """An idempotent producer's batch: its id and epoch (``init_producer``) and the sequence number of its
+    first record in this partition (agent/idempotence.py)."""
+
+    producer_id: int
+    epoch: int
+    base_sequence: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +111,20 @@ class Broker(Protocol):
     async def describe_topic(self, name: str) -> TopicDescription: ...
 
     async def produce(
-        self, topic: str, partition: int, batch: bytes, acks: AckMode, *, prepaid: int = 0
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        acks: AckMode,
+        *,
+        prepaid: int = 0,
+        producer: ProducerStamp | None = None,
     ) -> ProduceResult:
         """Append one produce batch (docs/format.md section 2) and return once ``acks`` is met.
+
+        ``producer``: the batch is idempotent: written once however often it is sent (a retry answers
+        with the original offsets); OutOfOrderSequence, DuplicateSequence or ProducerFenced when the
+        partition's producer state refuses it (nothing written).
 
         ``prepaid``: bytes the server already drew from the broker's memory budget for this request
         (``admit_request``, before decoding it); the broker owns them from here and gives them back.
@@ -111,6 +133,10 @@ class Broker(Protocol):
         NotLeader (with the owner's address), ResourceExhausted or DiskFull (retriable, nothing written),
         ObjectStoreError/CatalogUnavailable for ``durable`` when the commit cannot be made in time
         (retriable; the records stay in the WAL and will be committed)."""
+
+    async def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        """``(producer_id, epoch)`` for idempotent produce: a new id at epoch 0, or ``producer_id`` at its
+        next epoch (which fences batches of its older epochs)."""
 
     async def fetch(
         self, topic: str, partition: int, offset: int, max_bytes: int, max_wait_ms: int
@@ -121,7 +147,10 @@ class Broker(Protocol):
     async def list_offsets(self, topic: str, partition: int) -> tuple[int, int]:
         """``(log_start_offset, high_watermark)``."""
 
-    async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None: ...
+    async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Store ``offset`` (the next offset the group reads) for the group. Raises OffsetOutOfRange above
+        the high watermark (nothing changed), NotLeader when another agent owns the partition and the
+        offset is above the committed high watermark (only the owner knows what lies beyond it)."""
 
     async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None: ...
 

@@ -19,17 +19,17 @@ import json
 import logging
 import os
 import re
-import select
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
+from streamhouse import batches as batching
 from streamhouse import config as config_mod
 from streamhouse import errors, recordset
 from streamhouse.broker import ACK_MODES
@@ -423,47 +423,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 # -- produce --------------------------------------------------------------------------------------------
 
 
-def _stdin_batches(max_records: int, max_bytes: int, linger_s: float) -> Iterator[list[bytes]]:
-    """Lines of stdin in batches; a partial batch is released after ``linger_s`` without new input, so an
-    interactive producer sees its lines sent."""
-    fd = sys.stdin.fileno()
-    batch: list[bytes] = []
-    size = 0
-    rest = b""
-    while True:
-        if batch:
-            readable, _, _ = select.select([fd], [], [], linger_s)
-            if not readable:
-                yield batch
-                batch, size = [], 0
-                continue
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            break
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            batch.append(line[:-1] if line.endswith(b"\r") else line)
-            size += len(line)
-            if len(batch) >= max_records or size >= max_bytes:
-                yield batch
-                batch, size = [], 0
-    if rest:
-        batch.append(rest)
-    if batch:
-        yield batch
-
-
-def _generated_batches(count: int, size: int, batch_records: int) -> Iterator[list[bytes]]:
-    value = (b"streamhouse-" * (size // 12 + 1))[:size]
-    full = [value] * batch_records
-    left = count
-    while left > 0:
-        n = min(left, batch_records)
-        yield full if n == batch_records else full[:n]
-        left -= n
-
-
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return 0.0
@@ -515,14 +474,18 @@ def cmd_produce(args: argparse.Namespace) -> int:
             linger_ms=args.linger_ms,
             max_buffered_records=max(args.batch_size * args.in_flight * 2, 10_000),
         )
+        # --batch-bytes bounds each request, encoded: generated records and stdin lines alike.
+        budget = batching.records_budget(args.batch_bytes, args.topic)
+        key_len = None if key is None else len(key)
         batches = (
-            _generated_batches(args.count, args.size, args.batch_size)
+            batching.generated_batches(args.count, args.size, args.batch_size, budget, key_len)
             if args.count is not None
-            else _stdin_batches(args.batch_size, args.batch_bytes, args.linger_ms / 1000)
+            else batching.stdin_batches(args.batch_size, budget, key_len, args.linger_ms / 1000)
         )
         from streamhouse.schemas import cli as schema_cli
 
         batches = schema_cli.encode_batches(args, batches)  # --value-schema: JSON lines to Avro
+        batches = batching.within_bytes(batches, budget, key_len)  # Avro values differ in size
         failures: list[BaseException] = []
         sent_bytes = 0
         sent_records = 0
@@ -1083,14 +1046,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=5000,
         metavar="N",
-        help="records per request (default 5000)",
+        help="most records per request (default 5000)",
     )
     produce.add_argument(
         "--batch-bytes",
         type=positive_int,
         default=1 << 20,
         metavar="BYTES",
-        help="bytes per request (default 1MiB)",
+        help="most bytes per request, records encoded, generated or from stdin (default 1MiB); a record "
+        "larger than that goes alone",
     )
     produce.add_argument(
         "--linger-ms",

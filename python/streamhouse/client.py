@@ -39,8 +39,10 @@ if TYPE_CHECKING:
     from streamhouse.producer import Producer
 
 DEFAULT_SERVER: Final = "127.0.0.1:50051"
+DEFAULT_MAX_BLOCK_S: Final = 60.0
+"""How long a partition look-up (``Client.partitions_for``, ``Producer.send``) retries, as Kafka's
+``max.block.ms``."""
 SERVER_ENV: Final = "STREAMHOUSE_SERVER"
-MAX_MESSAGE_BYTES: Final = 64 << 20
 
 _ACKS_TO_PB: Final[Mapping[str, pb.AckMode]] = {
     "none": pb.ACK_MODE_NONE,
@@ -87,6 +89,9 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
     details: str = exc.details() or code.name
     md = dict(exc.trailing_metadata() or ())
     message = f"{what}: {code.name}: {details}"
+    kind = errors.PRODUCER_STATE_ERRORS.get(str(md.get("error-kind", "")))
+    if kind is not None:
+        return kind(message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         # NotLeader, with the owner's address when there is a live owner. Without one, a handover or a
         # failover is in progress and an agent takes the partition within a renewal interval: retriable.
@@ -99,7 +104,18 @@ def _raise(exc: grpc.RpcError, what: str) -> errors.StreamhouseError:
             refusal.retriable = False
         return refusal
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return errors.ResourceExhausted(message, retry_after_ms=int(md.get("retry-after-ms", 1000)))
+        if "retry-after-ms" not in md:
+            # Not the agent's admission control, whose refusals always say when to come back, but gRPC's
+            # message size limit: the same message is refused every time, so retrying cannot help.
+            too_large = errors.ResourceExhausted(
+                f"{message}: the message is over gRPC's size limit (an agent accepts requests of up to its "
+                "max_request_size, 64 MiB by default): send smaller batches (Producer batch_max_bytes, "
+                "`streamhouse produce --batch-bytes`) or raise the agent's max_request_size",
+                reason="message_size",
+            )
+            too_large.retriable = False
+            return too_large
+        return errors.ResourceExhausted(message, retry_after_ms=int(md["retry-after-ms"]))
     if code == grpc.StatusCode.NOT_FOUND and "partition" in details and "topic" not in details.split()[0:1]:
         return errors.UnknownPartition(message)
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -171,6 +187,7 @@ class ProduceResult:
     partition: int
     base_offset: int
     record_count: int
+    duplicate: bool = False  # a retry of an idempotent batch already written: the original offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +245,85 @@ def _now_ms() -> int:
 T = TypeVar("T")
 
 
+def batch_record_count(batch: bytes) -> int:
+    """The record count in a produce batch's header (docs/format.md section 2)."""
+    if len(batch) < 20 or batch[:4] != b"SHB1":
+        raise errors.InvalidBatch("not a produce batch: it must start with the 20-byte header of magic SHB1")
+    return int.from_bytes(batch[4:8], "little")
+
+
+class Idempotence:
+    """A client's idempotent producer: its id and epoch (from ``InitProducer``, asked for on first use)
+    and the next sequence number per partition. Thread-safe.
+
+    A batch is stamped once, when first sent, and keeps its stamp through every retry, so the agent
+    writes it once. When a batch's outcome is unknown (it failed for good), ``reset`` makes the next
+    stamp start a new epoch at sequence 0 everywhere: otherwise a batch that was in fact written would
+    leave a gap, or a later batch could reuse its numbers."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._init_lock = threading.Lock()
+        self.producer_id = 0
+        self.epoch = 0
+        self._stale = True  # ask the agent for an (id, epoch) before the next stamp
+        self._next: dict[tuple[str, int], int] = {}
+        self._partition_locks: dict[tuple[str, int], threading.Lock] = {}
+
+    def partition_lock(self, topic: str, partition: int) -> threading.Lock:
+        with self._lock:
+            return self._partition_locks.setdefault((topic, partition), threading.Lock())
+
+    def stamp(self, topic: str, partition: int, count: int) -> tuple[int, int, int]:
+        """``(producer_id, epoch, base_sequence)`` for the next batch of ``count`` records to a partition."""
+        while True:
+            with self._init_lock:
+                if self._stale:
+                    producer_id, epoch = self._client.init_producer(self.producer_id or None)
+                    with self._lock:
+                        self.producer_id, self.epoch = producer_id, epoch
+                        self._next.clear()
+                        self._stale = False
+            with self._lock:
+                key = (topic, partition)
+                first = self._next.get(key, 0)
+                if first + count > MAX_SEQUENCE + 1 and first:
+                    self._stale = True  # the numbers run out: start a new epoch at 0
+                    continue
+                self._next[key] = first + count
+                return self.producer_id, self.epoch, first
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stale = True
+
+    def unstamp(self, topic: str, partition: int, stamp: tuple[int, int, int], count: int) -> None:
+        """A stamped batch was refused before anything was written: give its numbers back (or, if
+        another batch of the partition was stamped since, start a new epoch)."""
+        with self._lock:
+            key = (topic, partition)
+            if (self.producer_id, self.epoch) == stamp[:2] and self._next.get(key) == stamp[2] + count:
+                self._next[key] = stamp[2]
+            else:
+                self._stale = True
+
+
+MAX_SEQUENCE = 2**32 - 1
+
+
 class Client:
     """A connection to a StreamHouse agent (``server`` is HOST:PORT; default ``$STREAMHOUSE_SERVER`` or
     127.0.0.1:50051). Thread-safe. Follows NotLeader redirects to the owner's address.
 
     ``channel_options`` are extra gRPC channel arguments. gRPC shares one TCP connection between the
     channels of a process that have the same target and arguments; ``[("grpc.use_local_subchannel_pool",
-    1)]`` gives this client connections of its own, as a client in another process would have."""
+    1)]`` gives this client connections of its own, as a client in another process would have.
+
+    ``max_block_s`` bounds how long a partition look-up (``partitions_for``, so ``produce`` without a
+    partition) keeps retrying retriable errors (a reset connection, an agent restarting) before it raises
+    ``Unavailable`` naming the bound, as Kafka's ``max.block.ms`` (60 s by default); other calls retry
+    ``retries`` times."""
 
     def __init__(
         self,
@@ -244,10 +333,14 @@ class Client:
         retries: int = 5,
         default_acks: AckMode | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        idempotent: bool = True,
+        max_block_s: float = DEFAULT_MAX_BLOCK_S,
     ) -> None:
         self.server = server_from_env(server)
+        self.idempotence = Idempotence(self) if idempotent else None
         self.timeout_s = timeout_s
         self.retries = retries
+        self.max_block_s = max_block_s
         self.default_acks = default_acks
         self.channel_options = list(channel_options)
         self.codec = _codec()
@@ -264,11 +357,15 @@ class Client:
         with self._lock:
             entry = self._channels.get(address)
             if entry is None:
+                # No size limits of the client's own: the agent refuses requests over its max_request_size
+                # (whatever it is configured to) and sends replies of at most that plus a little framing
+                # (server.REPLY_HEADROOM_BYTES). A client limit equal to the agent's made the reply that
+                # carries the largest accepted batch unreadable.
                 channel = grpc.insecure_channel(
                     address,
                     options=[
-                        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                        ("grpc.max_receive_message_length", -1),
+                        ("grpc.max_send_message_length", -1),
                         *self.channel_options,
                     ],
                 )
@@ -288,9 +385,17 @@ class Client:
             self._leaders.pop((topic, partition), None)
 
     def _unary(
-        self, what: str, call: Callable[[], T], retry: bool = True, route: tuple[str, int] | None = None
+        self,
+        what: str,
+        call: Callable[[], T],
+        retry: bool = True,
+        route: tuple[str, int] | None = None,
+        *,
+        deadline: tuple[float, str] | None = None,
     ) -> T:
-        """Run ``call`` with retries for retriable errors (exponential backoff with jitter)."""
+        """Run ``call`` with retries for retriable errors (exponential backoff with jitter): ``retries``
+        times, or with ``deadline`` (``(time.monotonic() limit, the bound's name and value)``) until that
+        time, then Unavailable naming the bound."""
         attempt = 0
         while True:
             try:
@@ -299,15 +404,28 @@ class Client:
                 exc = _raise(rpc, what)
                 if route is not None and isinstance(exc, (errors.NotLeader, errors.Unavailable)):
                     self.note_leader(route[0], route[1], getattr(exc, "owner_address", None))
-                if not (retry and exc.retriable and attempt < self.retries):
-                    raise exc from rpc
                 delay = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random())
                 if isinstance(exc, errors.ResourceExhausted):
                     delay = max(delay, exc.retry_after_ms / 1000)
                 if isinstance(exc, errors.NotLeader) and exc.owner_address:
                     delay = 0.0  # a redirect: go to the owner now
+                if deadline is not None and retry and exc.retriable:
+                    if time.monotonic() + delay >= deadline[0]:
+                        raise errors.Unavailable(
+                            f"{what}: no answer within {deadline[1]} ({attempt + 1} attempts; the last "
+                            f"failed with {exc}): check that the agent at {self.server} is up and "
+                            "reachable, or allow more time"
+                        ) from rpc
+                elif not (retry and exc.retriable and attempt < self.retries):
+                    raise exc from rpc
                 attempt += 1
                 time.sleep(delay)
+
+    def _timeout_s(self, deadline: float | None) -> float:
+        """A call's timeout: ``timeout_s``, cut to what is left before ``deadline``."""
+        if deadline is None:
+            return self.timeout_s
+        return max(min(self.timeout_s, deadline - time.monotonic()), 0.001)
 
     def close(self) -> None:
         with self._lock:
@@ -363,10 +481,15 @@ class Client:
         )
         return [_pb_topic(t) for t in resp.topics]
 
-    def describe_topic(self, name: str) -> TopicDescription:
+    def describe_topic(self, name: str, *, max_block_s: float | None = None) -> TopicDescription:
+        """The topic and its partitions. With ``max_block_s``, retriable errors are retried for that many
+        seconds (rather than ``retries`` times), then Unavailable naming the bound."""
         req = pb.DescribeTopicRequest(name=name)
+        limit = None if max_block_s is None else time.monotonic() + max_block_s
         resp = self._unary(
-            f"describe topic {name!r}", lambda: self.stub().DescribeTopic(req, timeout=self.timeout_s)
+            f"describe topic {name!r}",
+            lambda: self.stub().DescribeTopic(req, timeout=self._timeout_s(limit)),
+            deadline=None if limit is None else (limit, f"max_block_s={max_block_s:g}s"),
         )
         parts = tuple(
             PartitionInfo(
@@ -385,16 +508,19 @@ class Client:
         self._partition_counts[name] = resp.topic.partitions
         return TopicDescription(_pb_topic(resp.topic), parts)
 
-    def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (cached after the first look-up)."""
+    def partitions_for(self, topic: str, *, max_block_s: float | None = None) -> int:
+        """The topic's partition count (cached after the first look-up). The look-up retries retriable
+        errors for up to ``max_block_s`` seconds (default: this client's ``max_block_s``), then raises
+        Unavailable naming the bound; an unknown topic raises UnknownTopic at once."""
         n = self._partition_counts.get(topic)
         if n is None:
-            n = self.describe_topic(topic).topic.partitions
+            block_s = self.max_block_s if max_block_s is None else max_block_s
+            n = self.describe_topic(topic, max_block_s=block_s).topic.partitions
         return n
 
-    def choose_partition(self, topic: str, key: bytes | None) -> int:
-        """Key hash when there is a key, round-robin otherwise."""
-        n = self.partitions_for(topic)
+    def choose_partition(self, topic: str, key: bytes | None, *, max_block_s: float | None = None) -> int:
+        """Key hash when there is a key, round-robin otherwise (``max_block_s``: see ``partitions_for``)."""
+        n = self.partitions_for(topic, max_block_s=max_block_s)
         return key_partition(key, n) if key is not None else next(self._rr) % n
 
     # -- produce --
@@ -422,27 +548,76 @@ class Client:
     def produce_batch(
         self, topic: str, partition: int, batch: bytes, acks: AckMode | None = None
     ) -> ProduceResult:
-        """Send an already encoded produce batch (docs/format.md section 2)."""
-        req = self.produce_request(topic, partition, batch, acks)
+        """Send an already encoded produce batch (docs/format.md section 2). Idempotent (the default): the
+        batch is written once however many retries it takes; concurrent calls for one partition are sent
+        one at a time, in the order they were made."""
+        idem = self.idempotence
+        if idem is None:
+            return self._send_batch(topic, partition, batch, acks, None)
+        count = batch_record_count(batch)
+        with idem.partition_lock(topic, partition):
+            for attempt in (1, 2):
+                stamp = idem.stamp(topic, partition, count)
+                try:
+                    return self._send_batch(topic, partition, batch, acks, stamp)
+                except errors.OutOfOrderSequence:
+                    # Nothing was written: earlier batches of this producer went missing (an acks=wal
+                    # failover lost them, or a failed call). Start a new epoch and send this one again.
+                    idem.reset()
+                    if attempt == 2:
+                        raise
+                except (errors.InvalidArgument, errors.ResourceExhausted, errors.DiskFull):
+                    # Refused before anything was written: its numbers are free for the next batch.
+                    idem.unstamp(topic, partition, stamp, count)
+                    raise
+                except BaseException:
+                    idem.reset()  # the outcome is unknown: the next batch starts a new epoch
+                    raise
+        raise AssertionError("unreachable")
+
+    def _send_batch(
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        acks: AckMode | None,
+        stamp: tuple[int, int, int] | None,
+    ) -> ProduceResult:
+        req = self.produce_request(topic, partition, batch, acks, stamp)
         resp = self._unary(
             f"produce to {topic}/{partition}",
             lambda: self.leader_stub(topic, partition).Produce(req, timeout=self.timeout_s),
             route=(topic, partition),
         )
-        return ProduceResult(topic, partition, resp.base_offset, resp.record_count)
+        return ProduceResult(topic, partition, resp.base_offset, resp.record_count, resp.duplicate)
 
     def produce_request(
-        self, topic: str, partition: int, batch: bytes, acks: AckMode | None
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        acks: AckMode | None,
+        stamp: tuple[int, int, int] | None = None,
     ) -> pb.ProduceRequest:
+        """``stamp``: ``(producer_id, producer_epoch, base_sequence)`` of an idempotent batch."""
         acks = acks or self.default_acks
         if acks is not None and acks not in _ACKS_TO_PB:
             raise errors.InvalidArgument(f"unknown ack mode {acks!r}: use one of {', '.join(ACK_MODES)}")
-        return pb.ProduceRequest(
+        req = pb.ProduceRequest(
             topic=topic,
             partition=partition,
             batch=batch,
             acks=_ACKS_TO_PB[acks] if acks else pb.ACK_MODE_UNSPECIFIED,
         )
+        if stamp is not None:
+            req.producer_id, req.producer_epoch, req.base_sequence = stamp
+        return req
+
+    def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        """``(producer_id, epoch)`` from the agent: a new id, or ``producer_id`` at its next epoch."""
+        req = pb.InitProducerRequest(producer_id=producer_id or 0)
+        resp = self._unary("init producer", lambda: self.stub().InitProducer(req, timeout=self.timeout_s))
+        return int(resp.producer_id), int(resp.producer_epoch)
 
     # -- consume --
 
@@ -499,10 +674,13 @@ class Client:
         return resp.log_start_offset, resp.high_watermark
 
     def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Commit ``offset`` (the next offset the group reads) for ``group``. Sent to the partition's owner,
+        which knows its high watermark: an offset above it is refused (OffsetOutOfRange)."""
         req = pb.CommitOffsetRequest(group=group, topic=topic, partition=partition, offset=offset)
         self._unary(
             f"commit offset of group {group!r} on {topic}/{partition}",
-            lambda: self.stub().CommitOffset(req, timeout=self.timeout_s),
+            lambda: self.leader_stub(topic, partition).CommitOffset(req, timeout=self.timeout_s),
+            route=(topic, partition),
         )
 
     def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:

@@ -184,7 +184,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "max_request_size",
         64 * 2**20,
-        "Largest gRPC message accepted or sent.",
+        "Largest gRPC request accepted (a produce request: its batch and a few bytes of fields); replies "
+        "may be up to 1 KiB larger, so that the one carrying the largest batch is sent.",
         parse_size,
         _positive,
         group="network",
@@ -410,7 +411,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "max_fetch_size",
         4 * 2**20,
-        "Largest record set one consume request returns (at least one batch is always returned).",
+        "Largest record set one consume request returns (at least one batch is always returned); "
+        "above max_request_size it acts as max_request_size.",
         parse_size,
         _positive,
         group="read",
@@ -568,6 +570,16 @@ KNOBS: tuple[Knob, ...] = (
         "acks=wal but had not committed; past it they are reported lost (ERROR and a metric).",
         int,
         _non_negative,
+        group="coordination",
+    ),
+    Knob(
+        "producer_expiry_ms",
+        86_400_000,
+        "How long a partition remembers an idempotent producer that writes nothing (its last few "
+        "batches, to answer retries): after it, the producer's next batch is accepted at any sequence. "
+        "Kafka's producer.id.expiration.ms is the same (1 day).",
+        int,
+        _positive,
         group="coordination",
     ),
     # -- operations --

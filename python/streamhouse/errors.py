@@ -162,6 +162,32 @@ class NotLeader(StreamhouseError):
         self.owner_address = owner_address
 
 
+# --- idempotent producers --------------------------------------------------------------------------
+
+
+class ProducerStateError(StreamhouseError):
+    """An idempotent producer's batch that the partition refuses because of what it knows of the
+    producer (agent/idempotence.py). Nothing was written; resending the same batch cannot help."""
+
+
+class OutOfOrderSequence(ProducerStateError):
+    """The batch's sequence number is past the next one expected: records in between never arrived."""
+
+
+class DuplicateSequence(ProducerStateError):
+    """The batch was written before, longer ago than the partition remembers offsets for: it is not
+    written again, and its offsets are not known."""
+
+
+class ProducerFenced(ProducerStateError):
+    """A newer epoch of the same producer id has written to the partition: this session is fenced."""
+
+
+PRODUCER_STATE_ERRORS: dict[str, type[ProducerStateError]] = {
+    cls.__name__: cls for cls in (OutOfOrderSequence, DuplicateSequence, ProducerFenced)
+}
+
+
 # --- object store ----------------------------------------------------------------------------------
 
 

@@ -40,6 +40,18 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
     "wal_size_bytes": ("gauge", ("topic", "partition"), "Bytes of a partition's WAL files on disk."),
     "produce_records_total": ("counter", (), "Records appended by produce requests."),
     "produce_bytes_total": ("counter", (), "Bytes of produce batches appended."),
+    "idempotent_producers": (
+        "gauge",
+        (),
+        "Idempotent producers the agent remembers, summed over its partitions (each: its last 5 batches); "
+        "those idle for producer_expiry_ms are forgotten.",
+    ),
+    "produce_duplicates_total": (
+        "counter",
+        (),
+        "Idempotent produce batches that were retries of batches already written: answered with the "
+        "original offsets, not written again.",
+    ),
     "produce_latency_seconds": ("histogram", ("acks",), "Produce latency until the ack, by ack mode."),
     "consume_records_total": ("counter", (), "Records returned by fetch requests."),
     "consume_bytes_total": ("counter", (), "Bytes of record sets returned by fetch requests."),
@@ -249,6 +261,12 @@ class AgentMetrics:
         )
         self.produce_records = Counter(PREFIX + "produce_records", doc("produce_records_total"), registry=r)
         self.produce_bytes = Counter(PREFIX + "produce_bytes", doc("produce_bytes_total"), registry=r)
+        self.idempotent_producers = Gauge(
+            PREFIX + "idempotent_producers", doc("idempotent_producers"), registry=r
+        )
+        self.produce_duplicates = Counter(
+            PREFIX + "produce_duplicates", doc("produce_duplicates_total"), registry=r
+        )
         self.produce_latency = Histogram(
             PREFIX + "produce_latency_seconds",
             doc("produce_latency_seconds"),

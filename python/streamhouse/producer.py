@@ -1,9 +1,14 @@
 """``Producer``: batches records per partition and sends them from a background thread with several
 requests in flight, retrying retriable errors; ``send`` returns a future per record.
 
-Ordering: the ``Producer`` keeps several batches in flight per partition; a batch that is retried can land
-after a later one (as in Kafka with ``max.in.flight > 1`` and no idempotence). One ``Client.produce`` call,
-by contrast, is one batch appended atomically to one partition.
+Idempotence (the default, ``idempotent=True``): each batch carries the producer's id, epoch and sequence
+number, so a retry of a batch the agent already wrote is answered with its original offsets instead of
+being written again. Up to 5 batches per partition are in flight; the agent appends a producer's batches
+in sequence order (one that arrives early is refused and sent again after the earlier ones), so records land
+in the order they were sent. With ``idempotent=False`` several batches may be in
+flight per partition and a retried batch can land after a later one, or twice (as in Kafka with
+``enable.idempotence=false``). One ``Client.produce`` call is one batch appended atomically to one
+partition.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from streamhouse.client import (
     key_partition,
 )
 
+IDEMPOTENT_IN_FLIGHT = 5
+"""Batches of one partition in flight at once when idempotent: the agent remembers a producer's last 5
+batches per partition (agent/idempotence.py), so it can answer a retry of any of them."""
+
 
 class _Batch:
     """Records bound for one partition, sent as one request; resolved together."""
@@ -45,7 +54,10 @@ class _Batch:
         "partition",
         "payload",
         "records",
+        "restamped",
         "sent_at",
+        "settled",
+        "stamp",
         "topic",
     )
 
@@ -60,6 +72,9 @@ class _Batch:
         self.created = now
         self.sent_at = 0.0
         self.attempts = 0
+        self.stamp: tuple[int, int, int] | None = None  # idempotence: (producer id, epoch, sequence)
+        self.restamped = 0
+        self.settled = False
 
 
 class Producer:
@@ -73,6 +88,11 @@ class Producer:
     ``delivery_timeout_s`` old, whatever ``retries`` says, and so is NotLeader (a partition moving between
     agents: handoff or failover). NotLeader redirects go to the owner's address at
     once. Backpressure: ``send`` blocks while ``max_buffered_records`` are waiting.
+
+    ``max_block_s`` (60 s by default, as Kafka's ``max.block.ms``) bounds how long ``send`` waits for a
+    topic's partition count when it picks a partition (the first send to a topic without ``partition=``):
+    the look-up retries retriable errors (a reset connection, an agent restarting) with backoff until
+    then, and raises ``Unavailable`` naming the bound after it. An unknown topic raises at once.
     """
 
     def __init__(
@@ -89,9 +109,19 @@ class Producer:
         request_timeout_s: float = 60.0,
         max_buffered_records: int = 1_000_000,
         delivery_timeout_s: float = 120.0,
+        idempotent: bool = True,
+        max_block_s: float = 60.0,
     ) -> None:
         self._owns_client = not isinstance(client, Client)
-        self.client = client if isinstance(client, Client) else Client(client)
+        self.client = client if isinstance(client, Client) else Client(client, idempotent=idempotent)
+        self._idem = self.client.idempotence if idempotent else None
+        # Idempotent: per partition, the batches sent from the oldest one not settled yet on, in order
+        # (at most IDEMPOTENT_IN_FLIGHT: a later batch waits until the oldest settles, so the agent still
+        # remembers every batch that may be retried).
+        self._window: dict[tuple[str, int], list[_Batch]] = {}
+        # Idempotent: batches refused because an earlier one of their partition had not landed yet; sent
+        # again when one of the partition's batches settles.
+        self._parked: dict[tuple[str, int], list[_Batch]] = {}
         if acks is not None and acks not in _ACKS_TO_PB:
             raise errors.InvalidArgument(f"unknown ack mode {acks!r}: use one of {', '.join(ACK_MODES)}")
         self.acks = acks
@@ -102,6 +132,7 @@ class Producer:
         self.retry_backoff_s = retry_backoff_ms / 1000
         self.request_timeout_s = request_timeout_s
         self.delivery_timeout_s = delivery_timeout_s
+        self.max_block_s = max_block_s
         self.max_buffered_records = max_buffered_records
         self.request_latencies_s: list[float] = []  # one per acknowledged request, for summaries
         self._cond = threading.Condition()
@@ -135,7 +166,7 @@ class Producer:
         rec: _RecordIn = (k, v, timestamp_ms, list(headers) if headers else None)
         if partition is None:
             partition = (
-                key_partition(k, self.client.partitions_for(topic))
+                key_partition(k, self.client.partitions_for(topic, max_block_s=self.max_block_s))
                 if k is not None
                 else self._sticky_partition(topic)
             )
@@ -219,7 +250,7 @@ class Producer:
     def _sticky_partition(self, topic: str) -> int:
         p = self._sticky.get(topic)
         if p is None:
-            p = self.client.choose_partition(topic, None)
+            p = self.client.choose_partition(topic, None, max_block_s=self.max_block_s)
             self._sticky[topic] = p
         return p
 
@@ -249,7 +280,16 @@ class Producer:
                     elif wake is None or deadline < wake:
                         wake = deadline
                 if self._ready:
-                    return self._ready.pop(0)
+                    if self._idem is None:
+                        return self._ready.pop(0)
+                    # Idempotent: at most IDEMPOTENT_IN_FLIGHT batches per partition from the oldest
+                    # one not settled, sent in order (the sequence numbers).
+                    for i, b in enumerate(self._ready):
+                        window = self._window.setdefault((b.topic, b.partition), [])
+                        if b in window or len(window) < IDEMPOTENT_IN_FLIGHT:
+                            if b not in window:
+                                window.append(b)
+                            return self._ready.pop(i)
                 if self._closed and not self._retry and not self._pending_batches:
                     return None
                 for t, _ in self._retry:
@@ -271,7 +311,9 @@ class Producer:
     def _dispatch(self, batch: _Batch) -> None:
         if batch.payload is None:
             batch.payload = bytes(self.client.codec.encode_batch(batch.records, _now_ms()))
-        req = self.client.produce_request(batch.topic, batch.partition, batch.payload, self.acks)
+        if self._idem is not None and batch.stamp is None:
+            batch.stamp = self._idem.stamp(batch.topic, batch.partition, len(batch.records))
+        req = self.client.produce_request(batch.topic, batch.partition, batch.payload, self.acks, batch.stamp)
         batch.attempts += 1
         batch.sent_at = time.perf_counter()
         call = self.client.leader_stub(batch.topic, batch.partition).Produce.future(
@@ -288,6 +330,8 @@ class Producer:
             exc.__cause__ = rpc
             if isinstance(exc, (errors.NotLeader, errors.Unavailable)):
                 self.client.note_leader(batch.topic, batch.partition, getattr(exc, "owner_address", None))
+            if self._idem is not None and self._idempotent_retry(batch, exc):
+                return
             # An agent refusing for lack of memory or disk wrote nothing and says when to come back: such
             # refusals do not use up ``retries``, only the batch's ``delivery_timeout_s`` (as Kafka's
             # delivery.timeout.ms).
@@ -321,10 +365,44 @@ class Producer:
         for i, fut in enumerate(batch.futures):
             fut.set_result(RecordMetadata(batch.topic, batch.partition, base + i))
         if batch.done is not None:
-            batch.done.set_result(ProduceResult(batch.topic, batch.partition, base, resp.record_count))
+            batch.done.set_result(
+                ProduceResult(batch.topic, batch.partition, base, resp.record_count, resp.duplicate)
+            )
         self._settle(batch)
 
+    def _idempotent_retry(self, batch: _Batch, exc: errors.StreamhouseError) -> bool:
+        """An idempotent refusal that sending again fixes (nothing was written): requeue and say True."""
+        assert self._idem is not None and batch.stamp is not None
+        stamp = batch.stamp
+        with self._cond:
+            if isinstance(exc, errors.OutOfOrderSequence) and any(
+                not b.settled and b.stamp is not None and b.stamp[1] == stamp[1] and b.stamp[2] < stamp[2]
+                for b in self._window.get((batch.topic, batch.partition), [])
+            ):
+                # An earlier batch of this partition has not landed yet (it is being retried, or it
+                # arrived after this one): park this one until a batch of the partition settles.
+                batch.attempts -= 1  # not a failure of this batch
+                self._parked.setdefault((batch.topic, batch.partition), []).append(batch)
+                return True
+        if isinstance(exc, errors.OutOfOrderSequence) or (
+            isinstance(exc, errors.ProducerFenced) and stamp[1] < self._idem.epoch
+        ):
+            # A real gap (records before it were lost), or an epoch this producer itself left behind:
+            # start (or join) a new epoch and send the batch again with new numbers.
+            if batch.restamped >= 3:
+                return False
+            if isinstance(exc, errors.OutOfOrderSequence):
+                self._idem.reset()
+            batch.stamp, batch.restamped = None, batch.restamped + 1
+            with self._cond:
+                self._retry.append((time.monotonic(), batch))
+                self._cond.notify_all()
+            return True
+        return False
+
     def _finish(self, batch: _Batch, exc: BaseException) -> None:
+        if self._idem is not None and batch.stamp is not None:
+            self._idem.reset()  # its outcome is unknown: the next batches start a new epoch
         for fut in batch.futures:
             fut.set_exception(exc)
         if batch.done is not None:
@@ -333,6 +411,13 @@ class Producer:
 
     def _settle(self, batch: _Batch) -> None:
         with self._cond:
+            batch.settled = True
+            window = self._window.get((batch.topic, batch.partition))
+            while window and window[0].settled:
+                window.pop(0)
+            parked = self._parked.pop((batch.topic, batch.partition), None)
+            if parked:
+                self._ready[:0] = parked  # before newer batches: they are in the window already
             self._pending_records -= len(batch.records)
             self._pending_batches -= 1
             self._cond.notify_all()

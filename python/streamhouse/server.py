@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from streamhouse import errors, names
-from streamhouse.broker import ACK_MODES, AckMode, Broker, PartitionDescription
+from streamhouse.broker import ACK_MODES, AckMode, Broker, PartitionDescription, ProducerStamp
 from streamhouse.catalog.base import TopicInfo
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2_grpc as pb_grpc
@@ -36,8 +36,17 @@ SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["StreamHouse"].full_name
 RETRY_AFTER_MS_KEY: Final = "retry-after-ms"
 OWNER_ADDRESS_KEY: Final = "owner-address"
 NOT_RETRIABLE_KEY: Final = "not-retriable"  # a NotLeader that retrying cannot fix
+ERROR_KIND_KEY: Final = "error-kind"  # which FAILED_PRECONDITION: an idempotent producer's refusal
 MAX_WAIT_MS: Final = 30_000
 """Longest long poll the server honours, so a graceful shutdown never waits on an idle consumer."""
+REPLY_HEADROOM_BYTES: Final = 1024
+"""How much larger than ``max_request_size`` a reply may be: the server's max send size is the sum. A
+Consume reply carries a record set of at most ``max_request_size`` bytes (the fetch budget is capped there,
+and an entry that comes alone is a produced batch plus its 4 more bytes of entry header, while the request
+that carried the batch spent at least 5 bytes on its other fields and the batch's length) and at most 26
+bytes of its own fields (record_set's tag and length, high_watermark and log_start_offset as varints): so
+a batch produced in a request of exactly ``max_request_size`` is readable. 1 KiB leaves room for fields
+added later. Without this headroom that reply was one byte over the limit and unreadable forever."""
 
 # The one table. Lookup walks the exception's MRO, so the most specific entry wins (UnknownTopic is an
 # InvalidArgument but maps to NOT_FOUND). Corruption maps to DATA_LOSS: the partition refuses writes until an
@@ -52,6 +61,7 @@ STATUS_BY_ERROR: Final[Mapping[type[BaseException], grpc.StatusCode]] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NotLeader: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ProducerStateError: grpc.StatusCode.FAILED_PRECONDITION,  # told apart by the error-kind trailer
     errors.ObjectStoreError: grpc.StatusCode.UNAVAILABLE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ObjectNotFound: grpc.StatusCode.DATA_LOSS,  # a committed segment's object is missing
@@ -96,6 +106,8 @@ def trailing_metadata_for(exc: BaseException) -> tuple[tuple[str, str], ...]:
         md.append((OWNER_ADDRESS_KEY, exc.owner_address))
     if isinstance(exc, errors.NotLeader) and not exc.retriable:
         md.append((NOT_RETRIABLE_KEY, "1"))  # no agent may own it: waiting cannot help
+    if isinstance(exc, errors.ProducerStateError):
+        md.append((ERROR_KIND_KEY, type(exc).__name__))
     return tuple(md)
 
 
@@ -148,12 +160,14 @@ async def _call(
 
 
 def _decode(cls: Any, raw: bytes) -> Any:
-    """``cls.FromString(raw)``; bytes that do not parse are INVALID_ARGUMENT."""
+    """``cls.FromString(raw)``; bytes that do not parse are INVALID_ARGUMENT, naming the RPC."""
     try:
         return cls.FromString(raw)
     except DecodeError as exc:
+        name = cls.DESCRIPTOR.name
         raise errors.InvalidArgument(
-            f"malformed {cls.DESCRIPTOR.name}: the request bytes do not parse ({exc})"
+            f"{name.removesuffix('Request')}: malformed {name}: the request bytes do not parse ({exc}); "
+            f"send a serialized {cls.DESCRIPTOR.full_name} (proto/streamhouse/v1/streamhouse.proto)"
         ) from None
 
 
@@ -202,6 +216,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
         max_fetch_bytes: int = 4 << 20,
         on_error: ErrorHook | None = None,
         admission: Admission | None = None,
+        max_request_size: int = 64 << 20,
     ):
         if default_acks not in ACK_MODES:
             raise errors.ConfigError(f"default_acks must be one of {', '.join(ACK_MODES)}")
@@ -209,7 +224,10 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
         self._on_error = on_error
         self._admission = admission
         self._default_acks: AckMode = default_acks
-        self._max_fetch_bytes = max_fetch_bytes
+        # A fetch budget above max_request_size would let several entries add up to a reply over the send
+        # limit (REPLY_HEADROOM_BYTES).
+        self._max_fetch_bytes = min(max_fetch_bytes, max_request_size)
+        self._max_request_size = max_request_size
         self.draining = False
 
     async def CreateTopic(self, request: pb.CreateTopicRequest, context: Any) -> pb.CreateTopicResponse:
@@ -295,12 +313,27 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                 raise errors.InvalidArgument(
                     f"unknown ack mode {message.acks}; use NONE, BUFFERED, WAL or DURABLE"
                 )
+            stamp = None
+            if message.producer_id:
+                if message.producer_id < 0:
+                    raise errors.InvalidArgument(
+                        f"producer_id {message.producer_id} is negative: use the id InitProducer returned"
+                    )
+                stamp = ProducerStamp(message.producer_id, message.producer_epoch, message.base_sequence)
+            elif message.producer_epoch or message.base_sequence:
+                raise errors.InvalidArgument(
+                    "producer_epoch and base_sequence need a producer_id (from InitProducer)"
+                )
             handed, prepaid[0] = prepaid[0], 0
-            if handed:
-                result = await self._broker.produce(topic, partition, message.batch, acks, prepaid=handed)
-            else:
-                result = await self._broker.produce(topic, partition, message.batch, acks)
-            return pb.ProduceResponse(base_offset=result.base_offset, record_count=result.record_count)
+            kwargs: dict[str, Any] = {"prepaid": handed} if handed else {}
+            if stamp is not None:
+                kwargs["producer"] = stamp
+            result = await self._broker.produce(topic, partition, message.batch, acks, **kwargs)
+            return pb.ProduceResponse(
+                base_offset=result.base_offset,
+                record_count=result.record_count,
+                duplicate=result.duplicate,
+            )
 
         try:
             return await _call(context, "Produce", work(), self._on_error)
@@ -318,6 +351,14 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             max_bytes = min(request.max_bytes or self._max_fetch_bytes, self._max_fetch_bytes)
             max_wait_ms = min(request.max_wait_ms, MAX_WAIT_MS)
             r = await self._broker.fetch(topic, partition, offset, max_bytes, max_wait_ms)
+            if len(r.record_set) > self._max_request_size:
+                # One entry, written while max_request_size was larger: gRPC would refuse to send it.
+                raise errors.ConfigError(
+                    f"consume {topic}/{partition} at offset {offset}: the entry there takes "
+                    f"{len(r.record_set)} bytes, more than this agent sends in one reply (max_request_size "
+                    f"{self._max_request_size} bytes, lowered since the entry was written?): start the "
+                    f"agent with max_request_size of at least {len(r.record_set)} bytes"
+                )
             return pb.ConsumeResponse(
                 record_set=r.record_set, high_watermark=r.high_watermark, log_start_offset=r.log_start_offset
             )
@@ -358,6 +399,17 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
 
         return await _call(context, "FetchOffset", work(), self._on_error)
 
+    async def InitProducer(self, request: pb.InitProducerRequest, context: Any) -> pb.InitProducerResponse:
+        async def work() -> pb.InitProducerResponse:
+            if request.producer_id < 0:
+                raise errors.InvalidArgument(
+                    f"producer_id {request.producer_id} is negative: send 0 for a new producer id"
+                )
+            producer_id, epoch = await self._broker.init_producer(request.producer_id or None)
+            return pb.InitProducerResponse(producer_id=producer_id, producer_epoch=epoch)
+
+        return await _call(context, "InitProducer", work(), self._on_error)
+
     async def ListAgents(self, request: pb.ListAgentsRequest, context: Any) -> pb.ListAgentsResponse:
         async def work() -> pb.ListAgentsResponse:
             view = await self._broker.list_agents(_check_topic(request.topic) if request.topic else None)
@@ -391,16 +443,43 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
         return await _call(context, "ListAgents", work(), self._on_error)
 
 
+async def _parse(cls: Any, raw: bytes) -> Any:
+    return _decode(cls, raw)
+
+
+def _parsing(
+    method: str,
+    request_cls: Any,
+    handler: Callable[[Any, Any], Awaitable[Any]],
+    on_error: ErrorHook | None,
+) -> Callable[[bytes, Any], Awaitable[Any]]:
+    """``handler`` fed the message parsed from the raw request bytes. Parsing is not left to grpcio's
+    ``request_deserializer``: an exception there ends the call with UNKNOWN ("Exception deserializing
+    request"), which says neither that the client is at fault nor which RPC it was. Here bytes that do not
+    parse are INVALID_ARGUMENT naming the RPC, counted and refused like any other bad request."""
+
+    async def behavior(raw: bytes, context: Any) -> Any:
+        request = await _call(context, method, _parse(request_cls, raw), on_error)
+        return await handler(request, context)
+
+    return behavior
+
+
 def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> None:
-    """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that Produce
-    receives its request as raw bytes (see ``StreamHouseServicer.Produce``)."""
+    """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that every
+    handler receives the raw request bytes: Produce parses them itself, after drawing them from the memory
+    budget (see ``StreamHouseServicer.Produce``); the others through ``_parsing``. Either way, bytes that
+    do not parse are INVALID_ARGUMENT."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods:
         request_cls = getattr(pb, method.input_type.name)
         response_cls = getattr(pb, method.output_type.name)
+        handler = getattr(servicer, method.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=None if method.name == "Produce" else request_cls.FromString,
+            handler
+            if method.name == "Produce"
+            else _parsing(method.name, request_cls, handler, servicer._on_error),
+            request_deserializer=None,
             response_serializer=response_cls.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
@@ -447,7 +526,7 @@ class GrpcServer:
         ``stop``, after in-flight RPCs have finished."""
         options = [
             ("grpc.max_receive_message_length", max_request_size),
-            ("grpc.max_send_message_length", max_request_size),
+            ("grpc.max_send_message_length", max_request_size + REPLY_HEADROOM_BYTES),
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(options=options)
@@ -457,6 +536,7 @@ class GrpcServer:
             max_fetch_bytes=max_fetch_bytes,
             on_error=on_error,
             admission=admission,
+            max_request_size=max_request_size,
         )
         _add_servicer(servicer, server)
         health_servicer = health.aio.HealthServicer()
@@ -498,6 +578,7 @@ class GrpcServer:
 
 __all__ = [
     "OWNER_ADDRESS_KEY",
+    "REPLY_HEADROOM_BYTES",
     "RETRY_AFTER_MS_KEY",
     "SERVICE_NAME",
     "STATUS_BY_ERROR",

@@ -7,10 +7,11 @@ is the operator's decision made explicit: it cuts the WAL at the first damaged f
 and everything after it. Those records may have been acknowledged at ``acks=wal``, so it first prints
 what it would remove and acts only with ``--yes``. Run it with the agent stopped.
 
-``dump`` lists every frame of a WAL with its position, offsets, epoch, size and checksum status, then a
-summary per partition. It reads the files itself (docs/format.md section 4), one frame at a time, opens
-them read-only and holds no lock, so it is safe with the agent running: a frame the agent is writing shows
-as a torn tail, and a file the agent deletes meanwhile is skipped.
+``dump`` lists every frame of a WAL with its position, offsets, epoch, producer (id/epoch/base sequence of
+an idempotent producer's batch), size and checksum status, then a summary per partition. It reads the
+files itself (docs/format.md section 4, both file versions: a version-1 frame has no producer), one frame
+at a time, opens them read-only and holds no lock, so it is safe with the agent running: a frame the agent
+is writing shows as a torn tail, and a file the agent deletes meanwhile is skipped.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Report:
     first_offset: int = 0
     next_offset: int = 0
     torn_tail_bytes: int = 0
+    torn_tail_offsets: tuple[int, int] | None = None  # what the torn tail holds, when its header is sound
     error: str | None = None
     path: str | None = None
     position: int | None = None
@@ -105,6 +107,7 @@ def verify(eng: ModuleType, directory: Path) -> Report:
         first_offset=frames[0].base_offset if frames else rec.next_offset,
         next_offset=rec.next_offset,
         torn_tail_bytes=rec.torn_tail_bytes,
+        torn_tail_offsets=rec.torn_tail_offsets,
     )
 
 
@@ -147,9 +150,12 @@ def format_report(r: Report, base: Path) -> str:
     name = display_name(r.directory, base)
     if r.ok:
         offsets = f"offsets {r.first_offset}..{r.next_offset}"
+        torn = f"{r.torn_tail_bytes} bytes"
+        if r.torn_tail_offsets is not None:
+            torn += f" holding offsets {r.torn_tail_offsets[0]}..{r.torn_tail_offsets[1]}"
         return (
             f"OK       {name}  {r.files} file(s), {r.frames} frame(s), {offsets}"
-            f" (torn tail: {r.torn_tail_bytes} bytes, cut by the agent at start)"
+            f" (torn tail: {torn}, cut by the agent at start)"
         )
     return f"CORRUPT  {name}  {r.error}"
 
@@ -165,8 +171,9 @@ _JSON_STATUS = {OK: "ok", BAD_CRC: "bad_crc", BAD: "bad", TORN: "torn"}
 
 @dataclass(frozen=True)
 class FrameEntry:
-    """One frame (or one damaged file header, or the torn tail) of a WAL file. The offsets and epoch are
-    None where no header with a sound CRC says them."""
+    """One frame (or one damaged file header, or the torn tail) of a WAL file. The offsets, epoch and
+    producer fields are None where no header with a sound CRC says them; producer_id 0 is a frame without
+    producer."""
 
     file: str
     position: int
@@ -176,6 +183,9 @@ class FrameEntry:
     record_count: int | None = None
     epoch: int | None = None
     detail: str | None = None
+    producer_id: int | None = None
+    producer_epoch: int | None = None
+    base_sequence: int | None = None
 
     @property
     def end_offset(self) -> int | None:
@@ -313,7 +323,7 @@ class _Dumper:
             magic, version, hlen, hseq, hbase, _reserved, hcrc = pywal.FILE_HEADER.unpack(head)
             if magic != pywal.WAL_MAGIC:
                 bad_header = f"bad WAL file magic {bytes(magic)!r}"
-            elif version != pywal.WAL_VERSION:
+            elif version not in pywal.WAL_VERSIONS:
                 bad_header = f"WAL file version {version} is not supported"
             elif hcrc != crc32c(head[:28]):
                 bad_header, status = "WAL file header CRC mismatch", BAD_CRC
@@ -332,7 +342,7 @@ class _Dumper:
             s.next_offset = hbase
         pos = pywal.FILE_HEADER_SIZE
         while pos < size:
-            entry = self._frame(f, name, pos, size, is_last=is_last)
+            entry = self._frame(f, name, pos, size, version, is_last=is_last)
             if entry.status == TORN:
                 yield self._torn(entry)
             elif entry.damaged:
@@ -341,49 +351,60 @@ class _Dumper:
                 yield self._good(entry)
             pos += entry.size
 
-    def _frame(self, f: BinaryIO, name: str, pos: int, size: int, *, is_last: bool) -> FrameEntry:
+    def _frame(
+        self, f: BinaryIO, name: str, pos: int, size: int, version: int, *, is_last: bool
+    ) -> FrameEntry:
         left = size - pos
+        header_size = pywal.frame_header_size(version)
 
-        def rest(
-            status: str, detail: str, fields: tuple[int | None, int | None, int | None] = (None, None, None)
-        ) -> FrameEntry:
+        def rest(status: str, detail: str, sound: tuple[int, ...] | None = None) -> FrameEntry:
             # The frame's length cannot be used: the entry covers the rest of the file, which is not read,
-            # so the next file's first offset cannot be checked against this one's.
+            # so the next file's first offset cannot be checked against this one's. `sound`: the fields of
+            # a header whose CRC held.
             self.expected = None
-            return FrameEntry(name, pos, left, status, *fields, detail)
+            if sound is None:
+                return FrameEntry(name, pos, left, status, detail=detail)
+            base, count, epoch, pid, pepoch, seq0 = sound
+            return FrameEntry(name, pos, left, status, base, count, epoch, detail, pid, pepoch, seq0)
 
-        if left < pywal.FRAME_HEADER_SIZE:
+        if left < header_size:
             if is_last:
                 return rest(TORN, "frame header cut short")
             return rest(BAD, "WAL frame header is cut short")
-        head = _read_at(f, pos, pywal.FRAME_HEADER_SIZE)
+        head = _read_at(f, pos, header_size)
         if int.from_bytes(head[:4], "little") != crc32c(head[4:]):
             if is_last and _zero_from(f, pos, size):
                 return rest(TORN, "zeros")
             return rest(BAD_CRC, "WAL frame header CRC mismatch")
-        plen, base, epoch, count, pcrc, _base_ts = pywal.FRAME_REST.unpack_from(head, 4)
-        frame_size = pywal.FRAME_HEADER_SIZE + plen
+        plen, base, epoch, count, pcrc, _base_ts, pid, pepoch, seq0 = pywal.unpack_frame_header(
+            head, 0, version
+        )
+        frame_size = header_size + plen
+        sound = (base, count, epoch, pid, pepoch, seq0)
 
         def entry(status: str, detail: str | None = None) -> FrameEntry:
-            return FrameEntry(name, pos, frame_size, status, base, count, epoch, detail)
+            return FrameEntry(name, pos, frame_size, status, base, count, epoch, detail, pid, pepoch, seq0)
 
         # Recovery's checks, in its order (docs/format.md 4.3); the first that fails decides the status.
         # The header's CRC holds, so its offsets and epoch carry on to the next frame even when they fail.
         expected, last_epoch = self.expected, self.last_epoch
         self.expected, self.last_epoch = base + count, epoch
         if plen > pywal.MAX_FRAME_BYTES:
-            return rest(BAD, f"WAL frame payload_length {plen} exceeds MAX_FRAME_BYTES", (base, count, epoch))
+            return rest(BAD, f"WAL frame payload_length {plen} exceeds MAX_FRAME_BYTES", sound)
         if count == 0:
             return entry(BAD, "WAL frame holds no record")
+        bad_producer = pywal.malformed_producer(pid, pepoch, seq0)
+        if bad_producer is not None:
+            return entry(BAD, bad_producer)
         if (expected is not None and base != expected) or base + count > OFFSET_LIMIT:
             return entry(BAD, f"WAL frame base offset {base} breaks density (expected {expected})")
         if last_epoch is not None and epoch < last_epoch:
             return entry(BAD, f"WAL frame epoch {epoch} is below the previous {last_epoch}")
         if frame_size > left:
             if is_last:
-                return rest(TORN, "payload cut short", (base, count, epoch))
-            return rest(BAD, "WAL frame payload runs past the end of the file", (base, count, epoch))
-        if _payload_crc(f, pos + pywal.FRAME_HEADER_SIZE, plen) != pcrc:
+                return rest(TORN, "payload cut short", sound)
+            return rest(BAD, "WAL frame payload runs past the end of the file", sound)
+        if _payload_crc(f, pos + header_size, plen) != pcrc:
             if is_last and frame_size == left:
                 return entry(TORN, "payload CRC fails at the end of the file")
             return entry(BAD_CRC, "WAL frame payload CRC mismatch")
@@ -401,15 +422,22 @@ def _cell(value: int | None, width: int) -> str:
 
 
 DUMP_HEADER = (
-    f"  {'file':<24}  {'position':>10}  {'base':>12}  {'end':>12}  {'count':>6}  {'epoch':>6}  {'bytes':>9}"
-    "  status"
+    f"  {'file':<24}  {'position':>10}  {'base':>12}  {'end':>12}  {'count':>6}  {'epoch':>6}"
+    f"  {'producer':>18}  {'bytes':>9}  status"
 )
+
+
+def _producer_cell(e: FrameEntry) -> str:
+    """``id/epoch/base_sequence`` of a frame from an idempotent producer, ``-`` for none or unknown."""
+    if not e.producer_id:
+        return f"{'-':>18}"
+    return f"{f'{e.producer_id}/{e.producer_epoch}/{e.base_sequence}':>18}"
 
 
 def format_frame(e: FrameEntry) -> str:
     line = (
         f"  {e.file:<24}  {e.position:>10}  {_cell(e.base_offset, 12)}  {_cell(e.end_offset, 12)}"
-        f"  {_cell(e.record_count, 6)}  {_cell(e.epoch, 6)}  {e.size:>9}  {e.status}"
+        f"  {_cell(e.record_count, 6)}  {_cell(e.epoch, 6)}  {_producer_cell(e)}  {e.size:>9}  {e.status}"
     )
     return f"{line}  ({e.detail})" if e.detail and e.status != OK else line
 
@@ -438,6 +466,9 @@ def frame_json(e: FrameEntry, partition: str) -> dict[str, Any]:
         "end_offset": e.end_offset,
         "record_count": e.record_count,
         "epoch": e.epoch,
+        "producer_id": e.producer_id,
+        "producer_epoch": e.producer_epoch,
+        "base_sequence": e.base_sequence,
         "bytes": e.size,
         "status": _JSON_STATUS[e.status],
         "detail": e.detail,

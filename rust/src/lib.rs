@@ -23,7 +23,8 @@ mod py;
 
 pub use error::{Error, Result};
 
-/// Format version of every structure this build writes.
+/// Format version of the batch, record set, segment and flush object structures this build writes.
+/// WAL files have their own version, [`wal::WAL_VERSION`] (2), in their file header.
 pub const FORMAT_VERSION: u16 = 1;
 /// Default `max_record_bytes`: 1 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;

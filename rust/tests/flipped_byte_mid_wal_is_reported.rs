@@ -13,13 +13,13 @@ fn flipped_byte_mid_wal_is_reported() {
         positions.push(pos);
         let b = batch(i, 4);
         wal.append(&b).unwrap();
-        pos += 40 + (b.len() as u64 - 20);
+        pos += _core::wal::FRAME_HEADER_LEN as u64 + (b.len() as u64 - 20);
     }
     wal.close().unwrap();
     let file = wal_files(dir.path()).pop().unwrap();
     let clean = std::fs::read(&file).unwrap();
     // Flip a payload byte of frame 1 and a header byte of frame 2: both corruption, not torn tails.
-    for (frame, delta) in [(1usize, 45u64), (2, 9)] {
+    for (frame, delta) in [(1usize, 61u64), (2, 9)] {
         let mut data = clean.clone();
         data[(positions[frame] + delta) as usize] ^= 0x40;
         std::fs::write(&file, &data).unwrap();

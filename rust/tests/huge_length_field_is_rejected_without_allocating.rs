@@ -2,7 +2,7 @@
 //! A frame header whose CRC holds but whose payload_length is absurd is corruption, never an
 //! allocation; a varint length in a batch larger than the batch is rejected the same way.
 mod common;
-use _core::wal::FrameHeader;
+use _core::wal::{FrameHeader, Producer};
 use _core::Error;
 use common::*;
 
@@ -21,13 +21,14 @@ fn huge_length_field_is_rejected_without_allocating() {
         record_count: 1,
         payload_crc: 0,
         base_timestamp_ms: 0,
+        producer: Producer::NONE,
     };
     data.extend_from_slice(&h.encode());
     data.extend_from_slice(&[1u8; 64]);
     std::fs::write(&file, &data).unwrap();
     match _core::wal::inspect(dir.path(), 0) {
         Err(Error::WalCorrupted { position, .. }) => {
-            assert_eq!(position as usize, data.len() - 104)
+            assert_eq!(position as usize, data.len() - h.encode().len() - 64)
         }
         other => panic!("expected WalCorrupted, got {other:?}"),
     }

@@ -233,5 +233,8 @@ def test_bad_wal_options_are_invalid_arguments_in_both_engines(engine: ModuleTyp
     assert type(info.value) is errors.InvalidArgument
     with pytest.raises(errors.InvalidArgument):
         engine.Wal.open(str(tmp_path / "b"), epoch=1, max_file_bytes=3)
-    wal, _ = engine.Wal.open(str(tmp_path / "c"), epoch=1, max_file_bytes=72)
+    # The smallest file holds its header and one (version-2) frame header: 32 + 56 bytes.
+    with pytest.raises(errors.InvalidArgument):
+        engine.Wal.open(str(tmp_path / "b"), epoch=1, max_file_bytes=87)
+    wal, _ = engine.Wal.open(str(tmp_path / "c"), epoch=1, max_file_bytes=88)
     wal.close()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.engine.helpers import dir_snapshot
+from tests.engine.helpers import dir_snapshot, write_v1_wal
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -55,9 +55,12 @@ def test_engines_encode_identical_batch_bytes(
         assert info.max_record_size == ref.max_record_size
 
 
+producers = st.none() | st.tuples(
+    st.integers(1, (1 << 63) - 1), st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 32) - 1)
+)
 wal_ops = st.lists(
     st.one_of(
-        st.tuples(st.just("append"), batches),
+        st.tuples(st.just("append"), st.tuples(batches, producers)),
         st.tuples(st.just("epoch"), st.integers(0, 2)),
         st.tuples(st.just("truncate"), st.integers(0, 30)),
         st.tuples(st.just("reopen"), st.just(0)),
@@ -67,20 +70,39 @@ wal_ops = st.lists(
 )
 
 
-def _frames(rec: Any) -> list[tuple[int, int, int, int, int, bytes]]:
+def _frames(rec: Any) -> list[tuple[int, int, int, int, int, bytes, int, int, int]]:
     return [
-        (f.base_offset, f.end_offset, f.epoch, f.record_count, f.base_timestamp_ms, f.batch)
+        (
+            f.base_offset,
+            f.end_offset,
+            f.epoch,
+            f.record_count,
+            f.base_timestamp_ms,
+            f.batch,
+            f.producer_id,
+            f.producer_epoch,
+            f.base_sequence,
+        )
         for f in rec.frames
     ]
 
 
 @SETTINGS
-@given(ops=wal_ops, max_file_bytes=st.sampled_from([120, 300, 1 << 20]))
+@given(
+    ops=wal_ops,
+    max_file_bytes=st.sampled_from([120, 300, 1 << 20]),
+    v1_seed=st.none() | st.lists(batches, min_size=1, max_size=3),
+)
 def test_engines_write_identical_wal_files(
-    engines: tuple[ModuleType, ModuleType], ops: Any, max_file_bytes: int
+    engines: tuple[ModuleType, ModuleType], ops: Any, max_file_bytes: int, v1_seed: Any
 ) -> None:
+    """Both engines, from the same operations, leave the same bytes on disk after each; ``v1_seed`` starts
+    both from the same version-1 file (docs/format.md 4.2), which they read and never append to."""
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / f"{i}-{e.ENGINE}" for i, e in enumerate(engines)]
+        if v1_seed is not None:
+            for d in dirs:
+                write_v1_wal(d, [engines[0].encode_batch(recs, 0) for recs in v1_seed])
         wals = [
             e.Wal.open(str(d), epoch=1, max_file_bytes=max_file_bytes, sync_policy="never")[0]
             for e, d in zip(engines, dirs, strict=True)
@@ -90,9 +112,10 @@ def test_engines_write_identical_wal_files(
         for op, arg in ops:
             for i, (eng, wal) in enumerate(zip(engines, wals, strict=True)):
                 if op == "append":
-                    batch = eng.encode_batch(arg, 0)
+                    recs, producer = arg
+                    batch = eng.encode_batch(recs, 0)
                     expected_base = wal.next_offset
-                    assert wal.append(batch) == expected_base
+                    assert wal.append(batch, producer) == expected_base
                 elif op == "epoch":
                     wal.set_epoch(epoch + arg)
                 elif op == "truncate":

@@ -120,10 +120,20 @@ def _sealed(seg: Any) -> tuple[Any, ...]:
 
 def _recovery(rec: Any) -> tuple[Any, ...]:
     frames = [
-        (f.base_offset, f.end_offset, f.epoch, f.record_count, f.base_timestamp_ms, f.batch)
+        (
+            f.base_offset,
+            f.end_offset,
+            f.epoch,
+            f.record_count,
+            f.base_timestamp_ms,
+            f.batch,
+            f.producer_id,
+            f.producer_epoch,
+            f.base_sequence,
+        )
         for f in rec.frames
     ]
-    return (frames, rec.next_offset, rec.files, rec.torn_tail_bytes)
+    return (frames, rec.next_offset, rec.files, rec.torn_tail_bytes, rec.torn_tail_offsets)
 
 
 def _stats(wal: Any, with_synced: bool) -> tuple[int, ...]:
@@ -219,6 +229,17 @@ def _wal_open_interval(engine: ModuleType, d: Path, kw: dict[str, Any]) -> Any:
     return _wal_open(engine, d, {"sync_policy": "interval", **kw}, with_synced=False)
 
 
+def _wal_append(engine: ModuleType, d: Path, kw: dict[str, Any]) -> Any:
+    wal, _rec = engine.Wal.open(str(d), epoch=1, sync_policy="never")
+    seen: list[Any] = [
+        _outcome(lambda batch=batch: wal.append(batch, **kw)) for batch in _batches(engine)[:4]
+    ]
+    wal.close()
+    seen.append(_tree(d))
+    seen.append(_recovery(engine.Wal.inspect(str(d))))
+    return seen
+
+
 def _wal_inspect(engine: ModuleType, d: Path, kw: dict[str, Any]) -> Any:
     rec = engine.Wal.inspect(str(d), **kw)
     return [_recovery(rec), _tree(d)]
@@ -236,6 +257,7 @@ class Case:
 
 NOT_INT = ("3", 3.0, b"3", [3])
 NOT_STR = (3, b"zstd", ["zstd"])
+NOT_TUPLE = ("3", 3, 3.0, b"3", [1, 0, 0])
 
 CASES = [
     Case("compress.level", "level", _compress, lambda e: 3, NOT_INT),
@@ -294,6 +316,7 @@ CASES = [
         NOT_INT,
         _seed_wal,
     ),
+    Case("Wal.append.producer", "producer", _wal_append, lambda e: None, NOT_TUPLE),
     Case(
         "Wal.inspect.committed_next_offset",
         "committed_next_offset",

@@ -18,10 +18,13 @@ from crc32c import crc32c
 
 from streamhouse import errors
 from tests.engine.helpers import (
+    FRAME_HEADER_SIZE,
     append_bytes,
     check_offset_records,
     craft_frame,
     flip_byte,
+    frame,
+    frame_header,
     frame_positions,
     offset_batch,
     sizes,
@@ -48,19 +51,29 @@ def test_torn_tail_inside_last_frame_is_cut_and_later_appends_survive(
         _fill(engine, d, 5)
         (path,) = wal_files(d)
         last_pos, last_len = frame_positions(path)[-1]
-        # inside the frame header (1..39 bytes of it) or inside its payload
-        cut = last_pos + (rng.randint(1, 39) if trial % 2 else rng.randint(40, last_len - 1))
+        # inside the frame header (1..55 bytes of it) or inside its payload
+        in_header = trial % 2 == 1
+        into = (
+            rng.randint(1, FRAME_HEADER_SIZE - 1)
+            if in_header
+            else rng.randint(FRAME_HEADER_SIZE, last_len - 1)
+        )
+        cut = last_pos + into
         os.truncate(path, cut)
-        assert engine.Wal.inspect(str(d)).torn_tail_bytes == cut - last_pos
+        # A cut header says nothing; a sound header cut short says which offsets go (format 4.3).
+        offsets = None if in_header else (12, 15)
+        inspected = engine.Wal.inspect(str(d))
+        assert (inspected.torn_tail_bytes, inspected.torn_tail_offsets) == (cut - last_pos, offsets)
         assert os.path.getsize(path) == cut  # inspect changes nothing
         wal, rec = engine.Wal.open(str(d), epoch=1)
-        assert rec.torn_tail_bytes == cut - last_pos
+        assert (rec.torn_tail_bytes, rec.torn_tail_offsets) == (cut - last_pos, offsets)
         assert check_offset_records(engine, rec.frames, 0) == 12 == rec.next_offset
         assert os.path.getsize(path) == last_pos
         assert wal.append(offset_batch(engine, 12, 2)) == 12
         wal.close()
         _, rec = engine.Wal.open(str(d), epoch=1)
         assert check_offset_records(engine, rec.frames, 0) == 14
+        assert (rec.torn_tail_bytes, rec.torn_tail_offsets) == (0, None)
 
 
 def test_torn_tail_of_zeros_is_cut(engine: ModuleType, tmp_path: Path) -> None:
@@ -70,6 +83,7 @@ def test_torn_tail_of_zeros_is_cut(engine: ModuleType, tmp_path: Path) -> None:
     append_bytes(path, bytes(4096))
     wal, rec = engine.Wal.open(str(tmp_path), epoch=1)
     assert rec.torn_tail_bytes == 4096 and rec.next_offset == 9
+    assert rec.torn_tail_offsets is None, "zeros hold no offsets"
     assert os.path.getsize(path) == size
     wal.close()
 
@@ -79,8 +93,12 @@ def test_torn_tail_with_bad_payload_crc_ending_at_eof_is_cut(engine: ModuleType,
     (path,) = wal_files(tmp_path)
     last_pos, last_len = frame_positions(path)[-1]
     flip_byte(path, last_pos + last_len - 2)
+    assert engine.Wal.inspect(str(tmp_path)).torn_tail_offsets == (6, 9)
     wal, rec = engine.Wal.open(str(tmp_path), epoch=1)
     assert rec.next_offset == 6 and rec.torn_tail_bytes == last_len
+    # A flipped payload byte in the last frame cannot be told from a write cut short: the frame goes, and
+    # recovery says which offsets went with it.
+    assert rec.torn_tail_offsets == (6, 9)
     assert os.path.getsize(path) == last_pos
     wal.close()
 
@@ -94,6 +112,7 @@ def test_torn_file_creation_is_removed(engine: ModuleType, tmp_path: Path) -> No
         wal, rec = engine.Wal.open(str(tmp_path), epoch=1)
         assert not extra.exists()
         assert rec.next_offset == 6 and rec.files == 1
+        assert rec.torn_tail_offsets is None
         assert wal.append(offset_batch(engine, 6, 1)) == 6
         wal.close()
         _, rec = engine.Wal.open(str(tmp_path), epoch=1)
@@ -164,16 +183,10 @@ def test_density_break_and_epoch_going_down_are_corruption(engine: ModuleType, t
     end = os.path.getsize(path)
     # a valid frame (both CRCs hold) whose offset leaves a gap, followed by more bytes
     batch = offset_batch(engine, 0, 1)
-    payload = batch[20:]
-
-    def frame(base: int, epoch: int) -> bytes:
-        rest = struct.pack("<IQQIIq", len(payload), base, epoch, 1, crc32c(payload), 0)
-        return struct.pack("<I", crc32c(rest)) + rest + payload
-
-    append_bytes(path, frame(99, 1) + frame(100, 1))
+    append_bytes(path, frame(batch, 99, 1) + frame(batch, 100, 1))
     _assert_corrupted(engine, tmp_path, path, end)
     os.truncate(path, end)
-    append_bytes(path, frame(6, 0) + frame(7, 1))
+    append_bytes(path, frame(batch, 6, 0) + frame(batch, 7, 1))
     _assert_corrupted(engine, tmp_path, path, end)
 
 
@@ -189,8 +202,7 @@ def test_out_of_sequence_frame_at_the_tail_is_corruption_not_a_torn_tail(
     payload = offset_batch(engine, 0, 1)[20:]
 
     def header(base: int, epoch: int) -> bytes:
-        rest = struct.pack("<IQQIIq", len(payload), base, epoch, 1, crc32c(payload), 0)
-        return struct.pack("<I", crc32c(rest)) + rest
+        return frame_header(len(payload), base, epoch, 1, crc32c(payload))
 
     cases = {
         "gap, payload cut short": header(99, 1) + payload[: len(payload) // 2],

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 
 from streamhouse.agent.core import PROBE_PREFIX
+from streamhouse.broker import AckMode
+from streamhouse.client import Client
 from streamhouse.objstore.base import ObjectInfo, ObjectStore
 
 
@@ -61,3 +64,27 @@ class UploadThenHangStore(DelegatingStore):
         if key.startswith(self.prefix) and not key.startswith(PROBE_PREFIX):  # not the start-up check
             self.landed.append(key)
             await asyncio.Event().wait()
+
+
+def batch_for_request_size(
+    client: Client, topic: str, partition: int, acks: AckMode, size: int, max_record_size: int
+) -> bytes:
+    """A produce batch of records under ``max_record_size`` whose ProduceRequest, as
+    ``client.produce_batch(topic, partition, batch, acks)`` sends it, takes exactly ``size`` bytes."""
+    value_len = (max_record_size - 64) // 2
+    full = [b"f" * value_len] * max(size // (value_len + 8) - 1, 0)  # the last record takes the rest
+    last = max(size - len(full) * (value_len + 8) - 64, 0)
+    for _ in range(20):
+        batch = client.encode([*full, b"l" * last])
+        got = client.produce_request(topic, partition, batch, acks).ByteSize()
+        if got == size:
+            return batch
+        last += size - got
+        assert 0 <= last < max_record_size - 16, "no batch of that size"
+    raise AssertionError(f"no batch makes a request of exactly {size} bytes")
+
+
+def record_set_entry(batch: bytes, base_offset: int = 0) -> bytes:
+    """The record-set entry (docs/format.md section 3) that a produce batch becomes at ``base_offset``."""
+    count, base_ts, length = struct.unpack_from("<IqI", batch, 4)
+    return struct.pack("<QIIq", base_offset, count, length, base_ts) + batch[20:]

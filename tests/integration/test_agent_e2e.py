@@ -409,7 +409,7 @@ async def test_corrupted_wal_refuses_only_its_partition(tmp_path: Path, started:
     files = sorted((tmp_path / "wal" / TOPIC / "00000").glob("*.wal"))
     assert len(files) >= 2
     data = bytearray(files[0].read_bytes())
-    data[32 + 40 + 5] ^= 0xFF  # a payload byte of the first frame of a file that is not the last
+    data[32 + 56 + 5] ^= 0xFF  # a payload byte of the first frame of a file that is not the last
     files[0].write_bytes(bytes(data))
 
     agent2 = await started(cfg.replace(segment_max_age_ms=50))
@@ -503,6 +503,34 @@ async def test_bad_input_gets_the_right_error_and_changes_nothing(
     assert await agent.list_offsets(TOPIC, 1) == (0, 0)
     assert [r[0] for r in await read_all(agent, eng, TOPIC, 0)] == [0, 1, 2]
     assert await agent.fetch_offset("g", TOPIC, 0) is None
+    await agent.stop()
+
+
+async def test_a_commit_above_the_high_watermark_is_refused_and_changes_nothing(
+    setup: Setup, started: Callable[..., Any]
+) -> None:
+    """A group resuming above the high watermark would get OUT_OF_RANGE on every fetch: such a commit is
+    refused, naming the high watermark, while the records are only in the WAL and once they are committed
+    to the catalog. The high watermark itself (the group read everything) is allowed."""
+    eng = engines.load("python")
+    agent = await started(setup.config(segment_max_age_ms=3_600_000))  # flushed only at stop
+    await agent.create_topic(TOPIC, 1)
+    await agent.produce(TOPIC, 0, batch(eng, 0, 3), "wal")
+    await agent.commit_offset("g", TOPIC, 0, 1)
+    for above in (4, 2**63 - 1):
+        with pytest.raises(errors.OffsetOutOfRange, match=r"above the partition's high watermark 3 "):
+            await agent.commit_offset("g", TOPIC, 0, above)
+    assert await agent.fetch_offset("g", TOPIC, 0) == 1
+    await agent.commit_offset("g", TOPIC, 0, 3)
+    assert await agent.fetch_offset("g", TOPIC, 0) == 3
+    await agent.stop()
+
+    agent = await started(setup.config())  # the records are in a committed segment now
+    with pytest.raises(errors.OffsetOutOfRange, match=r"high watermark 3 "):
+        await agent.commit_offset("g", TOPIC, 0, 4)
+    assert await agent.fetch_offset("g", TOPIC, 0) == 3
+    await agent.commit_offset("g", TOPIC, 0, 2)  # a group may rewind
+    assert await agent.fetch_offset("g", TOPIC, 0) == 2
     await agent.stop()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from streamhouse.catalog import Catalog, Lease, SegmentRecord, open_catalog
+from streamhouse.catalog.base import ProducerBatch, ProducerSnapshot
 from streamhouse.catalog.migrations import LATEST_VERSION
 from streamhouse.errors import (
     AgentIdentityInUse,
@@ -907,3 +908,99 @@ async def test_alter_topic_config_sets_and_deletes_keys_in_one_step(catalog: Cat
     with pytest.raises(InvalidArgumentType):
         await catalog.alter_topic_config("t", {}, "a")  # type: ignore[arg-type]
     assert dict((await catalog.get_topic("t")).config) == {"b": "20", "c": "3"}, "nothing changed"
+
+
+# --- idempotent producers ---------------------------------------------------------------------------
+
+
+async def test_producer_ids_are_never_reissued_and_epochs_rise(catalog: Catalog) -> None:
+    first = await catalog.init_producer()
+    second = await catalog.init_producer()
+    assert first[1] == 0 and second[1] == 0 and second[0] > first[0] >= 1
+    assert await catalog.init_producer(first[0]) == (first[0], 1)
+    assert await catalog.init_producer(first[0]) == (first[0], 2)
+    with pytest.raises(InvalidArgument, match="unknown"):
+        await catalog.init_producer(second[0] + 1000)
+    with pytest.raises(InvalidArgument):
+        await catalog.init_producer(-1)
+    # Everything idle is forgotten, except the highest id: a new id is still above every old one.
+    await wait_clock_past(catalog, await catalog.now_ms())
+    await catalog.expire_producers(0)
+    with pytest.raises(InvalidArgument, match="unknown"):
+        await catalog.init_producer(first[0])
+    assert (await catalog.init_producer())[0] > second[0]
+
+
+async def test_concurrent_producer_ids_are_distinct(backend: Backend) -> None:
+    catalogs = [await backend.open() for _ in range(4)]
+    ids = await asyncio.gather(*(c.init_producer() for c in catalogs for _ in range(5)))
+    assert len({pid for pid, _epoch in ids}) == 20
+
+
+async def test_producer_state_commits_with_its_segment_and_only_then(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 2)
+    epochs = [(await owned(catalog, "t", p)).epoch for p in range(2)]
+    key = "flushes/1700000000000-0123456789abcdef.flush"
+    a = ProducerSnapshot(7, 0, (ProducerBatch(0, 2, 0, 3), ProducerBatch(3, 4, 3, 5)))
+    b = ProducerSnapshot(9, 3, (ProducerBatch(10, 10, 0, 1),))
+    rows = [
+        replace(seg("t", 0, 0, 5, epochs[0], key=key), object_position=0, producers=(a, b)),
+        # A refused row (stale epoch): its producer state is not stored either.
+        replace(
+            seg("t", 1, 0, 5, epochs[1] + 1, key=key),
+            object_position=500,
+            producers=(ProducerSnapshot(7, 0, (ProducerBatch(0, 4, 0, 5),)),),
+        ),
+    ]
+    outcomes = await catalog.commit_segments(rows)
+    assert isinstance(outcomes[1], StaleEpoch)
+    got = await catalog.producer_states("t", 0)
+    assert [(p.producer_id, p.producer_epoch, p.batches) for p in got] == [
+        (7, 0, a.batches),
+        (9, 3, b.batches),
+    ]
+    assert all(p.updated_at_ms > 0 for p in got)
+    assert await catalog.producer_states("t", 1) == []
+    # The next segment replaces what it changed and keeps the rest.
+    a2 = ProducerSnapshot(7, 1, (ProducerBatch(0, 0, 5, 6),))
+    await catalog.commit_segments(
+        [replace(seg("t", 0, 5, 6, epochs[0], key=key), object_position=40, producers=(a2,))]
+    )
+    got = await catalog.producer_states("t", 0)
+    assert [(p.producer_id, p.producer_epoch, p.batches) for p in got] == [
+        (7, 1, a2.batches),
+        (9, 3, b.batches),
+    ]
+    # Deleting the topic deletes its producer state.
+    await catalog.delete_topic("t")
+    await catalog.create_topic("t", 1)
+    assert await catalog.producer_states("t", 0) == []
+
+
+async def test_invalid_producer_state_commits_nothing(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 1)
+    epoch = (await owned(catalog)).epoch
+    bad = [
+        ProducerSnapshot(0, 0, (ProducerBatch(0, 0, 0, 1),)),  # id 0 is "no producer"
+        ProducerSnapshot(1, 2**32, (ProducerBatch(0, 0, 0, 1),)),  # epoch past 32 bits
+        ProducerSnapshot(1, 0, ()),  # no batch
+        ProducerSnapshot(1, 0, (ProducerBatch(5, 4, 0, 1),)),  # last sequence below the first
+        ProducerSnapshot(1, 0, (ProducerBatch(0, 0, 4, 9),)),  # past the segment's end
+    ]
+    for p in bad:
+        with pytest.raises(InvalidArgument):
+            await catalog.commit_segments([replace(seg("t", 0, 0, 5, epoch), producers=(p,))])
+    assert (await catalog.get_partition("t", 0)).high_watermark == 0
+    assert await catalog.producer_states("t", 0) == []
+
+
+async def test_expire_producers_forgets_idle_state(catalog: Catalog) -> None:
+    await catalog.create_topic("t", 1)
+    epoch = (await owned(catalog)).epoch
+    p = ProducerSnapshot(3, 0, (ProducerBatch(0, 4, 0, 5),))
+    await catalog.commit_segments([replace(seg("t", 0, 0, 5, epoch), producers=(p,))])
+    assert await catalog.expire_producers(3_600_000) == 0
+    assert len(await catalog.producer_states("t", 0)) == 1
+    await wait_clock_past(catalog, (await catalog.producer_states("t", 0))[0].updated_at_ms)
+    assert await catalog.expire_producers(0) == 1
+    assert await catalog.producer_states("t", 0) == []

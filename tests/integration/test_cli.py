@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from streamhouse import errors, recordset
+from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
+from tests.integration.helpers import batch_for_request_size, record_set_entry
+
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = "rust" if importlib.util.find_spec("streamhouse._core") else "python"
 
@@ -468,5 +472,96 @@ def test_partitions_without_a_live_owner_say_so(tmp_path: Path) -> None:
         assert b"(no live owner)" in r.stdout and b"1 of 3 partition(s) have no live owner" in r.stdout
         (row,) = json.loads(sh("agents", "--json", *s).stdout)["agents"]
         assert row["partitions"] == 2
+    finally:
+        agent.kill()
+
+
+def _entry_sizes(server: str, topic: str) -> list[int]:
+    """The produce batch size (20-byte header + records) of every entry in ``topic``: one per request."""
+    from streamhouse.client import Client
+
+    sizes: list[int] = []
+    with Client(server) as client:
+        for p in range(client.partitions_for(topic)):
+            offset = client.list_offsets(topic, p)[0]
+            while offset < client.list_offsets(topic, p)[1]:
+                resp = client.fetch_raw(topic, p, offset, 1 << 20)
+                for base, count, _ts, start, stop in recordset.entries(resp.record_set):
+                    if base + count > offset:
+                        sizes.append(20 + stop - start)
+                        offset = base + count
+    return sizes
+
+
+def test_produce_keeps_every_request_within_batch_bytes(agent: AgentProcess) -> None:
+    """--batch-bytes bounds each request, encoded: 5000 generated records of 16 KiB (80 MB, more than
+    an agent's 64 MiB max_request_size in one request) and stdin lines alike."""
+    s = ("--server", agent.server)
+    assert sh("topic", "create", "gen", *s).returncode == 0
+    r = sh("produce", "gen", "--count", "5000", "--size", "16384", *s, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert b"5000 records acknowledged" in r.stderr
+    sizes = _entry_sizes(agent.server, "gen")
+    assert len(sizes) >= 5000 * 16384 // (1 << 20) and max(sizes) <= 1 << 20
+    r = sh("consume", "gen", "--from-beginning", "--format", "%S\\n", *s, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [b"16384"] * 5000
+
+    assert sh("topic", "create", "lines", *s).returncode == 0
+    lines = [str(i).encode().ljust(16384, b".") for i in range(200)]
+    r = sh("produce", "lines", "--key", "k", "--batch-bytes", "65536", *s, input=b"\n".join(lines) + b"\n")
+    assert r.returncode == 0, r.stderr
+    sizes = _entry_sizes(agent.server, "lines")
+    assert len(sizes) >= 200 * 16384 // 65536 and max(sizes) <= 65536
+    r = sh("consume", "lines", "--from-beginning", *s)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == sorted(lines)  # requests in flight may land in either order
+
+
+def test_the_largest_accepted_batch_is_readable_by_every_consumer_before_and_after_its_commit(
+    tmp_path: Path,
+) -> None:
+    """A batch in a request of exactly max_request_size (the default, 64 MiB) is accepted; the consume
+    reply that carries it is a few bytes larger and must still be sent: to Client.consume and to
+    `streamhouse consume --from-beginning` (which hung on a refusal it kept retrying), from the agent's
+    memory and, after a restart, from the object store (a one-character topic name is the worst case: the
+    request spends the fewest bytes on other fields). One byte more is refused, naming the limit."""
+    from streamhouse.client import Client
+
+    limit = 64 << 20
+    agent = AgentProcess(
+        tmp_path / "data", extra_args=("--segment-max-age-ms", "3600000", "--segment-max-size", "1GiB")
+    )
+    agent.start()
+    s = ("--server", agent.server)
+    try:
+        assert sh("topic", "create", "b", *s).returncode == 0
+        with Client(agent.server, idempotent=False) as client:  # no idempotence fields: the worst case
+            batch = batch_for_request_size(client, "b", 0, "wal", limit, 1 << 20)
+            count = client.produce_batch("b", 0, batch, "wal").record_count
+            reply = pb.ConsumeResponse(record_set=record_set_entry(batch), high_watermark=count)
+            assert reply.ByteSize() > limit, "the reply is larger than the request"
+            assert client.describe_topic("b").partitions[0].committed_offset == 0
+
+        def read_back() -> None:
+            with Client(agent.server) as client:
+                assert len(client.consume("b", 0, 0).records) == count
+                assert client.list_offsets("b", 0) == (0, count)
+            r = sh("consume", "b", "--from-beginning", "--format", "%o\\n", *s, timeout=120)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.splitlines() == [str(i).encode() for i in range(count)]
+
+        read_back()  # from the agent's memory
+        with Client(agent.server, idempotent=False) as client:
+            over = batch_for_request_size(client, "b", 0, "wal", limit + 1, 1 << 20)
+            with pytest.raises(errors.ResourceExhausted) as ei:
+                client.produce_batch("b", 0, over, "wal")
+            assert not ei.value.retriable and "max_request_size" in str(ei.value), ei.value
+            assert client.list_offsets("b", 0) == (0, count)
+        assert agent.terminate() == 0  # a graceful stop commits the batch
+        agent.start()
+        with Client(agent.server) as client:
+            assert client.describe_topic("b").partitions[0].committed_offset == count
+        read_back()  # from the committed segment
     finally:
         agent.kill()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from streamhouse import engine
+from tests.engine.helpers import write_v1_wal
 
 eng = engine.load()
 
@@ -107,11 +108,12 @@ def dump_json(*args: str) -> tuple[int, list[dict[str, Any]]]:
 
 
 def frame_rows(stdout: str) -> list[list[str]]:
-    """The text dump's frame lines, split into columns (the status keeps its detail)."""
+    """The text dump's frame lines, split into columns: file, position, base, end, count, epoch, producer,
+    bytes, status (which keeps its detail)."""
     rows = []
     for line in stdout.splitlines():
         if line.startswith("  ") and line.split()[0].endswith(".wal"):
-            rows.append(line.split(maxsplit=7))
+            rows.append(line.split(maxsplit=8))
     return rows
 
 
@@ -141,7 +143,8 @@ def test_dump_lists_every_frame_of_a_sound_wal_with_offsets_epochs_and_positions
     assert [int(r[3]) for r in rows] == list(range(5, 175, 5))
     assert all(r[4] == "5" for r in rows)
     assert [r[5] for r in rows] == ["1"] * 30 + ["2"] * 4
-    assert all(r[7] == "ok" for r in rows)
+    assert all(r[6] == "-" for r in rows), "no producer"
+    assert all(r[8] == "ok" for r in rows)
     # Positions chain through each file from its 32-byte header, and the frames fill the files exactly.
     assert sorted({r[0] for r in rows}) == [p.name for p in files]
     for p in files:
@@ -149,7 +152,7 @@ def test_dump_lists_every_frame_of_a_sound_wal_with_offsets_epochs_and_positions
         pos = 32
         for r in mine:
             assert int(r[1]) == pos
-            pos += int(r[6])
+            pos += int(r[7])
         assert pos == p.stat().st_size
     summary = out.stdout.splitlines()[-1]
     assert summary.startswith("summary wal/orders/00000: ")
@@ -167,7 +170,7 @@ def test_dump_shows_a_flipped_byte_as_bad_crc_at_its_file_and_position(tmp_path:
     assert victim["file"] not in (names[0], names[-1]) and victim["position"] > 32
     path = directory / victim["file"]
     raw = bytearray(path.read_bytes())
-    raw[victim["position"] + 40 + 7] ^= 0x01  # inside the payload of a frame in a middle file
+    raw[victim["position"] + 56 + 7] ^= 0x01  # inside the payload of a frame in a middle file
     path.write_bytes(bytes(raw))
     before = fingerprint(directory)
 
@@ -175,10 +178,10 @@ def test_dump_shows_a_flipped_byte_as_bad_crc_at_its_file_and_position(tmp_path:
     assert out.returncode == 1, out.stdout + out.stderr
     rows = frame_rows(out.stdout)
     assert len(rows) == 30, "the frames after the damage are still listed"
-    bad = [r for r in rows if not r[7].startswith("ok")]
+    bad = [r for r in rows if not r[8].startswith("ok")]
     assert len(bad) == 1
     assert bad[0][:3] == [victim["file"], str(victim["position"]), str(victim["base_offset"])]
-    assert bad[0][7].startswith("BAD CRC")
+    assert bad[0][8].startswith("BAD CRC")
     summary = out.stdout.splitlines()[-1]
     assert f"offsets 0..{victim['base_offset']} before the damage" in summary
     assert (
@@ -212,8 +215,45 @@ def test_dump_reports_a_torn_tail_without_calling_it_damage(tmp_path: Path) -> N
 
     text = run("dump", str(directory))
     assert text.returncode == 0
-    assert frame_rows(text.stdout)[-1][7].startswith("torn")
+    assert frame_rows(text.stdout)[-1][8].startswith("torn")
     assert f"torn tail {torn['bytes']} bytes; OK" in text.stdout
+    # verify names the offsets the agent will cut with it (the cut frame's header is sound).
+    verify = run("verify", str(directory))
+    assert verify.returncode == 0
+    assert f"torn tail: {torn['bytes']} bytes holding offsets 145..150, cut by the agent" in verify.stdout
+
+
+def test_dump_reads_a_version_1_file_and_shows_each_frame_producer(tmp_path: Path) -> None:
+    """A WAL that began before version 2: a version-1 file (no producer fields), then the version-2 file the
+    next append started, whose frames carry their producer (docs/format.md 4.2)."""
+    directory = tmp_path / "data" / "wal" / "orders" / "00000"
+    old = [eng.encode_batch([(None, f"old-{i}".encode(), 1000, None)], 0) for i in range(2)]
+    write_v1_wal(directory, old)
+    wal, _ = eng.Wal.open(str(directory), epoch=1)
+    wal.append(eng.encode_batch([(None, b"idempotent", 2000, None)] * 3, 0), (77, 2, 40))
+    wal.append(eng.encode_batch([(None, b"plain", 2001, None)], 0))
+    wal.close()
+
+    out = run("dump", str(tmp_path / "data"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = frame_rows(out.stdout)
+    assert [(r[0][-5:], r[2], r[6]) for r in rows] == [
+        ("0.wal", "0", "-"),
+        ("0.wal", "1", "-"),
+        ("1.wal", "2", "77/2/40"),
+        ("1.wal", "5", "-"),
+    ]
+    assert all(r[8] == "ok" for r in rows)
+    rc, objs = dump_json(str(directory))
+    frames = [o for o in objs if o["type"] == "frame"]
+    assert rc == 0
+    assert [(f["producer_id"], f["producer_epoch"], f["base_sequence"]) for f in frames] == [
+        (0, 0, 0),
+        (0, 0, 0),
+        (77, 2, 40),
+        (0, 0, 0),
+    ]
+    assert run("verify", str(directory)).returncode == 0
 
 
 def test_dump_json_is_one_object_per_frame_and_per_partition(tmp_path: Path) -> None:
@@ -238,6 +278,9 @@ def test_dump_json_is_one_object_per_frame_and_per_partition(tmp_path: Path) -> 
         "end_offset": 5,
         "record_count": 5,
         "epoch": 1,
+        "producer_id": 0,
+        "producer_epoch": 0,
+        "base_sequence": 0,
         "bytes": first["bytes"],
         "status": "ok",
         "detail": None,

@@ -283,6 +283,33 @@ async def test_any_agent_redirects_produce_and_fetch_to_the_owner(cluster: Clust
     assert fetched.value.owner_address == "a.test:50051"
 
 
+@pytest.fixture(params=["cluster", "embedded"])
+def either(request: pytest.FixtureRequest) -> Cluster:
+    """PostgreSQL and S3, then SQLite and a local directory."""
+    cluster: Cluster = request.getfixturevalue(request.param)
+    return cluster
+
+
+async def test_a_commit_above_the_catalogs_high_watermark_is_sent_to_the_owner(either: Cluster) -> None:
+    """Records acknowledged at ``wal`` are read from their owner before the catalog counts them: a commit
+    of their offsets to another agent is redirected to the owner (which knows them) rather than refused;
+    above the owner's high watermark it is refused."""
+    cluster = either
+    a = await cluster.start("a", max_partitions_per_agent=1, segment_max_age_ms=3_600_000)
+    await a.create_topic(TOPIC, 1)
+    b = await cluster.start("b")
+    assert owned(a) == {0} and owned(b) == set()
+    await a.produce(TOPIC, 0, cluster.batch(0, 3), "wal")  # on a, not in the catalog yet
+    await b.commit_offset("g", TOPIC, 0, 0)
+    with pytest.raises(errors.NotLeader, match=r"commit offset 3 there") as redirected:
+        await b.commit_offset("g", TOPIC, 0, 3)
+    assert redirected.value.owner_address == "a.test:50051"
+    await a.commit_offset("g", TOPIC, 0, 3)
+    with pytest.raises(errors.OffsetOutOfRange, match=r"high watermark 3 "):
+        await a.commit_offset("g", TOPIC, 0, 4)
+    assert await b.fetch_offset("g", TOPIC, 0) == 3
+
+
 async def test_sigterm_hands_every_partition_over_before_its_lease_expires(cluster: Cluster) -> None:
     a = await cluster.start("a")
     await a.create_topic(TOPIC, 4)

@@ -22,10 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from streamhouse import errors
-from streamhouse.client import Client, Consumer, Producer, Record
+from streamhouse.client import Client, Consumer, Producer, Record, key_partition
 from streamhouse.config import Config
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.server import GrpcServer
+from tests.fixtures.tcpproxy import ResetProxy
+from tests.integration.helpers import batch_for_request_size, record_set_entry
 
 ACKS = ("none", "buffered", "wal", "durable")
 # The Rust engine when it is built, else the pure-Python one (both implement the same API).
@@ -311,3 +313,130 @@ def test_invalid_partition_count_and_group(client: Client) -> None:
     with pytest.raises(errors.InvalidArgument) as ei2:
         client.commit_offset("bad/group", "g", 0, 0)
     assert "group id" in str(ei2.value)
+
+
+MAX_REQUEST_SIZE = 4 << 20  # ServerThread's max_request_size
+MAX_RECORD_SIZE = 1 << 16  # its max_record_size
+
+
+def test_the_largest_accepted_batch_is_readable_and_one_byte_more_is_refused_naming_the_limit(
+    served: ServerThread,
+) -> None:
+    """A batch in a request of exactly max_request_size is accepted; the Consume reply that carries it is a
+    few bytes larger (entry header, the reply's fields) and must still be sent, every time: before and
+    after the batch is committed, through Client.consume and Consumer. A one-character topic name and a
+    request without the idempotence fields are the worst case: the request spends the fewest bytes on
+    other fields. One byte more is refused for good, with a message naming the limit (not retried as a
+    memory refusal)."""
+    with Client(served.address, timeout_s=20, idempotent=False) as client:
+        _largest_batch_round_trip(client)
+
+
+def _largest_batch_round_trip(client: Client) -> None:
+    client.create_topic("b", 1)
+    batch = batch_for_request_size(client, "b", 0, "wal", MAX_REQUEST_SIZE, MAX_RECORD_SIZE)
+    sent = [bytes(r[3]) for r in client.codec.decode_records(record_set_entry(batch), 0, None)]
+    reply = pb.ConsumeResponse(record_set=record_set_entry(batch), high_watermark=len(sent))
+    assert reply.ByteSize() > MAX_REQUEST_SIZE, "the reply is larger than the request"
+    result = client.produce_batch("b", 0, batch, "wal")
+    assert (result.base_offset, result.record_count) == (0, len(sent))
+
+    def read_back() -> None:
+        got = client.consume("b", 0, 0, max_wait_ms=0)
+        assert [r.value for r in got.records] == sent
+        assert got.high_watermark == len(sent)
+        with Consumer(client, "b", auto_offset_reset="earliest") as consumer:
+            polled = consumer.poll(1_000_000, timeout_ms=5000)
+        assert [r.offset for r in polled] == list(range(len(sent)))
+
+    read_back()
+    deadline = time.monotonic() + 60
+    while client.describe_topic("b").partitions[0].committed_offset < len(sent):
+        assert time.monotonic() < deadline, "the batch was not committed within 60 s"
+        time.sleep(0.05)
+    read_back()
+
+    over = batch_for_request_size(client, "b", 0, "wal", MAX_REQUEST_SIZE + 1, MAX_RECORD_SIZE)
+    with pytest.raises(errors.ResourceExhausted) as ei:
+        client.produce_batch("b", 0, over, "wal")
+    assert _code(ei) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert not ei.value.retriable
+    assert "max_request_size" in str(ei.value) and str(MAX_REQUEST_SIZE + 1) in str(ei.value)
+    assert client.list_offsets("b", 0) == (0, len(sent))
+
+
+# Bytes no request message parses: a field tag whose varint never ends, and a length-delimited field
+# longer than what follows.
+GARBAGE = (b"\xff\xff\xff\xff", b"\x0a\x05ab")
+
+
+@pytest.mark.parametrize("method", [m.name for m in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods])
+def test_request_bytes_that_do_not_parse_are_invalid_argument_naming_the_rpc(
+    served: ServerThread, client: Client, method: str
+) -> None:
+    client.create_topic("kept", 1)
+    client.produce("kept", [b"v"], partition=0, acks="wal")
+    with grpc.insecure_channel(served.address) as channel:
+        raw = channel.unary_unary(f"/streamhouse.v1.StreamHouse/{method}")  # bytes in, bytes out
+        for garbage in GARBAGE:
+            with pytest.raises(grpc.RpcError) as ei:
+                raw(garbage, timeout=10)
+            assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value  # type: ignore[attr-defined]
+            details = ei.value.details() or ""  # type: ignore[attr-defined]
+            assert details.startswith(f"{method}: malformed {method}Request"), details
+    # The agent serves on, and nothing changed.
+    assert [t.name for t in client.list_topics()] == ["kept"]
+    assert [r.value for r in client.consume("kept", 0, 0).records] == [b"v"]
+
+
+def test_a_commit_above_the_high_watermark_is_out_of_range_and_changes_nothing(client: Client) -> None:
+    client.create_topic("c", 1)
+    client.produce("c", [b"a", b"b", b"c"], partition=0, acks="wal")
+    client.commit_offset("g", "c", 0, 1)
+    for above in (4, 2**63 - 1):
+        with pytest.raises(errors.OffsetOutOfRange) as ei:
+            client.commit_offset("g", "c", 0, above)
+        assert _code(ei) == grpc.StatusCode.OUT_OF_RANGE
+        assert "high watermark 3" in str(ei.value)
+    assert client.fetch_offset("g", "c", 0) == 1
+    client.commit_offset("g", "c", 0, 3)  # the high watermark itself: the group has read everything
+    assert client.fetch_offset("g", "c", 0) == 3
+    assert client.consume("c", 0, 3).records == []
+
+
+@pytest.mark.parametrize("sender", ["Producer.send", "Client.produce"])
+def test_a_keyed_send_rides_out_reset_connections_within_max_block_s(
+    served: ServerThread, client: Client, sender: str
+) -> None:
+    """Kafka's max.block.ms: the partition look-up of a keyed send retries a link that resets connections
+    (here the first 4 connections, which gRPC's reconnect backoff spreads over seconds: more than
+    ``retries`` quick attempts last) until it gets through, within max_block_s."""
+    client.create_topic("flaky", 3)
+    with ResetProxy(served.server.port, reset_first=4) as proxy:
+        with Client(proxy.address, channel_options=[("grpc.use_local_subchannel_pool", 1)]) as flaky:
+            if sender == "Producer.send":
+                with Producer(flaky, acks="wal") as producer:  # max_block_s: 60 s by default
+                    meta = producer.send("flaky", b"v", key=b"k").result(timeout=90)
+                partition, offset = meta.partition, meta.offset
+            else:
+                result = flaky.produce("flaky", [(b"k", b"v")], acks="wal")
+                partition, offset = result.partition, result.base_offset
+        assert proxy.resets == 4
+    assert partition == key_partition(b"k", 3)
+    assert [r.value for r in client.consume("flaky", partition, offset).records] == [b"v"]
+
+
+def test_a_send_that_cannot_look_up_partitions_within_max_block_s_says_so(
+    served: ServerThread, client: Client
+) -> None:
+    client.create_topic("down", 3)
+    with (
+        ResetProxy(served.server.port) as proxy,  # resets every connection
+        Client(proxy.address, channel_options=[("grpc.use_local_subchannel_pool", 1)]) as flaky,
+        Producer(flaky, acks="wal", max_block_s=2) as producer,
+        pytest.raises(errors.Unavailable) as ei,
+    ):
+        producer.send("down", b"v", key=b"k")
+    assert ei.value.retriable
+    assert "describe topic 'down'" in str(ei.value) and "max_block_s=2s" in str(ei.value)
+    assert proxy.resets >= 1

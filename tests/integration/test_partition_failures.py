@@ -293,6 +293,103 @@ async def test_unsupported_wal_version_refuses_only_its_partition(
     assert files[0].read_bytes() == bytes(data)
 
 
+# ---- a torn tail with records -------------------------------------------------------------------
+
+
+def _last_frame(path: Path) -> tuple[int, int]:
+    """(position, length) of the last frame of a version-2 WAL file (docs/format.md 4.2)."""
+    data = path.read_bytes()
+    pos, last = 32, (0, 0)
+    while pos + 56 <= len(data):
+        (plen,) = struct.unpack_from("<I", data, pos + 4)
+        last = (pos, 56 + plen)
+        pos += 56 + plen
+    return last
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+async def test_flipped_byte_in_the_last_wal_frame_is_cut_with_a_warning_naming_the_offsets(
+    tmp_path: Path,
+    engine_name: str,
+    started: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flipped payload byte in the last frame cannot be told from a write cut short, so recovery cuts the
+    frame (docs/format.md 4.3); records in it may have been acknowledged at acks=wal, so the agent says at
+    WARNING which partition and offsets went, not only how many bytes."""
+    monkeypatch.setattr(logging.getLogger("streamhouse"), "propagate", True)  # setup_logging may turn it off
+    caplog.set_level(logging.INFO, logger="streamhouse")
+    eng = engines.load(engine_name)
+    cfg = make_config(tmp_path, engine=engine_name, segment_max_age_ms=3_600_000)
+    agent = await started(cfg)
+    await agent.create_topic(TOPIC, 1)
+    for start, count in ((0, 3), (3, 3), (6, 4)):
+        assert (await agent.produce(TOPIC, 0, batch(eng, start, count), "wal")).base_offset == start
+    await agent.abort()  # unclean: the records are in the WAL only
+
+    (path,) = wal_files(tmp_path)
+    pos, length = _last_frame(path)
+    assert pos + length == path.stat().st_size
+    data = bytearray(path.read_bytes())
+    data[pos + 56 + 5] ^= 0x10  # a payload byte of the last frame (offsets 6..10)
+    path.write_bytes(bytes(data))
+    caplog.clear()
+
+    agent2 = await started(cfg.replace(segment_max_age_ms=50))
+    await wait_for("recovered", lambda: agent2.writer(TOPIC, 0) is not None)
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "torn tail" in r.getMessage()
+    ]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    (warning,) = warnings
+    assert f"{TOPIC}-0" in warning
+    assert f"torn tail cut: {length} bytes" in warning
+    assert "offsets 6..10 were cut" in warning
+    assert "may have been acknowledged at acks=wal" in warning
+    assert "cannot be told from a write cut short" in warning
+    # The frames before it are recovered and the partition continues at the cut.
+    await wait_committed(agent2, TOPIC, 0)
+    assert [r[3] for r in await read_all(agent2, eng, TOPIC, 0)] == values(0, 6)
+    assert (await agent2.produce(TOPIC, 0, batch(eng, 6, 1), "durable")).base_offset == 6
+    await agent2.stop()
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+async def test_torn_wal_tail_of_zeros_is_cut_at_info_without_offsets(
+    tmp_path: Path,
+    engine_name: str,
+    started: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cut of zeros (or of a partial frame header) holds no known records: INFO, no warning."""
+    monkeypatch.setattr(logging.getLogger("streamhouse"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="streamhouse")
+    eng = engines.load(engine_name)
+    cfg = make_config(tmp_path, engine=engine_name, segment_max_age_ms=3_600_000)
+    agent = await started(cfg)
+    await agent.create_topic(TOPIC, 1)
+    await agent.produce(TOPIC, 0, batch(eng, 0, 3), "wal")
+    await agent.abort()
+    (path,) = wal_files(tmp_path)
+    with open(path, "ab") as f:
+        f.write(bytes(300))
+    caplog.clear()
+
+    agent2 = await started(cfg.replace(segment_max_age_ms=50))
+    await wait_for("recovered", lambda: agent2.writer(TOPIC, 0) is not None)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if "torn tail" in r.getMessage()]
+    assert messages and all(level == logging.INFO for level, _ in messages), messages
+    assert any("torn tail cut: 300 bytes" in m for _, m in messages), messages
+    assert not any("were cut" in m for _, m in messages)
+    await wait_committed(agent2, TOPIC, 0)
+    assert [r[3] for r in await read_all(agent2, eng, TOPIC, 0)] == values(0, 3)
+    await agent2.stop()
+
+
 # ---- a writer fenced by a stale epoch at commit ---------------------------------------------------
 
 

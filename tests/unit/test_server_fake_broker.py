@@ -12,6 +12,7 @@ import contextlib
 import struct
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from streamhouse import errors, names
 from streamhouse import pyengine as codec
@@ -38,6 +39,8 @@ class FakeBroker:
         self.groups: dict[tuple[str, str, int], int] = {}
         self.max_record_bytes = max_record_bytes
         self.prepaid_seen: list[int] = []  # ``prepaid`` of every produce call
+        self.producers_seen: list[Any] = []  # ``producer`` (the idempotence stamp) of every produce call
+        self.producer_ids = 0
         self.fail_next: BaseException | None = None
         self.acks_seen: list[str] = []
         self.stopped = False
@@ -98,10 +101,22 @@ class FakeBroker:
         )
         return TopicDescription(info, parts)
 
+    async def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        self.producer_ids += 1
+        return (producer_id, 1) if producer_id else (self.producer_ids, 0)
+
     async def produce(
-        self, topic: str, partition: int, batch: bytes, acks: AckMode, *, prepaid: int = 0
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        acks: AckMode,
+        *,
+        prepaid: int = 0,
+        producer: Any = None,
     ) -> ProduceResult:
         self.prepaid_seen.append(prepaid)
+        self.producers_seen.append(producer)
         self._maybe_fail()
         key = self._key(topic, partition)
         info = codec.batch_info(batch, self.max_record_bytes)
@@ -147,7 +162,12 @@ class FakeBroker:
 
     async def commit_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
         self._maybe_fail()
-        self._key(topic, partition)
+        key = self._key(topic, partition)
+        if offset > self.next_offset[key]:
+            raise errors.OffsetOutOfRange(
+                f"cannot commit offset {offset} on {topic}-{partition}: above its high watermark "
+                f"{self.next_offset[key]}"
+            )
         self.groups[(group, topic, partition)] = offset
 
     async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:

@@ -293,11 +293,11 @@ class _Refusing(FakeBroker):
         super().__init__()
         self.refusals = refusals
 
-    async def produce(self, topic: str, partition: int, batch: bytes, acks: Any, *, prepaid: int = 0) -> Any:
+    async def produce(self, topic: str, partition: int, batch: bytes, acks: Any, **kwargs: Any) -> Any:
         if self.refusals > 0:
             self.refusals -= 1
             raise errors.ResourceExhausted("memory budget full (test)", retry_after_ms=5)
-        return await super().produce(topic, partition, batch, acks, prepaid=prepaid)
+        return await super().produce(topic, partition, batch, acks, **kwargs)
 
 
 async def test_producer_rides_out_backpressure_beyond_its_retry_count() -> None:
@@ -356,3 +356,47 @@ async def test_producer_sends_by_linger_alone_without_flush() -> None:
         assert await asyncio.to_thread(send_and_wait) == [0, 1]
     finally:
         await server.stop(grace_s=1)
+
+
+async def test_the_client_stamps_batches_keeps_a_stamp_through_retries_and_starts_a_new_epoch() -> None:
+    """Idempotent Client: sequences count records per partition; a retry resends the same stamp; a batch
+    refused before anything was written gives its numbers back; one whose outcome is unknown makes the
+    next batch start a new epoch at 0."""
+    from streamhouse.broker import ProducerStamp
+    from streamhouse.client import Client
+
+    broker = FakeBroker()
+    await broker.create_topic("t", 2)
+    listen = f"127.0.0.1:{_port()}"
+    server = await GrpcServer.start(broker, listen=listen)
+
+    def run() -> None:
+        with Client(listen, retries=3) as client:
+            client.produce("t", [b"a", b"b", b"c"], partition=0)
+            broker.fail_next = errors.Unavailable("store down (test)")  # retried: same stamp
+            client.produce("t", [b"d"], partition=0)
+            client.produce("t", [b"e", b"f"], partition=1)
+            broker.fail_next = errors.InvalidArgument("refused (test)")  # nothing written
+            with pytest.raises(errors.InvalidArgument):
+                client.produce("t", [b"g"], partition=0)
+            client.produce("t", [b"g"], partition=0)
+            broker.fail_next = errors.CorruptionError("unknown outcome (test)")
+            with pytest.raises(errors.CorruptionError):
+                client.produce("t", [b"h"], partition=1)
+            client.produce("t", [b"h"], partition=1)
+
+    try:
+        await asyncio.to_thread(run)
+    finally:
+        await server.stop(grace_s=1)
+    pid = broker.producers_seen[0].producer_id
+    assert broker.producers_seen == [
+        ProducerStamp(pid, 0, 0),
+        ProducerStamp(pid, 0, 3),
+        ProducerStamp(pid, 0, 3),  # the retry
+        ProducerStamp(pid, 0, 0),  # partition 1 counts on its own
+        ProducerStamp(pid, 0, 4),  # refused: 4 is given back
+        ProducerStamp(pid, 0, 4),
+        ProducerStamp(pid, 0, 2),  # unknown outcome...
+        ProducerStamp(pid, 1, 0),  # ...so a new epoch, from 0
+    ]

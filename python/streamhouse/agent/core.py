@@ -61,6 +61,7 @@ from streamhouse.broker import (
     PartitionDescription,
     PartitionOwnership,
     ProduceResult,
+    ProducerStamp,
     TopicDescription,
 )
 from streamhouse.catalog.base import Catalog, SegmentRecord, TopicInfo
@@ -646,6 +647,7 @@ class Agent:
             await self.flusher.settle(key)
             # The epoch may have moved with the lease: read the state again under it.
             current = await self.catalog.get_partition(*key)
+            producers = await self.catalog.producer_states(*key)  # as of current's high watermark
             writer = PartitionWriter(
                 key[0],
                 key[1],
@@ -657,7 +659,7 @@ class Agent:
                 wal_root=self.wal_root,
                 on_commit=self._on_commit,
             )
-            await writer.open(current)
+            await writer.open(current, producers=producers)
         except asyncio.CancelledError:
             if writer is not None:
                 await writer.abandon()
@@ -865,13 +867,17 @@ class Agent:
         busy partition's file; see PartitionWriter.truncate_committed)."""
         writers = list(self._writers.values())
 
+        idle_s = self.config.producer_expiry_ms / 1000
+
         def sweep() -> None:
             for w in writers:
                 w.truncate_committed()
+                w.expire_producers(idle_s)
 
         await asyncio.to_thread(sweep)
         for w in writers:
             w.update_gauges()
+        self.metrics.idempotent_producers.set(sum(len(w.producers) for w in writers))
 
     async def _reclaim(self, key: tuple[str, int], writer: PartitionWriter, lost: LeaseLost) -> bool:
         """A renewal found the lease lapsed (the catalog was unreachable or full for longer than the
@@ -1056,7 +1062,12 @@ class Agent:
         return await self.collect_garbage()
 
     async def collect_garbage(self) -> GcResult:
-        """Delete unreferenced segment objects older than the grace period now (collector.py)."""
+        """Delete unreferenced segment objects older than the grace period now (collector.py), and forget
+        idempotent producers idle past ``producer_expiry_ms`` in the catalog."""
+        with contextlib.suppress(StreamhouseError):
+            expired = await self.catalog.expire_producers(self.config.producer_expiry_ms)
+            if expired:
+                log.info("Forgot %d idle idempotent producer state(s) in the catalog", expired)
         grace_ms = self.config.object_gc_grace_ms
         result = await collect_garbage(
             self.catalog,
@@ -1298,8 +1309,19 @@ class Agent:
 
     # ---- produce --------------------------------------------------------------------------------
 
+    async def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        """See ``Broker.init_producer``: ids and epochs come from the catalog, so any agent issues them."""
+        return await self.catalog.init_producer(producer_id)
+
     async def produce(
-        self, topic: str, partition: int, batch: bytes, acks: AckMode, *, prepaid: int = 0
+        self,
+        topic: str,
+        partition: int,
+        batch: bytes,
+        acks: AckMode,
+        *,
+        prepaid: int = 0,
+        producer: ProducerStamp | None = None,
     ) -> ProduceResult:
         """See ``Broker.produce``. ``prepaid`` bytes (drawn by ``admit_request``) are given back in every
         case: by the partition once the batch is appended, or here if it never gets there."""
@@ -1332,7 +1354,7 @@ class Agent:
                 self.budget.adjust(-prepaid)
         # No separate validation here: the WAL append validates the whole batch before writing anything.
         try:
-            base, end = await writer.produce(batch, acks, charged=charged)
+            base, end, duplicate = await writer.produce(batch, acks, charged=charged, producer=producer)
         except (ResourceExhausted, DiskFull) as exc:
             self.admission.count_refusal(exc)
             if isinstance(exc, DiskFull) and self._logs.due("wal-enospc"):
@@ -1350,6 +1372,9 @@ class Agent:
                 end - base,
                 self.admission.summary(),
             )
+        if duplicate:
+            self.metrics.produce_duplicates.inc()
+            return ProduceResult(base_offset=base, record_count=end - base, duplicate=True)
         self.metrics.produce_records.inc(end - base)
         self.metrics.produce_bytes.inc(n)
         self.metrics.produce_latency.labels(acks).observe(took)
@@ -1558,6 +1583,26 @@ class Agent:
             raise InvalidArgumentType(f"offset must be an int, not {type(offset).__name__}")
         if offset < 0:
             raise InvalidArgument(f"invalid offset {offset}: must be 0 or more")
+        # A group resuming above the high watermark would get OUT_OF_RANGE on every fetch: refuse it here.
+        # Only the owner knows records acknowledged and not yet committed to the catalog (a consumer reads
+        # them from it): above the catalog's high watermark, a non-owner sends the commit there.
+        key = (topic, partition)
+        high = (await self._offsets(key))[1]
+        if offset > high and key not in self._writers:
+            owner, address = await self._owner(key)
+            if owner is not None and owner != self.agent_id:
+                raise NotLeader(
+                    f"{topic}-{partition} is owned by agent {owner}"
+                    + (f" at {address}" if address else " (address unknown)")
+                    + f", which knows its records above offset {high}: commit offset {offset} there",
+                    owner_address=address,
+                )
+        if offset > high:
+            raise OffsetOutOfRange(
+                f"cannot commit offset {offset} for group {group!r} on {topic}-{partition}: it is above the "
+                f"partition's high watermark {high} (the offset its next record will get); commit the "
+                f"offset after the last record the group processed, at most {high}. Nothing was changed"
+            )
         await self.catalog.commit_offset(group, topic, partition, offset)
 
     async def fetch_offset(self, group: str, topic: str, partition: int) -> int | None:

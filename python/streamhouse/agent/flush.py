@@ -433,6 +433,7 @@ def _record(writer: PartitionWriter, slot: Slot, key: str, entry: flushobj.Slice
     return dataclasses.replace(
         segment_record(writer.topic, writer.partition, writer.epoch, key, slot.sealed),
         object_position=entry.position,
+        producers=slot.producers,
     )
 
 

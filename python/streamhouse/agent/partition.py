@@ -41,14 +41,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamhouse.broker import AckMode
-from streamhouse.catalog.base import PartitionState, SegmentRecord
+from streamhouse.agent.idempotence import ProducerStates
+from streamhouse.broker import AckMode, ProducerStamp
+from streamhouse.catalog.base import PartitionState, ProducerSnapshot, SegmentRecord
 from streamhouse.config import Config, format_size
 from streamhouse.errors import (
     CatalogError,
     CatalogUnavailable,
     CorruptionError,
     InvalidArgument,
+    InvalidBatch,
     NotLeader,
     ObjectStoreError,
     ResourceExhausted,
@@ -69,7 +71,23 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-_FRAME_OVERHEAD = 40 - 20  # a WAL frame header replaces the 20-byte batch header (docs/format.md 4.2)
+# A WAL frame header (56 bytes in version 2, the version written) replaces the 20-byte batch header
+# (docs/format.md 4.2).
+_FRAME_OVERHEAD = 56 - 20
+_BATCH_MAGIC = b"SHB1"
+
+
+def batch_record_count(batch: bytes) -> int:
+    """The record count in a produce batch's header (docs/format.md section 2), before the WAL append
+    validates the whole batch: an idempotent batch's sequence range is checked first."""
+    if len(batch) < 20 or batch[:4] != _BATCH_MAGIC:
+        raise InvalidBatch("not a produce batch: it must start with the 20-byte header of magic SHB1")
+    count = int.from_bytes(batch[4:8], "little")
+    if count < 1:
+        raise InvalidBatch("a produce batch holds at least one record")
+    return count
+
+
 _MIN_DURABLE_REPORT_S = 1.0
 WAL_IDLE_DELETE_S = 2.0  # a committed WAL file still in use is deleted once the partition is this idle
 
@@ -94,6 +112,7 @@ class Slot:
     in_flush: bool = False  # taken by a flush (else: sealed during recovery, waiting for the next one)
     first_at: float = 0.0  # monotonic time of its first append (the uncommitted-age metric)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    producers: tuple[ProducerSnapshot, ...] = ()  # idempotent producers it changed, as of its end
 
 
 def seal_in_thread(slot: Slot) -> Exception | None:
@@ -170,6 +189,8 @@ class PartitionWriter:
         self.lease_valid_until = float("inf")
         # Set by the agent: records an acks=wal offset in the catalog before it is acknowledged.
         self.report_ack: Callable[[str, int, int, int], Awaitable[None]] | None = None
+        self.producers = ProducerStates(self.name)  # idempotent producers (agent/idempotence.py)
+        self._idempotent_order = asyncio.Lock()
 
         self._durable: list[tuple[int, asyncio.Future[None]]] = []
         self._data_event = asyncio.Event()
@@ -221,12 +242,13 @@ class PartitionWriter:
     def wal_size_bytes(self) -> int:
         return self._wal_bytes
 
-    async def open(self, state: PartitionState) -> None:
+    async def open(self, state: PartitionState, producers: list[ProducerSnapshot] | None = None) -> None:
         """Recover the WAL against the catalog's high watermark and queue what it holds for upload.
 
         Produce is accepted as soon as this returns; recovered segments upload first (offset order). A
         recovery that fails affects this partition only: it refuses writes (``failure``), its WAL is
         closed, and the log says which file and what to do; this never raises a StreamhouseError."""
+        self.producers.load(producers or [])
         try:
             await self._open(state)
         except (StreamhouseError, OSError) as exc:
@@ -254,6 +276,7 @@ class PartitionWriter:
             max_record_bytes=cfg.max_record_size,
         )
         self._wal = wal
+        self._log_torn_tail(recovery)
         frames = list(recovery.frames)
         if frames and frames[0].base_offset < hw and frames[0].epoch < self.epoch:
             # Another owner committed past the start of what this WAL holds: these frames were written by
@@ -290,7 +313,7 @@ class PartitionWriter:
                 self.epoch,
                 recovery.torn_tail_bytes,
             )
-        elif recovery.torn_tail_bytes:
+        elif recovery.torn_tail_bytes and recovery.torn_tail_offsets is None:
             log.info(
                 "Recovered %s: nothing to upload (torn tail cut: %d bytes)",
                 self.name,
@@ -305,6 +328,23 @@ class PartitionWriter:
         if slots:
             self._flusher.request_flush()  # recovered records have waited long enough
         self.update_gauges()
+
+    def _log_torn_tail(self, recovery: Any) -> None:
+        """A cut tail frame whose header was sound held records: say which (docs/format.md 4.3). Zeros or a
+        partial header cut hold no known offsets and are only mentioned at INFO with the recovery summary."""
+        offsets = recovery.torn_tail_offsets
+        if offsets is None:
+            return
+        base, end = offsets
+        log.warning(
+            "WAL of %s: torn tail cut: %d bytes; offsets %d..%d were cut: they may have been acknowledged at "
+            "acks=wal; a flipped byte in the last frame cannot be told from a write cut short, so the frame "
+            "is dropped, as Kafka and PostgreSQL do",
+            self.name,
+            recovery.torn_tail_bytes,
+            base,
+            end,
+        )
 
     async def _discard_superseded(self, frames: list[Any], hw: int, epoch: int) -> None:
         wal, self._wal = self._wal, None
@@ -390,6 +430,15 @@ class PartitionWriter:
             slots: list[Slot] = []
             for frame in frames:
                 self._buffer.append(frame.base_offset, frame.batch)
+                if frame.producer_id:
+                    self.producers.record(
+                        frame.producer_id,
+                        frame.producer_epoch,
+                        frame.base_sequence,
+                        frame.record_count,
+                        frame.base_offset,
+                        frame.end_offset,
+                    )
                 self.next_offset = self._buffer.next_offset
                 self._buffer_bytes = self._buffer.size_bytes
                 self._buffer_first_at = self._buffer_first_at or time.monotonic()
@@ -521,9 +570,14 @@ class PartitionWriter:
 
     # ---- produce --------------------------------------------------------------------------------
 
-    async def produce(self, batch: bytes, acks: AckMode, charged: int = 0) -> tuple[int, int]:
-        """Append a batch; returns its base and end offsets once ``acks`` is met. ``wal.append`` validates
-        it (with ``max_record_size``) before anything is written, so a malformed batch changes nothing.
+    async def produce(
+        self, batch: bytes, acks: AckMode, charged: int = 0, producer: ProducerStamp | None = None
+    ) -> tuple[int, int, bool]:
+        """Append a batch; returns its base and end offsets once ``acks`` is met, and whether it was a
+        retry of an idempotent batch already written (then nothing was appended and the offsets are the
+        original's; the acknowledgement still waits for ``acks`` as the original's would). ``wal.append``
+        validates the batch (with ``max_record_size``) before anything is written, so a malformed batch
+        changes nothing.
 
         ``charged``: bytes the agent drew from the memory budget for this request; given back once the
         append is done, when the records it added are drawn as this partition's own (``reaccount``)."""
@@ -535,7 +589,13 @@ class PartitionWriter:
                 "written again once the lease is renewed, or by the agent that takes it over"
             )
         try:
-            base, end, added = await asyncio.to_thread(self._append, batch)
+            if producer is None:
+                base, end, added, duplicate = await asyncio.to_thread(self._append, batch, None)
+            else:
+                # Idempotent batches are appended in the order they arrived (asyncio.Lock is FIFO): a
+                # producer's next batches, sent before this one's reply, must not overtake it.
+                async with self._idempotent_order:
+                    base, end, added, duplicate = await asyncio.to_thread(self._append, batch, producer)
         finally:
             self._flusher.budget.adjust(-charged)
             self.reaccount()
@@ -557,21 +617,29 @@ class PartitionWriter:
             self.acked_offset = max(self.acked_offset, int(end))
         elif acks == "durable":
             await self._wait_committed(base, end)
-        return int(base), int(end)
+        return int(base), int(end), duplicate
 
-    def _append(self, batch: bytes) -> tuple[int, int, int]:
+    def _append(self, batch: bytes, producer: ProducerStamp | None) -> tuple[int, int, int, bool]:
         started = time.perf_counter()
         try:
-            return self._append_locked(batch)
+            return self._append_locked(batch, producer)
         finally:
             self.append_seconds = time.perf_counter() - started
 
-    def _append_locked(self, batch: bytes) -> tuple[int, int, int]:
+    def _append_locked(self, batch: bytes, producer: ProducerStamp | None) -> tuple[int, int, int, bool]:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             if self._closing or self._wal is None or self._buffer is None:
                 raise NotLeader(f"{self.name}: the agent is shutting down or no longer owns the partition")
+            count = 0
+            if producer is not None:
+                count = batch_record_count(batch)
+                known = self.producers.check(
+                    producer.producer_id, producer.epoch, producer.base_sequence, count
+                )
+                if known is not None:  # a retry: answered, not written
+                    return known.base_offset, known.end_offset, 0, True
             limit = self._cfg.wal_max_size
             if self._wal_bytes + len(batch) + _FRAME_OVERHEAD > limit:
                 error = self.upload_error
@@ -587,7 +655,11 @@ class PartitionWriter:
                     reason="wal_limit",
                 )
             try:
-                base = self._wal.append(batch)
+                if producer is None:
+                    base = self._wal.append(batch)
+                else:
+                    stamp = (producer.producer_id, producer.epoch, producer.base_sequence)
+                    base = self._wal.append(batch, producer=stamp)
             except WalPoisoned as exc:
                 self._fence_locked(exc)
                 raise
@@ -607,9 +679,13 @@ class PartitionWriter:
                 self._fence_locked(error)
                 raise error from exc
             self.next_offset = end
+            if producer is not None:
+                self.producers.record(
+                    producer.producer_id, producer.epoch, producer.base_sequence, count, base, end
+                )
             self._buffer_bytes = self._buffer.size_bytes
             self._wal_bytes += len(batch) + _FRAME_OVERHEAD
-            return base, end, self._buffer_bytes - before
+            return base, end, self._buffer_bytes - before, False
 
     async def _wait_committed(self, base: int, end: int) -> None:
         if self.committed_offset >= end:
@@ -690,10 +766,20 @@ class PartitionWriter:
             max_record_bytes=cfg.max_record_size if max_record_bytes is None else max_record_bytes,
         )
 
+    def expire_producers(self, idle_s: float) -> int:
+        """In a worker thread: forget idempotent producers idle for ``idle_s`` (bounded memory)."""
+        with self._lock:
+            return self.producers.expire(idle_s)
+
     def _swap_locked(self, next_max_record_bytes: int | None = None) -> Slot:
         old = self._buffer
         slot = Slot(
-            self._buffer_base, self.next_offset, self._buffer_bytes, old, first_at=self._buffer_first_at
+            self._buffer_base,
+            self.next_offset,
+            self._buffer_bytes,
+            old,
+            first_at=self._buffer_first_at,
+            producers=self.producers.take_changed(),
         )
         self._buffer = self._new_buffer(self.next_offset, next_max_record_bytes)
         self._slots.append(slot)

@@ -4,8 +4,10 @@ For each engine (rust, python: whichever is available) an agent subprocess is st
 default (SQLite, local objects) in a temporary directory on free ports. For each ack mode (buffered, wal,
 durable) 100-byte records go out in batches of 1000 with several requests in flight, then are consumed
 back. Reported per (engine, acks): records/s, MB/s, request latency p50/p99, consume records/s, and
-``object_puts_per_gib`` (objects in the local object directory per GiB produced). ``--json`` prints one
-object ``{"results": [...]}``; ``--quick`` is a CI smoke of a few seconds.
+``object_puts_per_gib`` (objects in the local object directory per GiB produced). ``--idempotence``
+``on``/``off``/``both`` (default both) runs each with the Producer idempotent, not, or both, and prints the
+on/off ratio. ``--json`` prints one object ``{"results": [...]}``; ``--quick`` is a CI smoke of a few
+seconds.
 """
 
 from __future__ import annotations
@@ -31,14 +33,22 @@ def _count_objects(objects_dir: Path) -> int:
     return sum(1 for p in objects_dir.rglob("*") if p.is_file()) if objects_dir.exists() else 0
 
 
-def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Path) -> dict[str, Any]:
+def _run_mode(
+    client: Any, engine: str, acks: str, records: int, objects_dir: Path, idempotent: bool
+) -> dict[str, Any]:
     from streamhouse.client import Consumer, Producer
 
-    topic = f"bench-{acks}"
+    topic = f"bench-{acks}-{'idem' if idempotent else 'plain'}"
     client.create_topic(topic, PARTITIONS)
     value = bytes(range(256)) * (RECORD_SIZE // 256 + 1)
     batch = [(None, value[:RECORD_SIZE], None, None)] * BATCH_RECORDS
-    producer = Producer(client, acks=acks, max_in_flight=16, max_buffered_records=BATCH_RECORDS * 64)  # type: ignore[arg-type]
+    producer = Producer(
+        client,
+        acks=acks,  # type: ignore[arg-type]
+        max_in_flight=16,
+        max_buffered_records=BATCH_RECORDS * 64,
+        idempotent=idempotent,
+    )
     objects_before = _count_objects(objects_dir)
     started = time.perf_counter()
     futures = []
@@ -74,6 +84,7 @@ def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Pa
     return {
         "engine": engine,
         "acks": acks,
+        "idempotent": idempotent,
         "record_size": RECORD_SIZE,
         "records": records,
         "records_per_s": records / elapsed,
@@ -85,7 +96,7 @@ def _run_mode(client: Any, engine: str, acks: str, records: int, objects_dir: Pa
     }
 
 
-def run(engines: list[str], records: int) -> list[dict[str, Any]]:
+def run(engines: list[str], records: int, idempotence: tuple[bool, ...] = (True,)) -> list[dict[str, Any]]:
     from streamhouse.client import Client
 
     results: list[dict[str, Any]] = []
@@ -100,7 +111,12 @@ def run(engines: list[str], records: int) -> list[dict[str, Any]]:
                 with Client(agent.server, timeout_s=120) as client:
                     agent.wait_ready(client)
                     for acks in ACK_MODES:
-                        results.append(_run_mode(client, engine, acks, records, agent.data_dir / "objects"))
+                        for idempotent in idempotence:
+                            results.append(
+                                _run_mode(
+                                    client, engine, acks, records, agent.data_dir / "objects", idempotent
+                                )
+                            )
             finally:
                 agent.stop()
     finally:
@@ -118,10 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--records", type=int, default=None, help="records per ack mode")
     parser.add_argument("--engines", default=None, help="comma-separated (default: every available engine)")
+    parser.add_argument(
+        "--idempotence",
+        choices=("on", "off", "both"),
+        default="both",
+        help="the Producer idempotent (the default for clients), not, or each in turn (default: both)",
+    )
     args = parser.parse_args(argv)
     engines = args.engines.split(",") if args.engines else available_engines()
     records = args.records or (20_000 if args.quick else 500_000)
-    results = run(engines, records)
+    idempotence = {"on": (True,), "off": (False,), "both": (True, False)}[args.idempotence]
+    results = run(engines, records, idempotence)
     if args.json:
         print(json.dumps({"results": results}))
         return 0
@@ -130,16 +153,28 @@ def main(argv: list[str] | None = None) -> int:
         f"{PARTITIONS} partitions, 16 requests in flight"
     )
     print(
-        f"{'engine':<7} {'acks':<9} {'records/s':>11} {'MB/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'engine':<7} {'acks':<9} {'idem':<5} {'records/s':>11} {'MB/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'consume rec/s':>14} {'puts/GiB':>9}"
     )
     for r in results:
         print(
-            f"{r['engine']:<7} {r['acks']:<9} {r['records_per_s']:>11,.0f} {r['mb_per_s']:>7.1f} "
+            f"{r['engine']:<7} {r['acks']:<9} {'on' if r['idempotent'] else 'off':<5} "
+            f"{r['records_per_s']:>11,.0f} {r['mb_per_s']:>7.1f} "
             f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['consume_records_per_s']:>14,.0f} "
             f"{r['object_puts_per_gib']:>9.0f}"
         )
-    by = {(r["engine"], r["acks"]): r for r in results}
+    on_off = {(r["engine"], r["acks"], r["idempotent"]): r for r in results}
+    for engine in engines:
+        for acks in ACK_MODES:
+            on, off = on_off.get((engine, acks, True)), on_off.get((engine, acks, False))
+            if on and off:
+                print(
+                    f"idempotence on/off ({engine}, {acks}): produce "
+                    f"{on['records_per_s'] / off['records_per_s']:.2f}x, p99 {on['p99_ms']:.1f} against "
+                    f"{off['p99_ms']:.1f} ms"
+                )
+    first = idempotence[0]
+    by = {(r["engine"], r["acks"]): r for r in results if r["idempotent"] == first}
     for acks in ACK_MODES:
         rust, py = by.get(("rust", acks)), by.get(("python", acks))
         if rust and py:

@@ -6,13 +6,22 @@ Each backend selects exactly these columns, in this order, so one function per v
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from streamhouse.errors import AgentIdentityInUse, StreamhouseError, UnknownAgent
 
 from ._validate import decode_str_map
-from .base import AgentInfo, Lease, PartitionState, SegmentRecord, TopicInfo
+from .base import (
+    AgentInfo,
+    Lease,
+    PartitionState,
+    ProducerBatch,
+    ProducerSnapshot,
+    SegmentRecord,
+    TopicInfo,
+)
 
 TOPIC_COLUMNS = "name, partitions, config, created_at"
 PARTITION_COLUMNS = "topic, partition, high_watermark, log_start_offset, leader_epoch, leader_agent_id"
@@ -24,7 +33,31 @@ SEGMENT_COLUMN_COUNT = SEGMENT_COLUMNS.count(",") + 1
 AGENT_COLUMNS = "agent_id, address, started_at, heartbeat_at, metadata, incarnation"
 LEASE_COLUMNS = "topic, partition, agent_id, epoch, expires_at, incarnation, acked_offset"
 
+PRODUCER_STATE_COLUMNS = "producer_id, producer_epoch, batches, updated_at"
+PRODUCER_STATE_UPSERT = (
+    "INSERT INTO producer_states (topic, partition, producer_id, producer_epoch, batches, updated_at) "
+    "VALUES ({}) ON CONFLICT (topic, partition, producer_id) DO UPDATE SET "
+    "producer_epoch = excluded.producer_epoch, batches = excluded.batches, updated_at = excluded.updated_at"
+)
+
 Row = Sequence[Any]
+
+
+def producer_values(s: SegmentRecord, p: ProducerSnapshot, now_ms: int) -> tuple[Any, ...]:
+    batches = json.dumps(
+        [[b.first_sequence, b.last_sequence, b.base_offset, b.end_offset] for b in p.batches],
+        separators=(",", ":"),
+    )
+    return (s.topic, s.partition, p.producer_id, p.producer_epoch, batches, now_ms)
+
+
+def producer_from_row(row: Row) -> ProducerSnapshot:
+    return ProducerSnapshot(
+        producer_id=int(row[0]),
+        producer_epoch=int(row[1]),
+        batches=tuple(ProducerBatch(*(int(x) for x in b)) for b in json.loads(row[2])),
+        updated_at_ms=int(row[3]),
+    )
 
 
 def topic_from_row(row: Row) -> TopicInfo:

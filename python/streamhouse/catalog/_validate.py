@@ -241,3 +241,31 @@ def check_str_list(what: str, values: object) -> frozenset[str]:
         if type(item) is not str:
             raise InvalidArgumentType(f"{what} must be a list of str, not {type(item).__name__} items")
     return frozenset(values)
+
+
+MAX_PRODUCER_EPOCH = 2**32 - 1  # the WAL frame's field
+MAX_SEQUENCE = 2**32 - 1
+
+
+def check_producers(segment: SegmentRecord) -> None:
+    """The producer state a segment carries: batches inside the segment's offsets, in order."""
+    for p in segment.producers:
+        check_int("producer_id", p.producer_id, 1)
+        check_int("producer_epoch", p.producer_epoch, 0, MAX_PRODUCER_EPOCH)
+        if not p.batches:
+            raise InvalidArgument(f"producer {p.producer_id}: a producer state needs at least one batch")
+        for b in p.batches:
+            check_int("first_sequence", b.first_sequence, 0, MAX_SEQUENCE)
+            check_int("last_sequence", b.last_sequence, b.first_sequence, MAX_SEQUENCE)
+            if not 0 <= b.base_offset < b.end_offset <= segment.end_offset:
+                raise InvalidArgument(
+                    f"producer {p.producer_id}: batch at offsets [{b.base_offset}, {b.end_offset}) is not "
+                    f"below the end of segment [{segment.base_offset}, {segment.end_offset})"
+                )
+
+
+def unknown_producer_message(producer_id: int) -> str:
+    return (
+        f"producer id {producer_id} is unknown (never issued, or forgotten after producer_expiry_ms without "
+        "a write): ask for a new producer id"
+    )

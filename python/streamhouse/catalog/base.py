@@ -56,6 +56,27 @@ class PartitionState:
 
 
 @dataclass(frozen=True, slots=True)
+class ProducerBatch:
+    """One batch an idempotent producer wrote to a partition: its sequence numbers and its offsets."""
+
+    first_sequence: int
+    last_sequence: int
+    base_offset: int
+    end_offset: int  # exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSnapshot:
+    """What a partition remembers of one idempotent producer: its epoch and its last few batches (oldest
+    first), enough to answer a retry with the original offsets."""
+
+    producer_id: int
+    producer_epoch: int
+    batches: tuple[ProducerBatch, ...]
+    updated_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SegmentRecord:
     topic: str
     partition: int
@@ -73,6 +94,9 @@ class SegmentRecord:
     object_position: int = (
         0  # the segment is bytes [object_position, object_position + size_bytes) of the object
     )
+    # Idempotent producers whose state changed in this segment, as of its end: ``commit_segments`` stores
+    # them with the row, in the same transaction (not a column of the row; never read back with it).
+    producers: tuple[ProducerSnapshot, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +288,23 @@ class Catalog(abc.ABC):
         acks=wal records below ``acked_offset`` (never lowering it), in one transaction. Per entry, False if
         this process does not hold a live lease at that epoch (then nothing is recorded for it): the agent
         must not acknowledge those records."""
+
+    # -- idempotent producers --
+    @abc.abstractmethod
+    async def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        """A new producer id at epoch 0, or, given an existing id, the same id at its next epoch (which
+        fences the previous epoch's batches). Returns ``(producer_id, epoch)``; InvalidArgument for an id
+        the catalog never issued (or expired)."""
+
+    @abc.abstractmethod
+    async def producer_states(self, topic: str, partition: int) -> list[ProducerSnapshot]:
+        """The producer state committed with the partition's segments (``SegmentRecord.producers``),
+        as of its high watermark: what a new owner starts from."""
+
+    @abc.abstractmethod
+    async def expire_producers(self, idle_ms: int) -> int:
+        """Forget producers idle for longer than ``idle_ms`` (their partition state and their ids); returns
+        how many partition states went."""
 
     @abc.abstractmethod
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:

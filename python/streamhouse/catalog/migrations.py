@@ -211,6 +211,40 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    # Idempotent producers: ids issued once (``producers``, with the epoch that fences an older session of
+    # the same id), and per partition the last few batches of each producer as of the high watermark
+    # (``producer_states``, written in the transaction that commits the segment holding them). ``batches``
+    # is JSON: ``[[first_sequence, last_sequence, base_offset, end_offset], ...]``, oldest first.
+    Migration(
+        5,
+        "idempotent producers",
+        (
+            """
+            CREATE TABLE producers (
+                producer_id  BIGINT PRIMARY KEY CHECK (producer_id >= 1),
+                epoch        BIGINT NOT NULL DEFAULT 0 CHECK (epoch >= 0),
+                created_at   BIGINT NOT NULL,
+                updated_at   BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE producer_states (
+                topic           TEXT NOT NULL,
+                partition       INTEGER NOT NULL,
+                producer_id     BIGINT NOT NULL,
+                producer_epoch  BIGINT NOT NULL,
+                batches         TEXT NOT NULL,
+                updated_at      BIGINT NOT NULL,
+                PRIMARY KEY (topic, partition, producer_id),
+                FOREIGN KEY (topic, partition) REFERENCES partitions (topic, partition) ON DELETE CASCADE
+            )
+            """,
+            "CREATE INDEX producer_states_updated ON producer_states (updated_at)",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

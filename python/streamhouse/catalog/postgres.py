@@ -35,6 +35,8 @@ from ._rows import (
     AGENT_COLUMNS,
     LEASE_COLUMNS,
     PARTITION_COLUMNS,
+    PRODUCER_STATE_COLUMNS,
+    PRODUCER_STATE_UPSERT,
     SEGMENT_COLUMNS,
     TOPIC_COLUMNS,
     agent_from_row,
@@ -43,12 +45,23 @@ from ._rows import (
     lease_from_row,
     lease_lost_message,
     partition_from_row,
+    producer_from_row,
+    producer_values,
     segment_from_row,
     segment_values,
     topic_from_row,
 )
 from ._url import redact_url
-from .base import AgentInfo, Catalog, CommitRefused, Lease, PartitionState, SegmentRecord, TopicInfo
+from .base import (
+    AgentInfo,
+    Catalog,
+    CommitRefused,
+    Lease,
+    PartitionState,
+    ProducerSnapshot,
+    SegmentRecord,
+    TopicInfo,
+)
 from .migrations import LATEST_VERSION, SCHEMA_MIGRATIONS_DDL, pending
 
 # The database server's clock in milliseconds since the epoch; clock_timestamp() advances within a
@@ -265,14 +278,22 @@ class PostgresCatalog(Catalog):
         rows = list(segments)
         for s in rows:
             v.check_segment(s, s.epoch)
+            v.check_producers(s)
         outcomes: list[PartitionState | CommitRefused] = []
         async with self._conn(transaction=True) as conn:
+            now = int(await conn.fetchval(f"SELECT {NOW_MS}")) if any(s.producers for s in rows) else 0
             for s in rows:
                 try:
                     outcomes.append(await _commit_row(conn, s, s.epoch))
                 except (StaleEpoch, OffsetConflict) as refused:
                     # A CAS that matched no row raised no SQL error: the transaction goes on.
                     outcomes.append(refused)
+                    continue
+                if s.producers:
+                    await conn.executemany(
+                        PRODUCER_STATE_UPSERT.format(", ".join(f"${i}" for i in range(1, 7))),
+                        [producer_values(s, p, now) for p in s.producers],
+                    )
         return outcomes
 
     async def replace_segments(
@@ -605,6 +626,58 @@ class PostgresCatalog(Catalog):
                 )
                 out.append(status == "UPDATE 1")
         return out
+
+    async def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        if producer_id is not None:
+            v.check_int("producer_id", producer_id, 1)
+        async with self._conn(transaction=True) as conn:
+            if producer_id is None:
+                # Serialise id allocation (MAX + 1) across agents; the lock lasts one short transaction.
+                await conn.execute("LOCK TABLE producers IN SHARE ROW EXCLUSIVE MODE")
+                row = await conn.fetchrow(
+                    "INSERT INTO producers (producer_id, epoch, created_at, updated_at) "
+                    f"SELECT COALESCE(MAX(producer_id), 0) + 1, 0, {NOW_MS}, {NOW_MS} FROM producers "
+                    "RETURNING producer_id, epoch"
+                )
+            else:
+                row = await conn.fetchrow(
+                    f"UPDATE producers SET epoch = epoch + 1, updated_at = {NOW_MS} WHERE producer_id = $1 "
+                    f"AND epoch < {v.MAX_PRODUCER_EPOCH} RETURNING producer_id, epoch",
+                    producer_id,
+                )
+                if row is None:
+                    raise InvalidArgument(v.unknown_producer_message(producer_id))
+            return int(row[0]), int(row[1])
+
+    async def producer_states(self, topic: str, partition: int) -> list[ProducerSnapshot]:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {PRODUCER_STATE_COLUMNS} FROM producer_states WHERE topic = $1 AND partition = $2 "
+                "ORDER BY producer_id",
+                topic,
+                partition,
+            )
+        return [producer_from_row(r) for r in rows]
+
+    async def expire_producers(self, idle_ms: int) -> int:
+        v.check_int("idle_ms", idle_ms)
+        async with self._conn(transaction=True) as conn:
+            cutoff = int(await conn.fetchval(f"SELECT {NOW_MS}")) - idle_ms
+            gone = await conn.fetchval(
+                "WITH d AS (DELETE FROM producer_states WHERE updated_at < $1 RETURNING 1) "
+                "SELECT count(*) FROM d",
+                cutoff,
+            )
+            # The highest id stays: new ids are above it, so no id is ever issued twice.
+            await conn.execute(
+                "DELETE FROM producers WHERE updated_at < $1 AND producer_id NOT IN "
+                "(SELECT producer_id FROM producer_states) "
+                "AND producer_id < (SELECT MAX(producer_id) FROM producers)",
+                cutoff,
+            )
+            return int(gone)
 
     async def release_lease(self, topic: str, partition: int, agent_id: str, epoch: int) -> None:
         v.check_topic_name(topic)

@@ -38,6 +38,8 @@ from ._rows import (
     AGENT_COLUMNS,
     LEASE_COLUMNS,
     PARTITION_COLUMNS,
+    PRODUCER_STATE_COLUMNS,
+    PRODUCER_STATE_UPSERT,
     SEGMENT_COLUMN_COUNT,
     SEGMENT_COLUMNS,
     TOPIC_COLUMNS,
@@ -47,11 +49,22 @@ from ._rows import (
     lease_from_row,
     lease_lost_message,
     partition_from_row,
+    producer_from_row,
+    producer_values,
     segment_from_row,
     segment_values,
     topic_from_row,
 )
-from .base import AgentInfo, Catalog, CommitRefused, Lease, PartitionState, SegmentRecord, TopicInfo
+from .base import (
+    AgentInfo,
+    Catalog,
+    CommitRefused,
+    Lease,
+    PartitionState,
+    ProducerSnapshot,
+    SegmentRecord,
+    TopicInfo,
+)
 from .migrations import LATEST_VERSION, SCHEMA_MIGRATIONS_DDL, pending
 
 T = TypeVar("T")
@@ -275,15 +288,23 @@ class SqliteCatalog(Catalog):
         rows = list(segments)
         for s in rows:
             v.check_segment(s, s.epoch)
+            v.check_producers(s)
 
         def q(conn: sqlite3.Connection) -> list[PartitionState | CommitRefused]:
             outcomes: list[PartitionState | CommitRefused] = []
             with _write(conn):
+                now = self._now()
                 for s in rows:
                     try:
                         outcomes.append(self._commit_row(conn, s, s.epoch))
                     except (StaleEpoch, OffsetConflict) as refused:
                         outcomes.append(refused)  # this row alone; the transaction goes on
+                        continue
+                    if s.producers:
+                        conn.executemany(
+                            PRODUCER_STATE_UPSERT.format(", ".join("?" * 6)),
+                            [producer_values(s, p, now) for p in s.producers],
+                        )
             return outcomes
 
         return await self._run(q)
@@ -631,6 +652,66 @@ class SqliteCatalog(Catalog):
                     == 1
                     for topic, partition, epoch, acked in checked
                 ]
+
+        return await self._run(q)
+
+    async def init_producer(self, producer_id: int | None = None) -> tuple[int, int]:
+        if producer_id is not None:
+            v.check_int("producer_id", producer_id, 1)
+
+        def q(conn: sqlite3.Connection) -> tuple[int, int]:
+            with _write(conn):
+                now = self._now()
+                if producer_id is None:
+                    row = conn.execute(
+                        "INSERT INTO producers (producer_id, epoch, created_at, updated_at) "
+                        "SELECT COALESCE(MAX(producer_id), 0) + 1, 0, ?, ? FROM producers "
+                        "RETURNING producer_id, epoch",
+                        (now, now),
+                    ).fetchone()
+                else:
+                    row = conn.execute(
+                        "UPDATE producers SET epoch = epoch + 1, updated_at = ? WHERE producer_id = ? "
+                        f"AND epoch < {v.MAX_PRODUCER_EPOCH} RETURNING producer_id, epoch",
+                        (now, producer_id),
+                    ).fetchone()
+                    if row is None:
+                        raise InvalidArgument(v.unknown_producer_message(producer_id))
+                return int(row[0]), int(row[1])
+
+        return await self._run(q)
+
+    async def producer_states(self, topic: str, partition: int) -> list[ProducerSnapshot]:
+        v.check_topic_name(topic)
+        v.check_int("partition", partition)
+
+        def q(conn: sqlite3.Connection) -> list[ProducerSnapshot]:
+            return [
+                producer_from_row(r)
+                for r in conn.execute(
+                    f"SELECT {PRODUCER_STATE_COLUMNS} FROM producer_states WHERE topic = ? AND partition = ? "
+                    "ORDER BY producer_id",
+                    (topic, partition),
+                )
+            ]
+
+        return await self._run(q)
+
+    async def expire_producers(self, idle_ms: int) -> int:
+        v.check_int("idle_ms", idle_ms)
+
+        def q(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                cutoff = self._now() - idle_ms
+                gone = conn.execute("DELETE FROM producer_states WHERE updated_at < ?", (cutoff,)).rowcount
+                conn.execute(
+                    # The highest id stays: new ids are above it, so no id is ever issued twice.
+                    "DELETE FROM producers WHERE updated_at < ? AND producer_id NOT IN "
+                    "(SELECT producer_id FROM producer_states) "
+                    "AND producer_id < (SELECT MAX(producer_id) FROM producers)",
+                    (cutoff,),
+                )
+                return int(gone)
 
         return await self._run(q)
 

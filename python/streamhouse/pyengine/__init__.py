@@ -38,7 +38,7 @@ from streamhouse.pyengine.wal import (
 )
 
 ENGINE: Final[str] = "python"
-FORMAT_VERSION: Final[int] = 1
+FORMAT_VERSION: Final[int] = 1  # batches, record sets, segments; WAL files carry their own (wal.WAL_VERSION)
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE_BYTES",

@@ -7,6 +7,9 @@ Invariants this module keeps:
 - offsets are dense across files and epochs never go down;
 - recovery cuts only a torn tail (4.3) and reports any other damage as WalCorrupted with the file and
   byte position, changing nothing;
+- files are created in version 2 (56-byte frame headers with the producer fields) and read in versions 1
+  (40-byte frame headers, no producer) and 2; a version-1 file never gets a frame: after reopening a WAL
+  whose last file is version 1, the next append starts a new file;
 - a failed fdatasync poisons the WAL for good, because what reached the disk is then unknown.
 
 Locking: ``_lock`` serialises writers (offset assignment, file writes, rotation, truncation); ``_cond``
@@ -42,20 +45,26 @@ from streamhouse.pyengine.codec import (
 )
 
 WAL_MAGIC = b"SHWL"
-WAL_VERSION = 1
+WAL_VERSION = 2  # the version of the files this engine creates
+WAL_VERSIONS = (1, 2)  # the versions it reads
 FILE_HEADER_SIZE = 32
-FRAME_HEADER_SIZE = 40
+FRAME_HEADER_SIZE = 56  # version 2
+FRAME_HEADER_SIZE_V1 = 40
+PRODUCER_ID_MAX = (1 << 63) - 1
+U32_MAX = (1 << 32) - 1
 MAX_FRAME_BYTES = 64 << 20
 DEFAULT_WAL_MAX_FILE_BYTES = 64 << 20
 SYNC_POLICIES = ("batch", "interval", "never")
 
 # magic, version, header_length, seq, base_offset, reserved, header_crc
 FILE_HEADER = struct.Struct("<4sHHQQII")
-# header bytes [4, 40): payload_length, base_offset, epoch, record_count, payload_crc, base_timestamp_ms
-FRAME_REST = struct.Struct("<IQQIIq")
+# version 2, header bytes [4, 56): payload_length, base_offset, epoch, record_count, payload_crc,
+# base_timestamp_ms, producer_id, producer_epoch, base_sequence
+FRAME_REST = struct.Struct("<IQQIIqQII")
+# version 1, header bytes [4, 40): the same without the producer fields
+FRAME_REST_V1 = struct.Struct("<IQQIIq")
 _U32 = struct.Struct("<I")
 _FILE_NAME = re.compile(r"^(\d{20})\.wal$")
-_ZERO_HEADER = bytes(FRAME_HEADER_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,9 @@ class WalFrame:
     record_count: int
     base_timestamp_ms: int
     batch: bytes = field(repr=False)
+    producer_id: int = 0  # 0: no producer (always in a version-1 file)
+    producer_epoch: int = 0
+    base_sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,9 @@ class WalRecovery:
     next_offset: int
     files: int
     torn_tail_bytes: int
+    # [base, end) of the frame cut as a torn tail when its header CRC held; None when nothing was cut or
+    # only zeros, a partial frame header or a torn file creation
+    torn_tail_offsets: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +104,12 @@ class WalStats:
 class _File:
     """What the writer knows about one WAL file on disk."""
 
-    __slots__ = ("base_offset", "end_offset", "frames", "path", "seq", "size")
+    __slots__ = ("base_offset", "end_offset", "frames", "path", "seq", "size", "version")
 
-    def __init__(self, seq: int, path: str, base_offset: int) -> None:
+    def __init__(self, seq: int, path: str, base_offset: int, version: int = WAL_VERSION) -> None:
         self.seq = seq
         self.path = path
+        self.version = version
         self.base_offset = base_offset
         self.end_offset = base_offset
         self.frames = 0
@@ -107,6 +123,55 @@ def file_name(seq: int) -> str:
 def file_header(seq: int, base_offset: int) -> bytes:
     head = FILE_HEADER.pack(WAL_MAGIC, WAL_VERSION, FILE_HEADER_SIZE, seq, base_offset, 0, 0)
     return head[:28] + _U32.pack(crc32c(head[:28]))
+
+
+def frame_header_size(version: int) -> int:
+    """The frame header length in a file of ``version`` (one of WAL_VERSIONS)."""
+    return FRAME_HEADER_SIZE_V1 if version == 1 else FRAME_HEADER_SIZE
+
+
+def unpack_frame_header(buf: bytes | memoryview, pos: int, version: int) -> tuple[int, ...]:
+    """(payload_length, base_offset, epoch, record_count, payload_crc, base_timestamp_ms, producer_id,
+    producer_epoch, base_sequence) of the frame header at ``pos``, whose CRC the caller checked; a
+    version-1 header has no producer fields and reads as producer 0."""
+    if version == 1:
+        return (*FRAME_REST_V1.unpack_from(buf, pos + 4), 0, 0, 0)
+    return FRAME_REST.unpack_from(buf, pos + 4)
+
+
+def malformed_producer(producer_id: int, producer_epoch: int, base_sequence: int) -> str | None:
+    """Why a frame header with these producer fields cannot have been written, if it cannot."""
+    if producer_id == 0 and (producer_epoch or base_sequence):
+        return (
+            f"WAL frame without producer (producer_id 0) has producer_epoch {producer_epoch} and "
+            f"base_sequence {base_sequence}"
+        )
+    if producer_id > PRODUCER_ID_MAX:
+        return f"WAL frame producer_id {producer_id} is 2**63 or more"
+    return None
+
+
+def check_producer(producer: Any) -> tuple[int, int, int]:
+    """``producer`` of ``Wal.append``: None (no producer: all zero) or (producer_id, producer_epoch,
+    base_sequence)."""
+    if producer is None:
+        return 0, 0, 0
+    if not isinstance(producer, tuple):
+        raise errors.InvalidArgumentType(
+            "producer must be None or a tuple (producer_id, producer_epoch, base_sequence), "
+            f"not {type(producer).__name__}"
+        )
+    if len(producer) != 3:
+        raise errors.InvalidArgument(
+            "producer must be a tuple of 3 ints (producer_id, producer_epoch, base_sequence), "
+            f"not of {len(producer)}"
+        )
+    pid, pepoch, seq = producer
+    return (
+        check_int(pid, "producer_id", 1, PRODUCER_ID_MAX),
+        check_int(pepoch, "producer_epoch", 0, U32_MAX),
+        check_int(seq, "base_sequence", 0, U32_MAX),
+    )
 
 
 def _corrupt(message: str, path: str, position: int) -> errors.WalCorrupted:
@@ -138,6 +203,7 @@ class _Recovered:
     end_offset: int | None  # end of the last valid frame (or the last header's base), None if no file
     last_epoch: int | None
     torn_bytes: int
+    torn_offsets: tuple[int, int] | None  # [base, end) of a cut frame whose header CRC held
     max_seq: int | None
     # what open() must do to the disk: (path, cut_to or None to remove)
     cuts: list[tuple[str, int | None]]
@@ -149,6 +215,7 @@ def recover(directory: str, committed_next_offset: int) -> _Recovered:
     frames: list[WalFrame] = []
     cuts: list[tuple[str, int | None]] = []
     torn = 0
+    torn_offsets: tuple[int, int] | None = None
     expected: int | None = None
     last_epoch: int | None = None
     listing = _list_files(directory) if os.path.isdir(directory) else []
@@ -168,9 +235,9 @@ def recover(directory: str, committed_next_offset: int) -> _Recovered:
         magic, version, hlen, hseq, hbase, _reserved, hcrc = FILE_HEADER.unpack_from(view, 0)
         if magic != WAL_MAGIC:
             raise _corrupt(f"bad WAL file magic {bytes(magic)!r}", path, 0)
-        if version != WAL_VERSION:
+        if version not in WAL_VERSIONS:
             raise errors.UnsupportedVersion(
-                f"WAL file version {version} is not supported (this build reads {WAL_VERSION}): {path}",
+                f"WAL file version {version} is not supported (this build reads versions 1 and 2): {path}",
                 path,
                 4,
             )
@@ -180,39 +247,47 @@ def recover(directory: str, committed_next_offset: int) -> _Recovered:
             raise _corrupt("WAL file header disagrees with its name or layout", path, 0)
         if expected is not None and hbase != expected:
             raise _corrupt(f"WAL file starts at offset {hbase}, expected {expected}", path, 0)
-        wf = _File(seq, path, hbase)
+        wf = _File(seq, path, hbase, version)
+        hsize = frame_header_size(version)
         expected = hbase
         pos = FILE_HEADER_SIZE
         while pos < size:
             left = size - pos
-            if left < FRAME_HEADER_SIZE:
+            if left < hsize:
                 if is_last:
                     break
                 raise _corrupt("WAL frame header is cut short", path, pos)
             (hcrc,) = _U32.unpack_from(view, pos)
-            if hcrc != crc32c(view[pos + 4 : pos + FRAME_HEADER_SIZE]):
+            if hcrc != crc32c(view[pos + 4 : pos + hsize]):
                 if is_last and not any(view[pos:]):
                     break
                 raise _corrupt("WAL frame header CRC mismatch", path, pos)
-            plen, base, epoch, count, pcrc, base_ts = FRAME_REST.unpack_from(view, pos + 4)
+            plen, base, epoch, count, pcrc, base_ts, pid, pepoch, seq0 = unpack_frame_header(
+                view, pos, version
+            )
             if plen > MAX_FRAME_BYTES:
                 raise _corrupt(f"WAL frame payload_length {plen} exceeds MAX_FRAME_BYTES", path, pos)
             if count == 0:
                 raise _corrupt("WAL frame holds no record", path, pos)
+            bad_producer = malformed_producer(pid, pepoch, seq0)
+            if bad_producer is not None:
+                raise _corrupt(bad_producer, path, pos)
             if base != expected or base + count > OFFSET_LIMIT:
                 raise _corrupt(
                     f"WAL frame base offset {base} breaks density (expected {expected})", path, pos
                 )
             if last_epoch is not None and epoch < last_epoch:
                 raise _corrupt(f"WAL frame epoch {epoch} is below the previous {last_epoch}", path, pos)
-            end = pos + FRAME_HEADER_SIZE + plen
+            end = pos + hsize + plen
             if end > size:
                 if is_last:
+                    torn_offsets = (base, base + count)  # the header is sound: these offsets are cut
                     break
                 raise _corrupt("WAL frame payload runs past the end of the file", path, pos)
-            payload = view[pos + FRAME_HEADER_SIZE : end]
+            payload = view[pos + hsize : end]
             if crc32c(payload) != pcrc:
                 if is_last and end == size:
+                    torn_offsets = (base, base + count)
                     break
                 raise _corrupt("WAL frame payload CRC mismatch", path, pos)
             last_epoch = epoch
@@ -220,7 +295,7 @@ def recover(directory: str, committed_next_offset: int) -> _Recovered:
             wf.frames += 1
             if expected > committed_next_offset:
                 batch = BATCH_HEADER.pack(BATCH_MAGIC, count, base_ts, plen) + payload
-                frames.append(WalFrame(base, expected, epoch, count, base_ts, batch))
+                frames.append(WalFrame(base, expected, epoch, count, base_ts, batch, pid, pepoch, seq0))
             pos = end
         if pos < size:
             torn += size - pos
@@ -228,7 +303,7 @@ def recover(directory: str, committed_next_offset: int) -> _Recovered:
         wf.end_offset = expected
         wf.size = pos
         files.append(wf)
-    return _Recovered(frames, files, expected, last_epoch, torn, max_seq, cuts)
+    return _Recovered(frames, files, expected, last_epoch, torn, torn_offsets, max_seq, cuts)
 
 
 def _check_directory(directory: Any) -> str:
@@ -300,7 +375,7 @@ class Wal:
         committed = check_offset(or_default(committed_next_offset, 0), "committed_next_offset")
         rec = recover(directory, committed)
         end = rec.end_offset if rec.end_offset is not None else 0
-        return WalRecovery(rec.frames, max(committed, end), len(rec.files), rec.torn_bytes)
+        return WalRecovery(rec.frames, max(committed, end), len(rec.files), rec.torn_bytes, rec.torn_offsets)
 
     @staticmethod
     def open(
@@ -385,6 +460,8 @@ class Wal:
         self._last_sync = time.monotonic()
         self._fd = None
         if files:
+            # Synced either way: frames a crashed process left in the page cache are made durable before
+            # anything is written after them.
             try:
                 self._fd = os.open(files[-1].path, os.O_WRONLY)
                 os.fdatasync(self._fd)
@@ -392,7 +469,11 @@ class Wal:
                 if self._fd is not None:
                     os.close(self._fd)
                 raise _storage_error(exc, f"opening {files[-1].path}") from None
-        recovery = WalRecovery(rec.frames, self._next, len(files), rec.torn_bytes)
+            if files[-1].version != WAL_VERSION:
+                # An older version's file never gets a frame of this one: the next append creates a file.
+                os.close(self._fd)
+                self._fd = None
+        recovery = WalRecovery(rec.frames, self._next, len(files), rec.torn_bytes, rec.torn_offsets)
         return self, recovery
 
     # ---- appends --------------------------------------------------------------------------------
@@ -403,7 +484,8 @@ class Wal:
         if self._closed:
             raise errors.WalClosed(f"WAL {self._dir} is closed")
 
-    def append(self, batch: bytes) -> int:
+    def append(self, batch: bytes, producer: tuple[int, int, int] | None = None) -> int:
+        pid, pepoch, seq0 = check_producer(producer)
         self._check_open()
         view, info, _min_ts = scan_batch(batch, self._max_record_bytes)
         if info.payload_length > MAX_FRAME_BYTES:
@@ -426,7 +508,15 @@ class Wal:
                 self._rotate(base)
             active = self._files[-1]
             rest = FRAME_REST.pack(
-                info.payload_length, base, self._epoch, info.record_count, payload_crc, info.base_timestamp_ms
+                info.payload_length,
+                base,
+                self._epoch,
+                info.record_count,
+                payload_crc,
+                info.base_timestamp_ms,
+                pid,
+                pepoch,
+                seq0,
             )
             header = _U32.pack(crc32c(rest)) + rest
             self._write_frame(active, header, payload)

@@ -85,6 +85,17 @@ pub fn u63_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
     }
 }
 
+/// Integer argument in `[lo, hi]` (`hi` at most `u64::MAX`).
+pub fn ranged_arg(obj: &Bound<'_, PyAny>, name: &str, lo: u64, hi: u64) -> PyResult<u64> {
+    match int_arg(obj, name)?.extract::<u64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(value_err(
+            obj.py(),
+            format!("{name} = {obj} is outside [{lo}, {hi}]"),
+        )),
+    }
+}
+
 /// Optional argument: `None` (or absent) gives `default`.
 pub fn opt<T>(
     obj: Option<&Bound<'_, PyAny>>,

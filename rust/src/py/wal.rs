@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::errors::{type_err, IntoPyResult};
-use super::{bytes_arg, opt, release, size_arg, str_arg, u63_arg};
+use super::errors::{type_err, value_err, IntoPyResult};
+use super::{bytes_arg, opt, ranged_arg, release, size_arg, str_arg, type_name, u63_arg};
 use crate::codec::batch::{write_batch_header, BATCH_HEADER_LEN};
-use crate::wal::{self, RecoveredFrame, Recovery, SyncPolicy, Wal, WalOptions};
+use crate::wal::{self, Producer, RecoveredFrame, Recovery, SyncPolicy, Wal, WalOptions};
 
 /// One recovered frame.
 #[pyclass(frozen, name = "WalFrame", module = "streamhouse._core")]
@@ -38,6 +38,19 @@ impl PyWalFrame {
     fn base_timestamp_ms(&self) -> i64 {
         self.frame.base_timestamp_ms
     }
+    /// 0 when the batch has no producer (always in a version-1 file).
+    #[getter]
+    fn producer_id(&self) -> u64 {
+        self.frame.producer.id
+    }
+    #[getter]
+    fn producer_epoch(&self) -> u32 {
+        self.frame.producer.epoch
+    }
+    #[getter]
+    fn base_sequence(&self) -> u32 {
+        self.frame.producer.base_sequence
+    }
     #[getter]
     fn batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let f = &self.frame;
@@ -56,9 +69,18 @@ impl PyWalFrame {
         })
     }
     fn __repr__(&self) -> String {
+        let f = &self.frame;
+        let producer = if f.producer.is_none() {
+            String::new()
+        } else {
+            format!(
+                ", producer_id={}, producer_epoch={}, base_sequence={}",
+                f.producer.id, f.producer.epoch, f.producer.base_sequence
+            )
+        };
         format!(
-            "WalFrame(base_offset={}, record_count={}, epoch={})",
-            self.frame.base_offset, self.frame.record_count, self.frame.epoch
+            "WalFrame(base_offset={}, record_count={}, epoch={}{producer})",
+            f.base_offset, f.record_count, f.epoch
         )
     }
 }
@@ -73,6 +95,8 @@ pub struct PyWalRecovery {
     files: u64,
     #[pyo3(get)]
     torn_tail_bytes: u64,
+    #[pyo3(get)]
+    torn_tail_offsets: Option<(u64, u64)>,
 }
 
 #[pymethods]
@@ -82,8 +106,12 @@ impl PyWalRecovery {
         PyList::new(py, self.frames.iter().map(|f| f.clone_ref(py)))
     }
     fn __repr__(&self) -> String {
+        let offsets = match self.torn_tail_offsets {
+            Some((base, end)) => format!("({base}, {end})"),
+            None => "None".to_string(),
+        };
         format!(
-            "WalRecovery(frames={}, next_offset={}, files={}, torn_tail_bytes={})",
+            "WalRecovery(frames={}, next_offset={}, files={}, torn_tail_bytes={}, torn_tail_offsets={offsets})",
             self.frames.len(),
             self.next_offset,
             self.files,
@@ -103,6 +131,7 @@ fn recovery_to_py(py: Python<'_>, rec: Recovery) -> PyResult<PyWalRecovery> {
         next_offset: rec.next_offset,
         files: rec.files,
         torn_tail_bytes: rec.torn_tail_bytes,
+        torn_tail_offsets: rec.torn_tail_offsets,
     })
 }
 
@@ -131,6 +160,41 @@ impl PyWalStats {
             self.bytes_on_disk, self.files, self.frames, self.first_offset, self.next_offset, self.synced_offset
         )
     }
+}
+
+/// `producer`: `None`, or a tuple `(producer_id, producer_epoch, base_sequence)` with the id in
+/// `[1, 2^63 - 1]` and the other two in `[0, 2^32 - 1]`.
+fn producer_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Producer>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    let py = obj.py();
+    let t = obj.cast::<PyTuple>().map_err(|_| {
+        type_err(
+            py,
+            format!(
+                "producer must be None or a tuple (producer_id, producer_epoch, base_sequence), not {}",
+                type_name(obj)
+            ),
+        )
+    })?;
+    if t.len() != 3 {
+        return Err(value_err(
+            py,
+            format!(
+                "producer must be a tuple of 3 ints (producer_id, producer_epoch, base_sequence), not of {}",
+                t.len()
+            ),
+        ));
+    }
+    let u32_max = u64::from(u32::MAX);
+    let id = ranged_arg(&t.get_item(0)?, "producer_id", 1, Producer::MAX_ID)?;
+    let epoch = ranged_arg(&t.get_item(1)?, "producer_epoch", 0, u32_max)?;
+    let sequence = ranged_arg(&t.get_item(2)?, "base_sequence", 0, u32_max)?;
+    let narrow = |v: u64| u32::try_from(v).map_err(|_| value_err(py, "out of range"));
+    Producer::new(id, narrow(epoch)?, narrow(sequence)?)
+        .map(Some)
+        .py_err(py)
 }
 
 fn dir_arg(obj: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -212,10 +276,17 @@ impl PyWal {
         recovery_to_py(py, rec)
     }
 
-    fn append(&self, py: Python<'_>, batch: &Bound<'_, PyAny>) -> PyResult<u64> {
+    #[pyo3(signature = (batch, producer=None))]
+    fn append(
+        &self,
+        py: Python<'_>,
+        batch: &Bound<'_, PyAny>,
+        producer: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let producer = producer_arg(producer)?;
         let batch = bytes_arg(batch, "batch")?;
         let wal = &self.inner;
-        release(py, true, || wal.append(&batch)).py_err(py)
+        release(py, true, || wal.append_with_producer(&batch, producer)).py_err(py)
     }
 
     fn sync(&self, py: Python<'_>) -> PyResult<()> {

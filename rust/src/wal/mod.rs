@@ -1,13 +1,17 @@
 //! Write-ahead log (format section 4): a directory of `{seq:020}.wal` files of CRC-checked frames.
 //!
 //! Invariants: offsets are dense across frames and files, epochs never decrease, a frame is written
-//! with one write at the end of the active file, and a failed fsync poisons the WAL for good.
+//! with one write at the end of the active file, a file holds frames of one format version only, and a
+//! failed fsync poisons the WAL for good.
 pub mod frame;
 pub mod reader;
 pub mod recovery;
 pub mod writer;
 
-pub use frame::{FileHeader, FrameHeader, FILE_HEADER_LEN, FRAME_HEADER_LEN};
+pub use frame::{
+    FileHeader, FrameHeader, Producer, FILE_HEADER_LEN, FRAME_HEADER_LEN, FRAME_HEADER_LEN_V1,
+    WAL_VERSION, WAL_VERSION_1,
+};
 pub use recovery::{inspect, RecoveredFrame, Recovery};
 pub use writer::{SyncPolicy, Wal, WalOptions};
 

@@ -1,12 +1,13 @@
 //! Scans one WAL file's bytes into frames and classifies the first failure (format 4.3): a torn
 //! tail (only possible in the last file) or corruption with the byte position of the bad frame.
+//! The file header's version says the frame header length (40 bytes in version 1, 56 in version 2).
 //!
 //! Invariant: a length is used only after its header CRC held and it was checked against both the
 //! bytes left in the file and `MAX_FRAME_BYTES`; payloads are sliced, never allocated, here.
 use std::ops::Range;
 use std::path::Path;
 
-use super::frame::{FileHeader, FileHeaderError, FrameHeader, FILE_HEADER_LEN, FRAME_HEADER_LEN};
+use super::frame::{FileHeader, FileHeaderError, FrameHeader, FILE_HEADER_LEN};
 use crate::codec::batch::walk_payload;
 use crate::codec::crc32c;
 use crate::error::{Error, Result};
@@ -30,6 +31,9 @@ pub enum FileScan {
         header: FileHeader,
         frames: Vec<ScannedFrame>,
         valid_len: usize,
+        /// Offsets `[base, end)` of the torn tail's frame when its header CRC held (so they are known);
+        /// `None` when nothing was cut or the cut bytes were zeros or a partial header.
+        torn_offsets: Option<(u64, u64)>,
     },
 }
 
@@ -102,16 +106,19 @@ pub fn scan_file(
     let mut frames = Vec::new();
     let mut pos = FILE_HEADER_LEN;
     let len = data.len();
-    let torn = |pos: usize, frames: Vec<ScannedFrame>| FileScan::Frames {
-        header,
-        frames,
-        valid_len: pos,
-    };
+    let header_len = header.frame_header_len();
+    let torn =
+        |pos: usize, frames: Vec<ScannedFrame>, offsets: Option<(u64, u64)>| FileScan::Frames {
+            header,
+            frames,
+            valid_len: pos,
+            torn_offsets: offsets,
+        };
     while pos < len {
         let rest = data.get(pos..).unwrap_or_default();
-        if rest.len() < FRAME_HEADER_LEN {
+        if rest.len() < header_len {
             if is_last {
-                return Ok(torn(pos, frames));
+                return Ok(torn(pos, frames, None));
             }
             return Err(corrupt(
                 path,
@@ -119,9 +126,9 @@ pub fn scan_file(
                 format!("{} stray bytes after the last frame", rest.len()),
             ));
         }
-        let Some(h) = FrameHeader::parse(rest) else {
+        let Some(h) = FrameHeader::parse(rest, header.version) else {
             if is_last && rest.iter().all(|&b| b == 0) {
-                return Ok(torn(pos, frames));
+                return Ok(torn(pos, frames, None));
             }
             return Err(corrupt(path, pos, "frame header CRC mismatch"));
         };
@@ -134,6 +141,9 @@ pub fn scan_file(
         }
         if h.record_count == 0 {
             return Err(corrupt(path, pos, "frame with record_count 0"));
+        }
+        if let Some(why) = h.producer.malformed() {
+            return Err(corrupt(path, pos, why));
         }
         // A header whose CRC holds was written by a writer: offsets out of sequence or an epoch going down
         // are damage, never a torn tail, so they are checked before the payload (docs/format.md 4.3).
@@ -157,11 +167,13 @@ pub fn scan_file(
         {
             return Err(corrupt(path, pos, "frame offsets beyond 2^63"));
         }
-        let start = pos + FRAME_HEADER_LEN;
+        // From here the header is sound, so a torn tail says which offsets it cuts.
+        let offsets = Some((h.base_offset, h.end_offset()));
+        let start = pos + header_len;
         let end = start + h.payload_length as usize;
         let Some(payload) = data.get(start..end) else {
             if is_last {
-                return Ok(torn(pos, frames));
+                return Ok(torn(pos, frames, offsets));
             }
             return Err(corrupt(
                 path,
@@ -171,7 +183,7 @@ pub fn scan_file(
         };
         if crc32c(payload) != h.payload_crc {
             if is_last && end == len {
-                return Ok(torn(pos, frames));
+                return Ok(torn(pos, frames, offsets));
             }
             return Err(corrupt(path, pos, "frame payload CRC mismatch"));
         }
@@ -196,5 +208,6 @@ pub fn scan_file(
         header,
         frames,
         valid_len: len,
+        torn_offsets: None,
     })
 }

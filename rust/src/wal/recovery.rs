@@ -7,6 +7,7 @@
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use super::frame::Producer;
 use super::reader::{scan_file, Chain, FileScan};
 use super::{file_path, parse_file_name, sync_dir};
 use crate::error::{Error, Result};
@@ -18,6 +19,8 @@ pub struct RecoveredFrame {
     pub record_count: u32,
     pub epoch: u64,
     pub base_timestamp_ms: i64,
+    /// The idempotent producer that wrote the batch; [`Producer::NONE`] for none (and in version 1).
+    pub producer: Producer,
     /// Records payload (format section 1).
     pub payload: Vec<u8>,
 }
@@ -40,6 +43,8 @@ impl RecoveredFrame {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileMeta {
     pub seq: u64,
+    /// Format version of the file (appends go only to a file of the version this build writes).
+    pub version: u16,
     pub path: PathBuf,
     pub base_offset: u64,
     pub end_offset: u64,
@@ -55,6 +60,9 @@ pub struct Recovery {
     /// WAL files left after recovery.
     pub files: u64,
     pub torn_tail_bytes: u64,
+    /// Offsets `[base, end)` of the frame cut as a torn tail, when its header CRC held; `None` when
+    /// nothing was cut or only zeros, a partial frame header or a torn file creation.
+    pub torn_tail_offsets: Option<(u64, u64)>,
     /// Internal: the files in order, for the writer.
     pub file_metas: Vec<FileMeta>,
     /// Highest epoch found in a frame (0 if none).
@@ -122,10 +130,12 @@ fn run(dir: &Path, committed: u64, repair: bool) -> Result<Recovery> {
                 header,
                 frames,
                 valid_len,
+                torn_offsets,
             } => {
                 let cut = data.len().saturating_sub(valid_len) as u64;
                 if cut > 0 {
                     rec.torn_tail_bytes += cut;
+                    rec.torn_tail_offsets = torn_offsets;
                     if repair {
                         cut_file(&path, valid_len as u64)?;
                     }
@@ -142,6 +152,7 @@ fn run(dir: &Path, committed: u64, repair: bool) -> Result<Recovery> {
                             record_count: h.record_count,
                             epoch: h.epoch,
                             base_timestamp_ms: h.base_timestamp_ms,
+                            producer: h.producer,
                             payload,
                         });
                     }
@@ -149,6 +160,7 @@ fn run(dir: &Path, committed: u64, repair: bool) -> Result<Recovery> {
                 rec.wal_end = Some(end);
                 rec.file_metas.push(FileMeta {
                     seq,
+                    version: header.version,
                     path,
                     base_offset: header.base_offset,
                     end_offset: end,

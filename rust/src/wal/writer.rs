@@ -1,5 +1,6 @@
 //! The WAL writer: validated appends, one write per frame, group-commit fdatasync, rotation,
-//! truncation, poisoning.
+//! truncation, poisoning. It writes version-2 files only: after reopening a WAL whose last file is
+//! version 1, the next append starts a new file, as rotation does (docs/format.md 4.4).
 //!
 //! Invariants: frames are written under `state` in offset order; `synced_offset` only grows and
 //! every offset below it is on stable storage; once poisoned (failed fsync or failed cut-back) every
@@ -11,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::frame::{FileHeader, FrameHeader, FILE_HEADER_LEN, FRAME_HEADER_LEN};
+use super::frame::{
+    FileHeader, FrameHeader, Producer, FILE_HEADER_LEN, FRAME_HEADER_LEN, WAL_VERSION,
+};
 use super::recovery::{recover, FileMeta, Recovery};
 use super::{file_path, sync_dir};
 use crate::codec::{batch_info, crc32c};
@@ -148,13 +151,18 @@ impl Wal {
             }
             sync_dir(&dir).map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
         } else if let Some(last) = files.last() {
+            // Synced either way: frames a crashed process left in the page cache are made durable
+            // before anything is written after them.
             let f = OpenOptions::new()
                 .write(true)
                 .open(&last.path)
                 .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?;
             f.sync_data()
                 .map_err(|e| Error::io(format!("syncing {}", last.path.display()), e))?;
-            active = Some(Arc::new(f));
+            // A file of an older version never gets a frame of this one: the next append creates a file.
+            if last.version == WAL_VERSION {
+                active = Some(Arc::new(f));
+            }
         }
         let wal = Wal {
             opts: opts.clone(),
@@ -200,9 +208,20 @@ impl Wal {
         Ok(st)
     }
 
-    /// Validate `batch`, write one frame and return its base offset; durable on return under
-    /// [`SyncPolicy::Batch`].
+    /// Validate `batch`, write one frame without producer and return its base offset; durable on
+    /// return under [`SyncPolicy::Batch`].
     pub fn append(&self, batch: &[u8]) -> Result<u64> {
+        self.append_with_producer(batch, None)
+    }
+
+    /// [`Wal::append`] of a batch from an idempotent producer: the frame carries its id, epoch and
+    /// base sequence (`None`: no producer). A `producer` whose id is outside `[1, 2^63 - 1]` is
+    /// `InvalidArgument` and nothing is written.
+    pub fn append_with_producer(&self, batch: &[u8], producer: Option<Producer>) -> Result<u64> {
+        let producer = match producer {
+            Some(p) => Producer::new(p.id, p.epoch, p.base_sequence)?,
+            None => Producer::NONE,
+        };
         self.check_poison()?;
         let (info, payload) = batch_info(batch, Some(self.opts.max_record_bytes))?;
         if payload.len() > MAX_FRAME_BYTES {
@@ -238,6 +257,7 @@ impl Wal {
                 record_count: info.record_count,
                 payload_crc,
                 base_timestamp_ms: info.base_timestamp_ms,
+                producer,
             };
             self.write_frame(&mut st, &header.encode(), payload)?;
             st.next_offset = end;
@@ -328,6 +348,7 @@ impl Wal {
         let seq = st.next_seq;
         let path = file_path(&self.dir, seq);
         let header = FileHeader {
+            version: WAL_VERSION,
             seq,
             base_offset: st.next_offset,
         }
@@ -354,6 +375,7 @@ impl Wal {
         st.next_seq = seq.saturating_add(1);
         st.files.push(FileMeta {
             seq,
+            version: WAL_VERSION,
             path,
             base_offset: st.next_offset,
             end_offset: st.next_offset,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n streamhouse/v1/streamhouse.proto\x12\x0estreamhouse.v1\"\xa2\x01\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x31\n\x06\x63onfig\x18\x03 \x03(\x0b\x32!.streamhouse.v1.Topic.ConfigEntry\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x01\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x03\x12\x16\n\x0eowner_agent_id\x18\x06 \x01(\t\x12\x15\n\rowner_address\x18\x07 \x01(\t\x12\x16\n\x0ewal_size_bytes\x18\x08 \x01(\x03\x12\x19\n\x11\x62uffer_size_bytes\x18\t \x01(\x03\"\xa5\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12>\n\x06\x63onfig\x18\x03 \x03(\x0b\x32..streamhouse.v1.CreateTopicRequest.ConfigEntry\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x13\x43reateTopicResponse\x12$\n\x05topic\x18\x01 \x01(\x0b\x32\x15.streamhouse.v1.Topic\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\xa2\x01\n\x17\x41lterTopicConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12=\n\x03set\x18\x02 \x03(\x0b\x32\x30.streamhouse.v1.AlterTopicConfigRequest.SetEntry\x12\x0e\n\x06\x64\x65lete\x18\x03 \x03(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x18\x41lterTopicConfigResponse\x12$\n\x05topic\x18\x01 \x01(\x0b\x32\x15.streamhouse.v1.Topic\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\";\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.streamhouse.v1.Topic\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"p\n\x15\x44\x65scribeTopicResponse\x12$\n\x05topic\x18\x01 \x01(\x0b\x32\x15.streamhouse.v1.Topic\x12\x31\n\npartitions\x18\x02 \x03(\x0b\x32\x1d.streamhouse.v1.PartitionInfo\"h\n\x0eProduceRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x0c\x12%\n\x04\x61\x63ks\x18\x04 \x01(\x0e\x32\x17.streamhouse.v1.AckMode\"<\n\x0fProduceResponse\x12\x13\n\x0b\x62\x61se_offset\x18\x01 \x01(\x03\x12\x14\n\x0crecord_count\x18\x02 \x01(\x05\"j\n\x0e\x43onsumeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x05 \x01(\x05\"W\n\x0f\x43onsumeResponse\x12\x12\n\nrecord_set\x18\x01 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\"6\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"G\n\x13ListOffsetsResponse\x12\x18\n\x10log_start_offset\x18\x01 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\"V\n\x13\x43ommitOffsetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\"\x16\n\x14\x43ommitOffsetResponse\"E\n\x12\x46\x65tchOffsetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\"4\n\x13\x46\x65tchOffsetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"\"\n\x11ListAgentsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"l\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10heartbeat_age_ms\x18\x03 \x01(\x03\x12\x0c\n\x04live\x18\x04 \x01(\x08\x12\x12\n\npartitions\x18\x05 \x01(\x05\"\xc9\x01\n\x0ePartitionOwner\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x16\n\x0eowner_agent_id\x18\x03 \x01(\t\x12\x15\n\rowner_address\x18\x04 \x01(\t\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x06 \x01(\x03\x12 \n\x13lease_expires_in_ms\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x16\n\x14_lease_expires_in_ms\"\xa4\x01\n\x12ListAgentsResponse\x12+\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x1b.streamhouse.v1.AgentStatus\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.streamhouse.v1.PartitionOwner\x12\x17\n\x0f\x63\x61talog_time_ms\x18\x03 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x04 \x01(\x03*u\n\x07\x41\x63kMode\x12\x18\n\x14\x41\x43K_MODE_UNSPECIFIED\x10\x00\x12\x11\n\rACK_MODE_NONE\x10\x01\x12\x15\n\x11\x41\x43K_MODE_BUFFERED\x10\x02\x12\x10\n\x0c\x41\x43K_MODE_WAL\x10\x03\x12\x14\n\x10\x41\x43K_MODE_DURABLE\x10\x04\x32\xcf\x07\n\x0bStreamHouse\x12V\n\x0b\x43reateTopic\x12\".streamhouse.v1.CreateTopicRequest\x1a#.streamhouse.v1.CreateTopicResponse\x12V\n\x0b\x44\x65leteTopic\x12\".streamhouse.v1.DeleteTopicRequest\x1a#.streamhouse.v1.DeleteTopicResponse\x12S\n\nListTopics\x12!.streamhouse.v1.ListTopicsRequest\x1a\".streamhouse.v1.ListTopicsResponse\x12\\\n\rDescribeTopic\x12$.streamhouse.v1.DescribeTopicRequest\x1a%.streamhouse.v1.DescribeTopicResponse\x12\x65\n\x10\x41lterTopicConfig\x12\'.streamhouse.v1.AlterTopicConfigRequest\x1a(.streamhouse.v1.AlterTopicConfigResponse\x12J\n\x07Produce\x12\x1e.streamhouse.v1.ProduceRequest\x1a\x1f.streamhouse.v1.ProduceResponse\x12J\n\x07\x43onsume\x12\x1e.streamhouse.v1.ConsumeRequest\x1a\x1f.streamhouse.v1.ConsumeResponse\x12V\n\x0bListOffsets\x12\".streamhouse.v1.ListOffsetsRequest\x1a#.streamhouse.v1.ListOffsetsResponse\x12Y\n\x0c\x43ommitOffset\x12#.streamhouse.v1.CommitOffsetRequest\x1a$.streamhouse.v1.CommitOffsetResponse\x12V\n\x0b\x46\x65tchOffset\x12\".streamhouse.v1.FetchOffsetRequest\x1a#.streamhouse.v1.FetchOffsetResponse\x12S\n\nListAgents\x12!.streamhouse.v1.ListAgentsRequest\x1a\".streamhouse.v1.ListAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n streamhouse/v1/streamhouse.proto\x12\x0estreamhouse.v1\"\xa2\x01\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x31\n\x06\x63onfig\x18\x03 \x03(\x0b\x32!.streamhouse.v1.Topic.ConfigEntry\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x01\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x03\x12\x16\n\x0eowner_agent_id\x18\x06 \x01(\t\x12\x15\n\rowner_address\x18\x07 \x01(\t\x12\x16\n\x0ewal_size_bytes\x18\x08 \x01(\x03\x12\x19\n\x11\x62uffer_size_bytes\x18\t \x01(\x03\"\xa5\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12>\n\x06\x63onfig\x18\x03 \x03(\x0b\x32..streamhouse.v1.CreateTopicRequest.ConfigEntry\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x13\x43reateTopicResponse\x12$\n\x05topic\x18\x01 \x01(\x0b\x32\x15.streamhouse.v1.Topic\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\xa2\x01\n\x17\x41lterTopicConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12=\n\x03set\x18\x02 \x03(\x0b\x32\x30.streamhouse.v1.AlterTopicConfigRequest.SetEntry\x12\x0e\n\x06\x64\x65lete\x18\x03 \x03(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x18\x41lterTopicConfigResponse\x12$\n\x05topic\x18\x01 \x01(\x0b\x32\x15.streamhouse.v1.Topic\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\";\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.streamhouse.v1.Topic\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"p\n\x15\x44\x65scribeTopicResponse\x12$\n\x05topic\x18\x01 \x01(\x0b\x32\x15.streamhouse.v1.Topic\x12\x31\n\npartitions\x18\x02 \x03(\x0b\x32\x1d.streamhouse.v1.PartitionInfo\"\xac\x01\n\x0eProduceRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x0c\x12%\n\x04\x61\x63ks\x18\x04 \x01(\x0e\x32\x17.streamhouse.v1.AckMode\x12\x13\n\x0bproducer_id\x18\x05 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x06 \x01(\r\x12\x15\n\rbase_sequence\x18\x07 \x01(\r\"O\n\x0fProduceResponse\x12\x13\n\x0b\x62\x61se_offset\x18\x01 \x01(\x03\x12\x14\n\x0crecord_count\x18\x02 \x01(\x05\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"*\n\x13InitProducerRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\"C\n\x14InitProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\r\"j\n\x0e\x43onsumeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x05 \x01(\x05\"W\n\x0f\x43onsumeResponse\x12\x12\n\nrecord_set\x18\x01 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\"6\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"G\n\x13ListOffsetsResponse\x12\x18\n\x10log_start_offset\x18\x01 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\"V\n\x13\x43ommitOffsetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\"\x16\n\x14\x43ommitOffsetResponse\"E\n\x12\x46\x65tchOffsetRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\"4\n\x13\x46\x65tchOffsetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"\"\n\x11ListAgentsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"l\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10heartbeat_age_ms\x18\x03 \x01(\x03\x12\x0c\n\x04live\x18\x04 \x01(\x08\x12\x12\n\npartitions\x18\x05 \x01(\x05\"\xc9\x01\n\x0ePartitionOwner\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x16\n\x0eowner_agent_id\x18\x03 \x01(\t\x12\x15\n\rowner_address\x18\x04 \x01(\t\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x06 \x01(\x03\x12 \n\x13lease_expires_in_ms\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x16\n\x14_lease_expires_in_ms\"\xa4\x01\n\x12ListAgentsResponse\x12+\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x1b.streamhouse.v1.AgentStatus\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.streamhouse.v1.PartitionOwner\x12\x17\n\x0f\x63\x61talog_time_ms\x18\x03 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x04 \x01(\x03*u\n\x07\x41\x63kMode\x12\x18\n\x14\x41\x43K_MODE_UNSPECIFIED\x10\x00\x12\x11\n\rACK_MODE_NONE\x10\x01\x12\x15\n\x11\x41\x43K_MODE_BUFFERED\x10\x02\x12\x10\n\x0c\x41\x43K_MODE_WAL\x10\x03\x12\x14\n\x10\x41\x43K_MODE_DURABLE\x10\x04\x32\xaa\x08\n\x0bStreamHouse\x12V\n\x0b\x43reateTopic\x12\".streamhouse.v1.CreateTopicRequest\x1a#.streamhouse.v1.CreateTopicResponse\x12V\n\x0b\x44\x65leteTopic\x12\".streamhouse.v1.DeleteTopicRequest\x1a#.streamhouse.v1.DeleteTopicResponse\x12S\n\nListTopics\x12!.streamhouse.v1.ListTopicsRequest\x1a\".streamhouse.v1.ListTopicsResponse\x12\\\n\rDescribeTopic\x12$.streamhouse.v1.DescribeTopicRequest\x1a%.streamhouse.v1.DescribeTopicResponse\x12\x65\n\x10\x41lterTopicConfig\x12\'.streamhouse.v1.AlterTopicConfigRequest\x1a(.streamhouse.v1.AlterTopicConfigResponse\x12J\n\x07Produce\x12\x1e.streamhouse.v1.ProduceRequest\x1a\x1f.streamhouse.v1.ProduceResponse\x12Y\n\x0cInitProducer\x12#.streamhouse.v1.InitProducerRequest\x1a$.streamhouse.v1.InitProducerResponse\x12J\n\x07\x43onsume\x12\x1e.streamhouse.v1.ConsumeRequest\x1a\x1f.streamhouse.v1.ConsumeResponse\x12V\n\x0bListOffsets\x12\".streamhouse.v1.ListOffsetsRequest\x1a#.streamhouse.v1.ListOffsetsResponse\x12Y\n\x0c\x43ommitOffset\x12#.streamhouse.v1.CommitOffsetRequest\x1a$.streamhouse.v1.CommitOffsetResponse\x12V\n\x0b\x46\x65tchOffset\x12\".streamhouse.v1.FetchOffsetRequest\x1a#.streamhouse.v1.FetchOffsetResponse\x12S\n\nListAgents\x12!.streamhouse.v1.ListAgentsRequest\x1a\".streamhouse.v1.ListAgentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETOPICREQUEST_CONFIGENTRY']._serialized_options = b'8\001'
   _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._loaded_options = None
   _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._serialized_options = b'8\001'
-  _globals['_ACKMODE']._serialized_start=2469
-  _globals['_ACKMODE']._serialized_end=2586
+  _globals['_ACKMODE']._serialized_start=2670
+  _globals['_ACKMODE']._serialized_end=2787
   _globals['_TOPIC']._serialized_start=53
   _globals['_TOPIC']._serialized_end=215
   _globals['_TOPIC_CONFIGENTRY']._serialized_start=170
@@ -70,34 +70,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBETOPICREQUEST']._serialized_end=1105
   _globals['_DESCRIBETOPICRESPONSE']._serialized_start=1107
   _globals['_DESCRIBETOPICRESPONSE']._serialized_end=1219
-  _globals['_PRODUCEREQUEST']._serialized_start=1221
-  _globals['_PRODUCEREQUEST']._serialized_end=1325
-  _globals['_PRODUCERESPONSE']._serialized_start=1327
-  _globals['_PRODUCERESPONSE']._serialized_end=1387
-  _globals['_CONSUMEREQUEST']._serialized_start=1389
-  _globals['_CONSUMEREQUEST']._serialized_end=1495
-  _globals['_CONSUMERESPONSE']._serialized_start=1497
-  _globals['_CONSUMERESPONSE']._serialized_end=1584
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=1586
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=1640
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1642
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1713
-  _globals['_COMMITOFFSETREQUEST']._serialized_start=1715
-  _globals['_COMMITOFFSETREQUEST']._serialized_end=1801
-  _globals['_COMMITOFFSETRESPONSE']._serialized_start=1803
-  _globals['_COMMITOFFSETRESPONSE']._serialized_end=1825
-  _globals['_FETCHOFFSETREQUEST']._serialized_start=1827
-  _globals['_FETCHOFFSETREQUEST']._serialized_end=1896
-  _globals['_FETCHOFFSETRESPONSE']._serialized_start=1898
-  _globals['_FETCHOFFSETRESPONSE']._serialized_end=1950
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1952
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1986
-  _globals['_AGENTSTATUS']._serialized_start=1988
-  _globals['_AGENTSTATUS']._serialized_end=2096
-  _globals['_PARTITIONOWNER']._serialized_start=2099
-  _globals['_PARTITIONOWNER']._serialized_end=2300
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=2303
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=2467
-  _globals['_STREAMHOUSE']._serialized_start=2589
-  _globals['_STREAMHOUSE']._serialized_end=3564
+  _globals['_PRODUCEREQUEST']._serialized_start=1222
+  _globals['_PRODUCEREQUEST']._serialized_end=1394
+  _globals['_PRODUCERESPONSE']._serialized_start=1396
+  _globals['_PRODUCERESPONSE']._serialized_end=1475
+  _globals['_INITPRODUCERREQUEST']._serialized_start=1477
+  _globals['_INITPRODUCERREQUEST']._serialized_end=1519
+  _globals['_INITPRODUCERRESPONSE']._serialized_start=1521
+  _globals['_INITPRODUCERRESPONSE']._serialized_end=1588
+  _globals['_CONSUMEREQUEST']._serialized_start=1590
+  _globals['_CONSUMEREQUEST']._serialized_end=1696
+  _globals['_CONSUMERESPONSE']._serialized_start=1698
+  _globals['_CONSUMERESPONSE']._serialized_end=1785
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=1787
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=1841
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1843
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1914
+  _globals['_COMMITOFFSETREQUEST']._serialized_start=1916
+  _globals['_COMMITOFFSETREQUEST']._serialized_end=2002
+  _globals['_COMMITOFFSETRESPONSE']._serialized_start=2004
+  _globals['_COMMITOFFSETRESPONSE']._serialized_end=2026
+  _globals['_FETCHOFFSETREQUEST']._serialized_start=2028
+  _globals['_FETCHOFFSETREQUEST']._serialized_end=2097
+  _globals['_FETCHOFFSETRESPONSE']._serialized_start=2099
+  _globals['_FETCHOFFSETRESPONSE']._serialized_end=2151
+  _globals['_LISTAGENTSREQUEST']._serialized_start=2153
+  _globals['_LISTAGENTSREQUEST']._serialized_end=2187
+  _globals['_AGENTSTATUS']._serialized_start=2189
+  _globals['_AGENTSTATUS']._serialized_end=2297
+  _globals['_PARTITIONOWNER']._serialized_start=2300
+  _globals['_PARTITIONOWNER']._serialized_end=2501
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=2504
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=2668
+  _globals['_STREAMHOUSE']._serialized_start=2790
+  _globals['_STREAMHOUSE']._serialized_end=3856
 # @@protoc_insertion_point(module_scope)

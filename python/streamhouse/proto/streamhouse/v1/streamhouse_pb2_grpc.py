@@ -65,6 +65,11 @@ class StreamHouseStub:
                 request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.ProduceRequest.SerializeToString,
                 response_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.ProduceResponse.FromString,
                 _registered_method=True)
+        self.InitProducer = channel.unary_unary(
+                '/streamhouse.v1.StreamHouse/InitProducer',
+                request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.InitProducerRequest.SerializeToString,
+                response_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.InitProducerResponse.FromString,
+                _registered_method=True)
         self.Consume = channel.unary_unary(
                 '/streamhouse.v1.StreamHouse/Consume',
                 request_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.ConsumeRequest.SerializeToString,
@@ -128,6 +133,13 @@ class StreamHouseServicer:
 
     def Produce(self, request, context):
         """Append one batch to one partition; returns once the requested ack mode is met.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InitProducer(self, request, context):
+        """A producer id and epoch for idempotent produce (docs/api.md, "Idempotent produce").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +211,11 @@ def add_StreamHouseServicer_to_server(servicer, server):
                     servicer.Produce,
                     request_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.ProduceRequest.FromString,
                     response_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.ProduceResponse.SerializeToString,
+            ),
+            'InitProducer': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducer,
+                    request_deserializer=streamhouse_dot_v1_dot_streamhouse__pb2.InitProducerRequest.FromString,
+                    response_serializer=streamhouse_dot_v1_dot_streamhouse__pb2.InitProducerResponse.SerializeToString,
             ),
             'Consume': grpc.unary_unary_rpc_method_handler(
                     servicer.Consume,
@@ -388,6 +405,33 @@ class StreamHouse:
             '/streamhouse.v1.StreamHouse/Produce',
             streamhouse_dot_v1_dot_streamhouse__pb2.ProduceRequest.SerializeToString,
             streamhouse_dot_v1_dot_streamhouse__pb2.ProduceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamhouse.v1.StreamHouse/InitProducer',
+            streamhouse_dot_v1_dot_streamhouse__pb2.InitProducerRequest.SerializeToString,
+            streamhouse_dot_v1_dot_streamhouse__pb2.InitProducerResponse.FromString,
             options,
             channel_credentials,
             insecure,
