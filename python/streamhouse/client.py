@@ -33,6 +33,7 @@ from streamhouse import errors
 from streamhouse.broker import ACK_MODES, AckMode, AgentStatus, ClusterView, PartitionOwnership
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2_grpc as pb_grpc
+from streamhouse.recordset import MAX_SEQUENCE, batch_record_count
 
 if TYPE_CHECKING:
     from streamhouse.consumer import Consumer
@@ -245,13 +246,6 @@ def _now_ms() -> int:
 T = TypeVar("T")
 
 
-def batch_record_count(batch: bytes) -> int:
-    """The record count in a produce batch's header (docs/format.md section 2)."""
-    if len(batch) < 20 or batch[:4] != b"SHB1":
-        raise errors.InvalidBatch("not a produce batch: it must start with the 20-byte header of magic SHB1")
-    return int.from_bytes(batch[4:8], "little")
-
-
 class Idempotence:
     """A client's idempotent producer: its id and epoch (from ``InitProducer``, asked for on first use)
     and the next sequence number per partition. Thread-safe.
@@ -307,9 +301,6 @@ class Idempotence:
                 self._next[key] = stamp[2]
             else:
                 self._stale = True
-
-
-MAX_SEQUENCE = 2**32 - 1
 
 
 class Client:

@@ -7,7 +7,21 @@ import struct
 from collections.abc import Iterator
 from typing import Final
 
+from streamhouse.errors import InvalidBatch
+
 ENTRY_HEADER: Final = struct.Struct("<QIIq")  # base_offset, record_count, payload_length, base_timestamp_ms
+MAX_SEQUENCE: Final = 2**32 - 1  # idempotent produce: sequence numbers (and epochs) are 32-bit (format 4.2)
+
+
+def batch_record_count(batch: bytes) -> int:
+    """The record count in a produce batch's header (docs/format.md section 2), without validating the
+    records: what an idempotent batch's sequence range needs before the WAL append validates the rest."""
+    if len(batch) < 20 or batch[:4] != b"SHB1":
+        raise InvalidBatch("not a produce batch: it must start with the 20-byte header of magic SHB1")
+    count = int.from_bytes(batch[4:8], "little")
+    if count < 1:
+        raise InvalidBatch("a produce batch holds at least one record")
+    return count
 
 
 def entries(record_set: bytes) -> Iterator[tuple[int, int, int, int, int]]:

@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 
 from streamhouse.catalog.base import ProducerBatch, ProducerSnapshot
 from streamhouse.errors import DuplicateSequence, InvalidArgument, OutOfOrderSequence, ProducerFenced
+from streamhouse.recordset import MAX_SEQUENCE
 
 RETAINED_BATCHES = 5
 """Batches remembered per producer and partition: a producer keeps at most this many in flight to one
 partition, so any retry it can send is answered with its offsets (Kafka's max.in.flight limit is 5 too)."""
-
-MAX_SEQUENCE = 2**32 - 1
 
 
 @dataclass(slots=True)
@@ -145,4 +144,4 @@ class ProducerStates:
         return len(gone)
 
 
-__all__ = ["MAX_SEQUENCE", "RETAINED_BATCHES", "ProducerStates"]
+__all__ = ["RETAINED_BATCHES", "ProducerStates"]

@@ -50,7 +50,6 @@ from streamhouse.errors import (
     CatalogUnavailable,
     CorruptionError,
     InvalidArgument,
-    InvalidBatch,
     NotLeader,
     ObjectStoreError,
     ResourceExhausted,
@@ -65,6 +64,7 @@ from streamhouse.errors import (
 from streamhouse.logs import get_logger
 from streamhouse.metrics import AgentMetrics
 from streamhouse.names import partition_dir
+from streamhouse.recordset import batch_record_count
 
 if TYPE_CHECKING:
     from streamhouse.agent.flush import Flusher
@@ -74,20 +74,6 @@ log = get_logger(__name__)
 # A WAL frame header (56 bytes in version 2, the version written) replaces the 20-byte batch header
 # (docs/format.md 4.2).
 _FRAME_OVERHEAD = 56 - 20
-_BATCH_MAGIC = b"SHB1"
-
-
-def batch_record_count(batch: bytes) -> int:
-    """The record count in a produce batch's header (docs/format.md section 2), before the WAL append
-    validates the whole batch: an idempotent batch's sequence range is checked first."""
-    if len(batch) < 20 or batch[:4] != _BATCH_MAGIC:
-        raise InvalidBatch("not a produce batch: it must start with the 20-byte header of magic SHB1")
-    count = int.from_bytes(batch[4:8], "little")
-    if count < 1:
-        raise InvalidBatch("a produce batch holds at least one record")
-    return count
-
-
 _MIN_DURABLE_REPORT_S = 1.0
 WAL_IDLE_DELETE_S = 2.0  # a committed WAL file still in use is deleted once the partition is this idle
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from streamhouse.errors import InvalidArgument, InvalidArgumentType
 from streamhouse.names import MAX_PARTITION, validate_object_key, validate_topic_name
+from streamhouse.recordset import MAX_SEQUENCE
 
 from .base import PartitionState, SegmentRecord
 
@@ -243,8 +244,7 @@ def check_str_list(what: str, values: object) -> frozenset[str]:
     return frozenset(values)
 
 
-MAX_PRODUCER_EPOCH = 2**32 - 1  # the WAL frame's field
-MAX_SEQUENCE = 2**32 - 1
+MAX_PRODUCER_EPOCH = MAX_SEQUENCE  # the WAL frame's u32 field, like the sequence
 
 
 def check_producers(segment: SegmentRecord) -> None:
