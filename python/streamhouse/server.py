@@ -154,6 +154,31 @@ def _decode(cls: Any, raw: bytes) -> Any:
         ) from None
 
 
+def _varint(n: int) -> bytes:
+    n &= 0xFFFF_FFFF_FFFF_FFFF  # an int64 field is encoded as its 64-bit two's complement
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_consume_response(record_set: bytes, high_watermark: int, log_start_offset: int) -> bytes:
+    """``pb.ConsumeResponse(...).SerializeToString()``, byte for byte, written directly: a reply carries
+    up to ``max_fetch_size`` of records, and building the message and serialising it copies them twice
+    (about 10 ms for 4 MiB with upb, measured, on the event loop) where this copies them once (0.2 ms).
+    Fields at their default value are left out, as protobuf does."""
+    parts: list[bytes] = []
+    if record_set:
+        parts += (b"\x0a", _varint(len(record_set)), record_set)  # field 1, length-delimited
+    if high_watermark:
+        parts += (b"\x10", _varint(high_watermark))  # field 2, varint
+    if log_start_offset:
+        parts += (b"\x18", _varint(log_start_offset))  # field 3, varint
+    return b"".join(parts)
+
+
 def _topic_pb(info: TopicInfo) -> pb.Topic:
     return pb.Topic(
         name=info.name, partitions=info.partitions, config=dict(info.config), created_at_ms=info.created_at_ms
@@ -303,8 +328,11 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             if prepaid[0] and self._admission is not None:
                 self._admission.release_request(prepaid[0])
 
-    async def Consume(self, request: pb.ConsumeRequest, context: Any) -> pb.ConsumeResponse:
-        async def work() -> pb.ConsumeResponse:
+    async def Consume(self, request: pb.ConsumeRequest, context: Any) -> bytes:
+        """Registered without a response serializer (``_add_servicer``): the reply is encoded here by
+        ``encode_consume_response``, one copy of the record set instead of protobuf's."""
+
+        async def work() -> bytes:
             topic = _check_topic(request.topic)
             partition = _check_partition(request.partition)
             offset = _check_offset(request.offset)
@@ -313,9 +341,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             max_bytes = min(request.max_bytes or self._max_fetch_bytes, self._max_fetch_bytes)
             max_wait_ms = min(request.max_wait_ms, MAX_WAIT_MS)
             r = await self._broker.fetch(topic, partition, offset, max_bytes, max_wait_ms)
-            return pb.ConsumeResponse(
-                record_set=r.record_set, high_watermark=r.high_watermark, log_start_offset=r.log_start_offset
-            )
+            return encode_consume_response(r.record_set, r.high_watermark, r.log_start_offset)
 
         return await _call(context, "Consume", work(), self._on_error)
 
@@ -356,7 +382,8 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
 
 def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> None:
     """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that Produce
-    receives its request as raw bytes (see ``StreamHouseServicer.Produce``)."""
+    receives its request as raw bytes (see ``StreamHouseServicer.Produce``) and Consume returns its reply
+    already encoded (see ``encode_consume_response``)."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods:
         request_cls = getattr(pb, method.input_type.name)
@@ -364,7 +391,7 @@ def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> Non
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
             request_deserializer=None if method.name == "Produce" else request_cls.FromString,
-            response_serializer=response_cls.SerializeToString,
+            response_serializer=None if method.name == "Consume" else response_cls.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -466,6 +493,7 @@ __all__ = [
     "STATUS_BY_ERROR",
     "GrpcServer",
     "StreamHouseServicer",
+    "encode_consume_response",
     "status_for",
     "trailing_metadata_for",
 ]
