@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use super::errors::{type_err, IntoPyResult};
-use super::{bytes_arg, opt, release, size_arg, str_arg, u63_arg};
+use super::{bytes_arg, opt, release, size_arg, str_arg, u63_arg, RELEASE_THRESHOLD_BYTES};
 use crate::codec::batch::{write_batch_header, BATCH_HEADER_LEN};
 use crate::wal::{self, RecoveredFrame, Recovery, SyncPolicy, Wal, WalOptions};
 
@@ -215,7 +215,12 @@ impl PyWal {
     fn append(&self, py: Python<'_>, batch: &Bound<'_, PyAny>) -> PyResult<u64> {
         let batch = bytes_arg(batch, "batch")?;
         let wal = &self.inner;
-        release(py, true, || wal.append(&batch)).py_err(py)
+        // A small append that cannot fsync (policy `never`: the agent's default, it syncs separately)
+        // is one write to the page cache: done with the GIL held, because giving it up and taking it
+        // back costs more, and on a busy event loop the taking back waits for other threads.
+        let heavy = batch.len() >= RELEASE_THRESHOLD_BYTES
+            || wal.options().sync_policy != SyncPolicy::Never;
+        release(py, heavy, || wal.append(&batch)).py_err(py)
     }
 
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
@@ -237,7 +242,14 @@ impl PyWal {
 
     fn stats(&self, py: Python<'_>) -> PyResult<PyWalStats> {
         let wal = &self.inner;
-        let s = release(py, true, || wal.stats()).py_err(py)?;
+        // Reading the counters takes microseconds: done with the GIL held unless a lock is busy (an
+        // append or truncation in progress), because a worker thread that gives the GIL up has to
+        // wait for the event loop to get it back, and the flush reads the stats of every partition.
+        let s = match wal.try_stats() {
+            Some(s) => s,
+            None => release(py, true, || wal.stats()),
+        }
+        .py_err(py)?;
         Ok(PyWalStats {
             bytes_on_disk: s.bytes_on_disk,
             files: s.files,
