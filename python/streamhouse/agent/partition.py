@@ -755,6 +755,32 @@ class PartitionWriter:
             return self._slots[0].first_at
         return self._buffer_first_at if self._buffer_bytes else None
 
+    def truncation_due(self) -> bool:
+        """Whether ``truncate_committed`` would delete a file now. Cheap (the WAL's counters, read
+        without giving the GIL up): the flush asks on the event loop and sends only these partitions to
+        a worker thread, which after most flushes is none of them."""
+        wal = self._wal
+        if wal is None or self._failure is not None or self._abandoned:
+            return False
+        try:
+            return self._truncation_due(wal, False)
+        except StorageError:
+            return True  # let truncate_committed meet the error and log it
+
+    def _truncation_due(self, wal: Any, force: bool) -> bool:
+        stats = wal.stats()
+        if stats.files == 0 or stats.first_offset >= self.committed_offset:
+            return False  # nothing committed is on disk
+        # The file in use is kept while the partition is busy.
+        return (
+            force
+            or stats.files > 1
+            or (
+                stats.next_offset <= self.committed_offset
+                and time.monotonic() - self._last_append >= WAL_IDLE_DELETE_S
+            )
+        )
+
     def truncate_committed(self, force: bool = False) -> None:
         """In a worker thread, after a commit and from the agent's periodic sweep: delete the WAL files the
         catalog now covers (not after a failure: a failed WAL is left as it is for recovery, which skips
@@ -769,18 +795,8 @@ class PartitionWriter:
         if wal is None or self._failure is not None or self._abandoned:
             return
         try:
-            stats = wal.stats()
-            if stats.files == 0 or stats.first_offset >= self.committed_offset:
-                return  # nothing committed is on disk
-            if (
-                not force
-                and stats.files == 1
-                and (
-                    stats.next_offset > self.committed_offset
-                    or time.monotonic() - self._last_append < WAL_IDLE_DELETE_S
-                )
-            ):
-                return  # the file in use: kept while the partition is busy
+            if not self._truncation_due(wal, force):
+                return
             wal.truncate(self.committed_offset)
         except StorageError as exc:
             if self._abandoned:
