@@ -12,7 +12,7 @@
 # built extension (tests/unit/test_stub.py).
 
 from collections.abc import Sequence
-from typing import Final, Literal, Self, final
+from typing import Any, Final, Literal, Self, TypeVar, final, overload
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE_BYTES",
@@ -47,6 +47,7 @@ __all__ = [
 _Codec = Literal["none", "lz4", "zstd", "snappy"]
 _SyncPolicy = Literal["batch", "interval", "never"]
 _Header = tuple[str, bytes]
+_TupleT = TypeVar("_TupleT", bound=tuple[Any, ...])
 # (key, value, timestamp_ms or None for default, headers or None)
 _RecordIn = tuple[bytes | None, bytes, int | None, Sequence[_Header] | None]
 # (offset, timestamp_ms, key, value, headers)
@@ -97,11 +98,31 @@ def batch_info(batch: bytes, max_record_bytes: int | None = None) -> BatchInfo:
 def decode_batch(batch: bytes, base_offset: int | None = None) -> list[_RecordOut]:
     """Decode a produce batch, numbering records from `base_offset` (default 0)."""
 
+@overload
 def decode_records(
-    record_set: bytes, start_offset: int | None = None, max_records: int | None = None
+    record_set: bytes,
+    start_offset: int | None = None,
+    max_records: int | None = None,
+    *,
+    record_type: None = None,
+    partition: None = None,
 ) -> list[_RecordOut]:
     """Decode a record set (format section 3), dropping records below `start_offset` (default 0) and
     stopping after `max_records` (default: no limit). Raises InvalidBatch on malformed input."""
+
+@overload
+def decode_records(
+    record_set: bytes,
+    start_offset: int | None = None,
+    max_records: int | None = None,
+    *,
+    record_type: type[_TupleT],
+    partition: int | None = None,
+) -> list[_TupleT]:
+    """As above, each record built as `record_type(offset, timestamp_ms, key, value, headers,
+    partition)` (default partition 0) in the same pass: `record_type` is `tuple` or a tuple subclass
+    whose instances hold nothing else (a named tuple), else InvalidArgumentType. `partition` without
+    `record_type` is InvalidArgument."""
 
 # ---- WAL ----------------------------------------------------------------------------------------
 

@@ -230,6 +230,19 @@ def _record_in(r: Any) -> _RecordIn:
     )
 
 
+def decode_record_set(
+    codec: ModuleType, record_set: bytes, partition: int, offset: int, max_records: int | None
+) -> list[Record]:
+    """The records of a fetch reply's record set from ``offset`` on, built as ``Record`` by the codec
+    itself in one pass (no intermediate tuple per record, which halved consume throughput)."""
+    if not record_set:
+        return []
+    records: list[Record] = codec.decode_records(
+        record_set, offset, max_records, record_type=Record, partition=partition
+    )
+    return records
+
+
 def key_partition(key: bytes, partitions: int) -> int:
     """Stable key hash (CRC32C, the same in every process and language) modulo the partition count."""
     return int(_codec().crc32c(key)) % partitions
@@ -630,13 +643,7 @@ class Client:
     def decode(
         self, resp: pb.ConsumeResponse, partition: int, offset: int, max_records: int | None
     ) -> list[Record]:
-        if not resp.record_set:
-            return []
-        new = tuple.__new__  # Record's own __new__ is Python code: a third of the cost of a record
-        return [
-            new(Record, (o, ts, k, v, tuple(h) if h else (), partition))
-            for (o, ts, k, v, h) in self.codec.decode_records(resp.record_set, offset, max_records)
-        ]
+        return decode_record_set(self.codec, resp.record_set, partition, offset, max_records)
 
     def consume(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from streamhouse import errors, recordset
-from streamhouse.client import Client, Record, _raise
+from streamhouse.client import Client, Record, _raise, decode_record_set
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 
 
@@ -160,7 +160,7 @@ class Consumer:
             first.wait()  # the first answer (records, an error or the end of its wait) ends the long poll
             # A few milliseconds more collects the partitions that answered at the same time.
             time.sleep(0.002)
-        answers: list[tuple[int, Any]] = []
+        answers: list[tuple[int, bytes]] = []
         error: errors.StreamhouseError | None = None
         for p, call in calls:
             if wait_ms and not call.done():
@@ -178,12 +178,13 @@ class Consumer:
                     exc.__cause__ = rpc
                     error = exc
                 continue
-            answers.append((p, resp))
-            end = recordset.end_offset(resp.record_set)
+            data = resp.record_set  # each access copies the bytes out of the reply: once
+            answers.append((p, data))
+            end = recordset.end_offset(data)
             if end is not None:
                 self._prefetched[p] = (end, self._call(p, end, 0))  # read ahead while this one is decoded
-        for p, resp in answers:
-            recs = self.client.decode(resp, p, positions[p], None)
+        for p, data in answers:
+            recs = decode_record_set(self.client.codec, data, p, positions[p], None)
             if not recs:
                 continue
             left = max(max_records - len(out), 0)

@@ -171,6 +171,31 @@ def _decode(cls: Any, raw: bytes) -> Any:
         ) from None
 
 
+def _varint(n: int) -> bytes:
+    n &= 0xFFFF_FFFF_FFFF_FFFF  # an int64 field is encoded as its 64-bit two's complement
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_consume_response(record_set: bytes, high_watermark: int, log_start_offset: int) -> bytes:
+    """``pb.ConsumeResponse(...).SerializeToString()``, byte for byte, written directly: a reply carries
+    up to ``max_fetch_size`` of records, and building the message and serialising it copies them twice
+    (about 10 ms for 4 MiB with upb, measured, on the event loop) where this copies them once (0.2 ms).
+    Fields at their default value are left out, as protobuf does."""
+    parts: list[bytes] = []
+    if record_set:
+        parts += (b"\x0a", _varint(len(record_set)), record_set)  # field 1, length-delimited
+    if high_watermark:
+        parts += (b"\x10", _varint(high_watermark))  # field 2, varint
+    if log_start_offset:
+        parts += (b"\x18", _varint(log_start_offset))  # field 3, varint
+    return b"".join(parts)
+
+
 def _topic_pb(info: TopicInfo) -> pb.Topic:
     return pb.Topic(
         name=info.name, partitions=info.partitions, config=dict(info.config), created_at_ms=info.created_at_ms
@@ -341,8 +366,11 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
             if prepaid[0] and self._admission is not None:
                 self._admission.release_request(prepaid[0])
 
-    async def Consume(self, request: pb.ConsumeRequest, context: Any) -> pb.ConsumeResponse:
-        async def work() -> pb.ConsumeResponse:
+    async def Consume(self, request: pb.ConsumeRequest, context: Any) -> bytes:
+        """Registered without a response serializer (``_add_servicer``): the reply is encoded here by
+        ``encode_consume_response``, one copy of the record set instead of protobuf's."""
+
+        async def work() -> bytes:
             topic = _check_topic(request.topic)
             partition = _check_partition(request.partition)
             offset = _check_offset(request.offset)
@@ -359,9 +387,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                     f"{self._max_request_size} bytes, lowered since the entry was written?): start the "
                     f"agent with max_request_size of at least {len(r.record_set)} bytes"
                 )
-            return pb.ConsumeResponse(
-                record_set=r.record_set, high_watermark=r.high_watermark, log_start_offset=r.log_start_offset
-            )
+            return encode_consume_response(r.record_set, r.high_watermark, r.log_start_offset)
 
         return await _call(context, "Consume", work(), self._on_error)
 
@@ -469,7 +495,8 @@ def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> Non
     """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that every
     handler receives the raw request bytes: Produce parses them itself, after drawing them from the memory
     budget (see ``StreamHouseServicer.Produce``); the others through ``_parsing``. Either way, bytes that
-    do not parse are INVALID_ARGUMENT."""
+    do not parse are INVALID_ARGUMENT. Consume returns its reply already encoded (see
+    ``encode_consume_response``)."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods:
         request_cls = getattr(pb, method.input_type.name)
@@ -480,7 +507,7 @@ def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> Non
             if method.name == "Produce"
             else _parsing(method.name, request_cls, handler, servicer._on_error),
             request_deserializer=None,
-            response_serializer=response_cls.SerializeToString,
+            response_serializer=None if method.name == "Consume" else response_cls.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -584,6 +611,7 @@ __all__ = [
     "STATUS_BY_ERROR",
     "GrpcServer",
     "StreamHouseServicer",
+    "encode_consume_response",
     "status_for",
     "trailing_metadata_for",
 ]

@@ -217,3 +217,74 @@ def test_engines_compress_identically(engines: tuple[ModuleType, ModuleType], co
         assert a == b
         for e in engines:
             assert e.decompress(codec, a, len(data)) == data
+
+
+class _Row(tuple):  # type: ignore[type-arg]
+    """A tuple subclass with a per-instance ``__dict__``: not a valid ``record_type``."""
+
+
+@SETTINGS
+@given(
+    entries=st.lists(batches, min_size=1, max_size=4),
+    start=st.integers(0, 30),
+    limit=st.none() | st.integers(0, 12),
+    partition=st.integers(0, 1 << 31),
+)
+def test_engines_build_identical_typed_records(
+    engines: tuple[ModuleType, ModuleType], entries: Any, start: int, limit: int | None, partition: int
+) -> None:
+    """decode_records(record_type=Record, partition=p) gives, in both engines, exactly the plain decode
+    with the partition appended, as instances of Record (what the client's Consumer returns)."""
+    import gc
+    import struct
+
+    from streamhouse.client import Record
+
+    py, _rs = engines
+    parts, base = [], 0
+    for recs in entries:
+        batch = py.encode_batch(recs, 1_700_000_000_000)
+        count, base_ts = struct.unpack_from("<Iq", batch, 4)
+        payload = batch[20:]
+        parts.append(struct.pack("<QIIq", base, count, len(payload), base_ts) + payload)
+        base += count
+    record_set = b"".join(parts)
+    expected = [(*r, partition) for r in py.decode_records(record_set, start, limit)]
+    for eng in engines:
+        got = eng.decode_records(record_set, start, limit, record_type=Record, partition=partition)
+        gc.collect()  # the records were taken out of the collector: they must stay intact
+        assert [type(r) for r in got] == [Record] * len(expected)
+        assert [tuple(r) for r in got] == expected
+        assert [hash(r) for r in got] == [hash(r) for r in expected]
+        assert [r.partition for r in got] == [partition] * len(expected)
+        plain = eng.decode_records(record_set, start, limit, record_type=tuple, partition=partition)
+        assert [type(r) for r in plain] == [tuple] * len(expected) and plain == expected
+        assert eng.decode_records(record_set, start, limit, record_type=Record) == [
+            (*r[:5], 0) for r in expected
+        ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"record_type": list}, "InvalidArgumentType"),
+        ({"record_type": _Row}, "InvalidArgumentType"),
+        ({"record_type": (1, 2)}, "InvalidArgumentType"),
+        ({"record_type": "Record"}, "InvalidArgumentType"),
+        ({"partition": 3}, "InvalidArgument"),
+        ({"record_type": tuple, "partition": -1}, "InvalidArgument"),
+        ({"record_type": tuple, "partition": "3"}, "InvalidArgumentType"),
+        ({"record_type": tuple, "partition": True}, "InvalidArgumentType"),
+    ],
+)
+def test_engines_refuse_a_bad_record_type_or_partition_alike(
+    engines: tuple[ModuleType, ModuleType], kwargs: dict[str, Any], error: str
+) -> None:
+    py, _rs = engines
+    batch = py.encode_batch([(None, b"v", None, None)], 5)
+    record_set = (0).to_bytes(8, "little") + batch[4:8] + batch[16:20] + batch[8:16] + batch[20:]
+    assert py.decode_records(record_set) == [(0, 5, None, b"v", ())]
+    for eng in engines:
+        with pytest.raises(Exception) as info:
+            eng.decode_records(record_set, **kwargs)
+        assert type(info.value).__name__ == error, (eng.ENGINE, info.value)

@@ -353,3 +353,28 @@ async def test_committed_wal_files_are_deleted_by_the_agent_once_idle(
     agent2 = await started(setup.config(segment_max_age_ms=50))
     await wait_committed(agent2, TOPIC, 0)
     assert [r[3] for r in await read_all(agent2, eng, TOPIC, 0)] == values(0, 15)
+
+
+async def test_rotated_wal_files_are_deleted_by_the_flush_that_commits_them(
+    setup: Setup, started: Callable[..., Any]
+) -> None:
+    """The flush sends to a worker thread only the partitions with a WAL file to delete: one with rotated,
+    committed files is (all its committed files go at once, not when the idle sweep comes), a busy
+    partition with its one file in use is not (kept for its next appends)."""
+    eng = engines.load("python")
+    agent = await started(setup.config(**MANUAL, wal_file_size="1KiB", max_record_size="512B"))
+    await agent.create_topic(TOPIC, 2)
+    for i in range(10):
+        await agent.produce(TOPIC, 0, batch(eng, i, 1, size=300), "buffered")
+    await agent.produce(TOPIC, 1, batch(eng, 0, 1), "buffered")
+    wal0 = setup.data_dir / "wal" / TOPIC / "00000"
+    assert len(list(wal0.glob("*.wal"))) >= 3, "rotated"
+    writer = agent.writer(TOPIC, 0)
+    assert not writer.truncation_due(), "nothing committed yet"
+    await agent.flusher.flush_and_wait()
+    assert writer.committed_offset == 10
+    assert list(wal0.glob("*.wal")) == [], "rotated and committed: deleted by the flush"
+    assert len(wal_files(setup.data_dir)) == 1, "partition 1's file in use is kept"
+    assert not writer.truncation_due() and not agent.writer(TOPIC, 1).truncation_due()
+    assert writer.wal_size_bytes == 0
+    assert [r[0] for r in await read_all(agent, eng, TOPIC, 0)] == list(range(10))

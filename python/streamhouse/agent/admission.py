@@ -284,8 +284,8 @@ class Admission:
             if w.failure is not None:
                 refusing += 1
             oldest = w.oldest_uncommitted_at
-            m.uncommitted_bytes.labels(topic, str(partition)).set(w.buffer_size_bytes)
-            m.uncommitted_age.labels(topic, str(partition)).set(now - oldest if oldest else 0.0)
+            m.partition_gauge(m.uncommitted_bytes, topic, partition).set(w.buffer_size_bytes)
+            m.partition_gauge(m.uncommitted_age, topic, partition).set(now - oldest if oldest else 0.0)
         m.partitions_refusing_writes.set(refusing)
 
 

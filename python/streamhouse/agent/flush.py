@@ -6,8 +6,9 @@ soon as the agent's unflushed bytes reach ``segment_max_size``, or when asked (s
 
 1. takes, from every partition with records, its active buffer (swapped for a fresh one) and any segment
    sealed earlier (recovery), in offset order;
-2. seals them (in threads: the engines release the GIL), and lays the segments end to end in one object
-   with an index of slices (flushobj.py, docs/format.md section 6);
+2. seals them (in the same worker-thread call as the take: the engines release the GIL while compressing
+   a large buffer), and lays the segments end to end in one object with an index of slices (flushobj.py,
+   docs/format.md section 6);
 3. puts the object once, conditionally, under a fresh key (``names.flush_key``), retrying with backoff;
 4. commits every slice as that partition's segment row (object key + byte range) in ONE catalog
    transaction, each row a compare-and-set on its partition's epoch and next offset
@@ -71,6 +72,7 @@ class _Job:
     seq: int
     slots: list[tuple[PartitionWriter, Slot]]
     previous: _Job | None
+    seal_errors: list[Exception | None]  # per slot, from sealing it (None: sealed)
     done: asyncio.Event = field(default_factory=asyncio.Event)  # every row resolved (committed or refused)
     started: float = field(default_factory=time.monotonic)
     committing: bool = False  # inside a catalog commit call (cannot be taken back)
@@ -204,7 +206,9 @@ class Flusher:
             await self._uploading.acquire()
             try:
                 writers = [w for w in self._writers.values() if w.has_unflushed]
-                taken = await asyncio.to_thread(_take_all, writers)
+                # Take and seal in one thread call: each hop back to a busy event loop waits behind its
+                # ready callbacks, and small segments seal in microseconds.
+                taken, seal_errors = await asyncio.to_thread(_take_and_seal_all, writers)
                 self._unflushed = sum(w.unflushed_bytes for w in self._writers.values())
                 self.metrics.unflushed_bytes.set(self._unflushed)
                 for w in writers:
@@ -213,7 +217,7 @@ class Flusher:
                     self._uploading.release()
                     return
                 self._seq += 1
-                job = _Job(self._seq, taken, self._last)
+                job = _Job(self._seq, taken, self._last, seal_errors)
                 self._last = job
                 self._active.add(job)
             except BaseException:
@@ -245,11 +249,12 @@ class Flusher:
             self._active.discard(job)
 
     async def _seal(self, job: _Job) -> None:
-        # One thread call for every slot (the engines release the GIL while compressing): a thread hop per
-        # partition costs more than sealing a small segment.
-        errors = await asyncio.to_thread(_seal_all, [slot for _w, slot in job.slots])
+        """Report each slot's seal (done in the take's thread call) to its partition; keep the slots that
+        go on to the commit."""
         job.slots = [
-            (w, slot) for (w, slot), err in zip(job.slots, errors, strict=True) if w.seal_done(slot, err)
+            (w, slot)
+            for (w, slot), err in zip(job.slots, job.seal_errors, strict=True)
+            if w.seal_done(slot, err)
         ]
 
     async def _upload_and_commit(self, job: _Job) -> None:
@@ -352,10 +357,13 @@ class Flusher:
             elif await self._resolve_conflict(writer, slot, record, outcome, our_keys):
                 committed.append(writer)
             resolved.add(i)
-        if committed:
-            await asyncio.to_thread(_truncate_all, committed)
-            for w in committed:
-                w.update_gauges()
+        # Only partitions with a WAL file to delete go to a thread (the thread hop waited tens of ms behind
+        # a busy loop, and the next flush's commit waits for this one to finish).
+        due = [w for w in committed if w.truncation_due()]
+        if due:
+            await asyncio.to_thread(_truncate_all, due)
+        for w in committed:
+            w.update_gauges()
 
     async def _resolve_conflict(
         self,
@@ -399,8 +407,13 @@ def _take_all(writers: Iterable[PartitionWriter]) -> list[tuple[PartitionWriter,
     return taken
 
 
-def _seal_all(slots: list[Slot]) -> list[Exception | None]:
-    return [seal_in_thread(slot) for slot in slots]
+def _take_and_seal_all(
+    writers: Iterable[PartitionWriter],
+) -> tuple[list[tuple[PartitionWriter, Slot]], list[Exception | None]]:
+    """In a worker thread: ``_take_all``, then seal every slot taken (the engines release the GIL while
+    compressing a large buffer); the error of each seal, None if it worked."""
+    taken = _take_all(writers)
+    return taken, [seal_in_thread(slot) for _w, slot in taken]
 
 
 def _truncate_all(writers: list[PartitionWriter]) -> None:

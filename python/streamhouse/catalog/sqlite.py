@@ -290,24 +290,62 @@ class SqliteCatalog(Catalog):
             v.check_segment(s, s.epoch)
             v.check_producers(s)
 
+        # Two statements per row were three (the compare-and-set returns the partition's new state
+        # itself) and the segment rows go in by a few multi-row INSERTs: Python's sqlite3 gives the GIL
+        # up for every statement step, and taking it back waits for a busy event loop, so a flush of
+        # hundreds of partitions spent most of its commit waiting for the GIL (measured).
         def q(conn: sqlite3.Connection) -> list[PartitionState | CommitRefused]:
             outcomes: list[PartitionState | CommitRefused] = []
+            committed: list[SegmentRecord] = []
             with _write(conn):
                 now = self._now()
                 for s in rows:
-                    try:
-                        outcomes.append(self._commit_row(conn, s, s.epoch))
-                    except (StaleEpoch, OffsetConflict) as refused:
-                        outcomes.append(refused)  # this row alone; the transaction goes on
-                        continue
-                    if s.producers:
-                        conn.executemany(
-                            PRODUCER_STATE_UPSERT.format(", ".join("?" * 6)),
-                            [producer_values(s, p, now) for p in s.producers],
-                        )
+                    row = conn.execute(
+                        "UPDATE partitions SET high_watermark = ? WHERE topic = ? AND partition = ? "
+                        f"AND leader_epoch = ? AND high_watermark = ? RETURNING {PARTITION_COLUMNS}",
+                        (s.end_offset, s.topic, s.partition, s.epoch, s.base_offset),
+                    ).fetchone()
+                    if row is None:
+                        outcomes.append(_refusal(conn, s, s.epoch))  # this row alone; the transaction goes on
+                    else:
+                        outcomes.append(partition_from_row(row))
+                        committed.append(s)
+                self._insert_segments(conn, committed)
+                states = [producer_values(s, p, now) for s in committed for p in s.producers]
+                if states:
+                    conn.executemany(PRODUCER_STATE_UPSERT.format(", ".join("?" * 6)), states)
             return outcomes
 
         return await self._run(q)
+
+    def _insert_segments(self, conn: sqlite3.Connection, segments: Sequence[SegmentRecord]) -> None:
+        """Insert segment rows, many per statement (under SQLite's historical limit of 999 parameters)."""
+        now = self._now()
+        per_statement = 999 // SEGMENT_COLUMN_COUNT
+        one = f"({', '.join('?' * SEGMENT_COLUMN_COUNT)})"
+        for i in range(0, len(segments), per_statement):
+            chunk = segments[i : i + per_statement]
+            values = [x for seg in chunk for x in segment_values(seg, now)]
+            try:
+                conn.execute(
+                    f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES {', '.join([one] * len(chunk))}", values
+                )
+            except sqlite3.IntegrityError as exc:
+                taken = next(
+                    (
+                        seg
+                        for seg in chunk
+                        if conn.execute(
+                            "SELECT 1 FROM segments WHERE object_key = ? AND object_position = ?",
+                            (seg.object_key, seg.object_position),
+                        ).fetchone()
+                    ),
+                    chunk[0],
+                )
+                raise InvalidArgument(
+                    f"object key {taken.object_key!r} at position {taken.object_position} is already "
+                    "referenced by a committed segment"
+                ) from exc
 
     def _commit_row(self, conn: sqlite3.Connection, s: SegmentRecord, expected_epoch: int) -> PartitionState:
         """One compare-and-set commit inside the caller's write transaction."""
@@ -317,16 +355,7 @@ class SqliteCatalog(Catalog):
             (s.end_offset, s.topic, s.partition, expected_epoch, s.base_offset),
         ).rowcount
         if updated != 1:
-            current = _partition(conn, s.topic, s.partition)
-            stale, message = commit_failure(
-                s.topic,
-                s.partition,
-                expected_epoch,
-                s.base_offset,
-                current.leader_epoch,
-                current.high_watermark,
-            )
-            raise StaleEpoch(message) if stale else OffsetConflict(message)
+            raise _refusal(conn, s, expected_epoch)
         try:
             conn.execute(
                 f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES ({', '.join('?' * SEGMENT_COLUMN_COUNT)})",
@@ -825,6 +854,15 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _refusal(conn: sqlite3.Connection, s: SegmentRecord, expected_epoch: int) -> CommitRefused:
+    """Why the compare-and-set of ``s`` matched no row: a stale epoch or an offset conflict."""
+    current = _partition(conn, s.topic, s.partition)
+    stale, message = commit_failure(
+        s.topic, s.partition, expected_epoch, s.base_offset, current.leader_epoch, current.high_watermark
+    )
+    return StaleEpoch(message) if stale else OffsetConflict(message)
 
 
 def _topic_partitions(conn: sqlite3.Connection, topic: str) -> int:

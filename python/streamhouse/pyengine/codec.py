@@ -410,13 +410,40 @@ def decode_batch(batch: Any, base_offset: int | None = None) -> list[Any]:
     return out
 
 
+def _record_type(record_type: Any) -> type[tuple[Any, ...]]:
+    """``record_type`` checked like the Rust engine does: ``tuple`` or a subclass whose instances hold
+    nothing but the items (a named tuple)."""
+    ok = isinstance(record_type, type) and issubclass(record_type, tuple)
+    if ok and record_type is not tuple:
+        ok = (
+            record_type.__basicsize__ == tuple.__basicsize__
+            and record_type.__dictoffset__ == 0
+            and record_type.__weakrefoffset__ == 0
+        )
+    if not ok:
+        raise errors.InvalidArgumentType(
+            "record_type must be tuple or a tuple subclass without instance attributes (a named tuple)"
+        )
+    return record_type  # type: ignore[no-any-return]
+
+
 def decode_records(
-    record_set: Any, start_offset: int | None = None, max_records: int | None = None
+    record_set: Any,
+    start_offset: int | None = None,
+    max_records: int | None = None,
+    *,
+    record_type: type[tuple[Any, ...]] | None = None,
+    partition: int | None = None,
 ) -> list[Any]:
-    view = _as_buffer(record_set, "record_set")
     start_offset = check_int(or_default(start_offset, 0), "start_offset", 0, None)
     if max_records is not None:
         check_int(max_records, "max_records", 0, None)
+    if record_type is None and partition is not None:
+        raise errors.InvalidArgument("partition is given only with record_type")
+    if record_type is not None:
+        record_type = _record_type(record_type)
+        partition = check_offset(or_default(partition, 0), "partition")
+    view = _as_buffer(record_set, "record_set")
     out: list[Any] = []
     pos = 0
     end = len(view)
@@ -436,6 +463,9 @@ def decode_records(
                 view, pos, pos + plen, count, base_ts, None, True, base, start_offset, out, max_records
             )
         pos += plen
+    if record_type is not None:
+        new = tuple.__new__
+        return [new(record_type, (*r, partition)) for r in out]
     return out
 
 

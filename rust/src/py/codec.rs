@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::errors::{type_err, value_err, IntoPyResult};
+use super::records;
 use super::{
     bytes_arg, i64_arg, opt, release, size_arg, str_arg, type_name, u63_arg,
     RELEASE_THRESHOLD_BYTES,
@@ -318,15 +319,18 @@ fn py_decode_batch<'py>(
 
 #[pyfunction]
 #[pyo3(name = "decode_records")]
-#[pyo3(signature = (record_set, start_offset=None, max_records=None))]
+#[pyo3(signature = (record_set, start_offset=None, max_records=None, *, record_type=None, partition=None))]
 fn py_decode_records<'py>(
     py: Python<'py>,
     record_set: &Bound<'py, PyAny>,
     start_offset: Option<&Bound<'py, PyAny>>,
     max_records: Option<&Bound<'py, PyAny>>,
+    record_type: Option<&Bound<'py, PyAny>>,
+    partition: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let start = opt(start_offset, 0, |o| u63_arg(o, "start_offset"))?;
     let max = opt(max_records, None, |o| size_arg(o, "max_records").map(Some))?;
+    let shape = records::Shape::from_args(py, record_type, partition)?;
     let data = bytes_arg(record_set, "record_set")?;
     // One validating walk (GIL released for big inputs) collects borrowed views, so a malformed set
     // raises before any object is built; then the objects are built straight from the views.
@@ -339,128 +343,7 @@ fn py_decode_records<'py>(
         .map(|_| views)
     })
     .py_err(py)?;
-    fast::record_list(py, &views)
-}
-
-/// Building the result list is the cost of a read that Python sees, so it goes through the C API
-/// directly: a presized list and 5-tuples filled in place (each `*SetItem` steals its reference).
-mod fast {
-    use pyo3::ffi;
-    use pyo3::prelude::*;
-    use pyo3::types::PyList;
-
-    use crate::codec::RecordView;
-
-    fn owned(py: Python<'_>, ptr: *mut ffi::PyObject) -> PyResult<*mut ffi::PyObject> {
-        if ptr.is_null() {
-            Err(PyErr::fetch(py))
-        } else {
-            Ok(ptr)
-        }
-    }
-
-    /// Take a finished tuple out of the cyclic garbage collector. Safe because it holds only ints,
-    /// bytes, str, None and tuples already untracked: it can never be part of a reference cycle. CPython
-    /// does the same lazily during a collection (`_PyTuple_MaybeUntrack`); doing it now spares every
-    /// collection that runs while a large read is being built (half the cost of a read, measured).
-    ///
-    /// SAFETY: `t` must be a live tuple whose items obey the rule above.
-    unsafe fn untrack(t: *mut ffi::PyObject) {
-        ffi::PyObject_GC_UnTrack(t.cast());
-    }
-
-    fn bytes(py: Python<'_>, b: &[u8]) -> PyResult<*mut ffi::PyObject> {
-        // SAFETY: the pointer and length describe a live slice; CPython copies it.
-        owned(py, unsafe {
-            ffi::PyBytes_FromStringAndSize(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t)
-        })
-    }
-
-    fn headers(py: Python<'_>, r: &RecordView<'_>) -> PyResult<*mut ffi::PyObject> {
-        if r.header_count == 0 {
-            // SAFETY: PyTuple_New(0) returns the shared empty tuple (a new reference).
-            return owned(py, unsafe { ffi::PyTuple_New(0) });
-        }
-        let items: Vec<_> = r.headers().collect();
-        // SAFETY: a fresh tuple of len(items); every slot is set below before it is exposed, and on an
-        // error the half-filled tuple is released (tuple dealloc tolerates NULL slots).
-        unsafe {
-            let t = owned(py, ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))?;
-            let guard = Bound::from_owned_ptr(py, t);
-            for (i, (name, value)) in items.iter().enumerate() {
-                let pair = owned(py, ffi::PyTuple_New(2))?;
-                ffi::PyTuple_SetItem(t, i as ffi::Py_ssize_t, pair);
-                let n = owned(
-                    py,
-                    ffi::PyUnicode_FromStringAndSize(
-                        name.as_ptr().cast(),
-                        name.len() as ffi::Py_ssize_t,
-                    ),
-                )?;
-                ffi::PyTuple_SetItem(pair, 0, n);
-                ffi::PyTuple_SetItem(pair, 1, bytes(py, value)?);
-                untrack(pair);
-            }
-            untrack(t);
-            Ok(guard.into_ptr())
-        }
-    }
-
-    fn record(
-        py: Python<'_>,
-        offset: u64,
-        ts: i64,
-        r: &RecordView<'_>,
-    ) -> PyResult<*mut ffi::PyObject> {
-        // SAFETY: as in `headers`: a fresh 5-tuple owned by `guard` until returned; each SetItem steals.
-        unsafe {
-            let t = owned(py, ffi::PyTuple_New(5))?;
-            let guard = Bound::from_owned_ptr(py, t);
-            ffi::PyTuple_SetItem(t, 0, owned(py, ffi::PyLong_FromUnsignedLongLong(offset))?);
-            ffi::PyTuple_SetItem(t, 1, owned(py, ffi::PyLong_FromLongLong(ts))?);
-            let key = match r.key {
-                Some(k) => bytes(py, k)?,
-                None => {
-                    let none = ffi::Py_None();
-                    ffi::Py_IncRef(none);
-                    none
-                }
-            };
-            ffi::PyTuple_SetItem(t, 2, key);
-            ffi::PyTuple_SetItem(t, 3, bytes(py, r.value)?);
-            ffi::PyTuple_SetItem(t, 4, headers(py, r)?);
-            untrack(t);
-            Ok(guard.into_ptr())
-        }
-    }
-
-    pub fn record_list<'py>(
-        py: Python<'py>,
-        views: &[(u64, i64, RecordView<'_>)],
-    ) -> PyResult<Bound<'py, PyList>> {
-        // SAFETY: a fresh list of len(views) whose slots are all set before it is returned; on an error
-        // it is released with NULL slots left, which list dealloc tolerates.
-        //
-        // The list stays out of the collector while it is filled: every allocation of a record counts
-        // towards a young-generation collection, and each such collection would walk the whole growing
-        // list (quadratic in the number of records). It is tracked again before Python can see it, so a
-        // cycle the caller later builds through it is still found.
-        unsafe {
-            let list = owned(py, ffi::PyList_New(views.len() as ffi::Py_ssize_t))?;
-            let bound = Bound::from_owned_ptr(py, list);
-            ffi::PyObject_GC_UnTrack(list.cast());
-            let filled = views
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, (offset, ts, r))| {
-                    ffi::PyList_SetItem(list, i as ffi::Py_ssize_t, record(py, *offset, *ts, r)?);
-                    Ok::<(), PyErr>(())
-                });
-            ffi::PyObject_GC_Track(list.cast());
-            filled?;
-            Ok(bound.cast_into_unchecked())
-        }
-    }
+    records::record_list(py, &views, &shape)
 }
 
 /// Stash a Python error raised inside a storage visitor and stop the walk.

@@ -5,6 +5,7 @@
 //! touched or kept while the GIL is released, and Rust never calls back into Python.
 mod codec;
 pub mod errors;
+mod records;
 mod segment;
 mod wal;
 

@@ -8,7 +8,9 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::codec::codec_arg;
 use super::errors::{type_err, IntoPyResult};
-use super::{bytes_arg, i64_arg, opt, release, size_arg, type_name, u63_arg};
+use super::{
+    bytes_arg, i64_arg, opt, release, size_arg, type_name, u63_arg, RELEASE_THRESHOLD_BYTES,
+};
 use crate::compress::Codec;
 use crate::segment::{
     self, BlockLocation, SegmentBuffer, SegmentFooter, SegmentOptions, SegmentReader,
@@ -109,7 +111,8 @@ impl PySegmentBuffer {
     ) -> PyResult<u64> {
         let base = u63_arg(base_offset, "base_offset")?;
         let batch = bytes_arg(batch, "batch")?;
-        release(py, true, || self.lock().append(base, &batch)).py_err(py)
+        let heavy = batch.len() >= RELEASE_THRESHOLD_BYTES;
+        release(py, heavy, || self.lock().append(base, &batch)).py_err(py)
     }
 
     /// A batch already validated with this buffer's max_record_bytes (by the WAL append): only its
@@ -122,7 +125,10 @@ impl PySegmentBuffer {
     ) -> PyResult<u64> {
         let base = u63_arg(base_offset, "base_offset")?;
         let batch = bytes_arg(batch, "batch")?;
-        release(py, true, || self.lock().append_trusted(base, &batch)).py_err(py)
+        // A small batch is copied with the GIL held: taking it back after a release costs more than
+        // the copy, and under a busy event loop it waits up to the interpreter's switch interval.
+        let heavy = batch.len() >= RELEASE_THRESHOLD_BYTES;
+        release(py, heavy, || self.lock().append_trusted(base, &batch)).py_err(py)
     }
 
     #[pyo3(signature = (offset, max_bytes=None))]
@@ -139,7 +145,11 @@ impl PySegmentBuffer {
     }
 
     fn seal(&self, py: Python<'_>) -> PyResult<PySealedSegment> {
-        let parts = release(py, true, || self.lock().seal_parts()).py_err(py)?;
+        // A small buffer is sealed with the GIL held (as for small appends): a flush of hundreds of
+        // small partitions seals them one after another in one worker thread, and taking the GIL back
+        // after each seal made every one of them wait for the event loop (300 us each, measured).
+        let heavy = self.lock().stats().size_bytes >= RELEASE_THRESHOLD_BYTES as u64;
+        let parts = release(py, heavy, || self.lock().seal_parts()).py_err(py)?;
         // The blocks go straight into the returned bytes: no intermediate copy of the whole file.
         let data = PyBytes::new_with(py, parts.len(), |out| parts.write_to(out).py_err(py))?;
         let s = &parts.segment;

@@ -6,7 +6,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::errors::{type_err, value_err, IntoPyResult};
-use super::{bytes_arg, opt, ranged_arg, release, size_arg, str_arg, type_name, u63_arg};
+use super::{
+    bytes_arg, opt, ranged_arg, release, size_arg, str_arg, type_name, u63_arg,
+    RELEASE_THRESHOLD_BYTES,
+};
 use crate::codec::batch::{write_batch_header, BATCH_HEADER_LEN};
 use crate::wal::{self, Producer, RecoveredFrame, Recovery, SyncPolicy, Wal, WalOptions};
 
@@ -286,7 +289,12 @@ impl PyWal {
         let producer = producer_arg(producer)?;
         let batch = bytes_arg(batch, "batch")?;
         let wal = &self.inner;
-        release(py, true, || wal.append_with_producer(&batch, producer)).py_err(py)
+        // A small append that cannot fsync (policy `never`: the agent's default, it syncs separately)
+        // is one write to the page cache: done with the GIL held, because giving it up and taking it
+        // back costs more, and on a busy event loop the taking back waits for other threads.
+        let heavy = batch.len() >= RELEASE_THRESHOLD_BYTES
+            || wal.options().sync_policy != SyncPolicy::Never;
+        release(py, heavy, || wal.append_with_producer(&batch, producer)).py_err(py)
     }
 
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
@@ -308,7 +316,14 @@ impl PyWal {
 
     fn stats(&self, py: Python<'_>) -> PyResult<PyWalStats> {
         let wal = &self.inner;
-        let s = release(py, true, || wal.stats()).py_err(py)?;
+        // Reading the counters takes microseconds: done with the GIL held unless a lock is busy (an
+        // append or truncation in progress), because a worker thread that gives the GIL up has to
+        // wait for the event loop to get it back, and the flush reads the stats of every partition.
+        let s = match wal.try_stats() {
+            Some(s) => s,
+            None => release(py, true, || wal.stats()),
+        }
+        .py_err(py)?;
         Ok(PyWalStats {
             bytes_on_disk: s.bytes_on_disk,
             files: s.files,

@@ -112,6 +112,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 fn write_error(context: String, e: io::Error) -> Error {
     match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::DiskFull(format!("{context}: {e}")),
@@ -483,14 +491,29 @@ impl Wal {
         self.check_poison()?;
         let st = lock(&self.state);
         let synced_offset = lock(&self.sync).synced_offset;
-        Ok(WalStats {
+        Ok(Self::stats_of(&st, synced_offset))
+    }
+
+    /// `stats` without waiting: `None` when another thread holds one of the WAL's locks (an append,
+    /// a rotation or a truncation in progress), so a caller that must not block can wait elsewhere.
+    pub fn try_stats(&self) -> Option<Result<WalStats>> {
+        if let Err(e) = self.check_poison() {
+            return Some(Err(e));
+        }
+        let st = try_lock(&self.state)?;
+        let synced_offset = try_lock(&self.sync)?.synced_offset;
+        Some(Ok(Self::stats_of(&st, synced_offset)))
+    }
+
+    fn stats_of(st: &State, synced_offset: u64) -> WalStats {
+        WalStats {
             bytes_on_disk: st.files.iter().map(|f| f.len).sum(),
             files: st.files.len() as u64,
             frames: st.files.iter().map(|f| f.frames).sum(),
             first_offset: st.files.first().map_or(st.next_offset, |f| f.base_offset),
             next_offset: st.next_offset,
             synced_offset,
-        })
+        }
     }
 
     /// Sync and close; idempotent.
@@ -571,4 +594,52 @@ fn write_all_vectored_at(
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{encode_batch, RecordIn};
+
+    #[test]
+    fn try_stats_reads_without_waiting_and_gives_way_to_a_held_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            sync_policy: SyncPolicy::Never,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(dir.path(), opts).unwrap();
+        let rec = RecordIn {
+            key: None,
+            value: b"v".to_vec(),
+            timestamp_ms: Some(1),
+            headers: vec![],
+        };
+        wal.append(&encode_batch(&[rec], 0).unwrap()).unwrap();
+        let (quick, full) = (wal.try_stats().unwrap().unwrap(), wal.stats().unwrap());
+        assert_eq!(
+            (
+                quick.files,
+                quick.frames,
+                quick.next_offset,
+                quick.bytes_on_disk
+            ),
+            (
+                full.files,
+                full.frames,
+                full.next_offset,
+                full.bytes_on_disk
+            )
+        );
+        let held = lock(&wal.state);
+        assert!(
+            wal.try_stats().is_none(),
+            "an append or truncation holds the lock"
+        );
+        drop(held);
+        let held = lock(&wal.sync);
+        assert!(wal.try_stats().is_none());
+        drop(held);
+        assert_eq!(wal.try_stats().unwrap().unwrap().next_offset, 1);
+    }
 }
