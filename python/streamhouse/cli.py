@@ -287,15 +287,38 @@ async def serve_agent(
 
 
 def log_task_stacks() -> None:
-    """SIGUSR1: log the stack of every asyncio task (what a stuck shutdown or request is waiting on)."""
+    """SIGUSR1: log the stack of every asyncio task (what a stuck shutdown or request is waiting on): each
+    task's whole chain of awaits down to the innermost one, and what that awaits (a future, a lock...).
+    ``Task.get_stack`` shows only the outermost coroutine, which does not say where it waits."""
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
     lines = []
     for task in tasks:
         lines.append(f"task {task.get_name()}: {task.get_coro()!r}")
-        for frame in task.get_stack(limit=20):  # some frames have no line number: not print_stack
-            code = frame.f_code
-            lines.append(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        lines.extend(f"  {line}" for line in await_chain(task.get_coro()))
     log.warning("SIGUSR1: %d asyncio tasks\n%s", len(tasks), "\n".join(lines))
+
+
+def await_chain(coro: Any, limit: int = 40) -> list[str]:
+    """Where a suspended coroutine stands: one line per coroutine or async generator it awaits through,
+    outermost first, then the object the innermost one waits on."""
+    lines: list[str] = []
+    node = coro
+    while node is not None and len(lines) < limit:
+        frame = (
+            getattr(node, "cr_frame", None)
+            or getattr(node, "ag_frame", None)
+            or getattr(node, "gi_frame", None)
+        )
+        if frame is None:
+            lines.append(f"waiting on {node!r}"[:300])
+            break
+        lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        node = (
+            getattr(node, "cr_await", None)
+            or getattr(node, "ag_await", None)
+            or getattr(node, "gi_yieldfrom", None)
+        )
+    return lines
 
 
 def cmd_agent(
