@@ -319,6 +319,37 @@ async def test_commit_segments_refuses_a_stale_row_alone(catalog: Catalog) -> No
     assert [len(await catalog.list_segments("t", p)) for p in range(3)] == [1, 0, 0]
 
 
+async def test_commit_segments_of_hundreds_of_partitions_keeps_each_rows_outcome(catalog: Catalog) -> None:
+    """More rows than one statement takes (SQLite commits them in statements of about 200), a partition
+    with three slices whose second does not follow the first (so the third cannot either), and refused
+    rows in between: each row gets its own outcome, in the order given."""
+    n = 450
+    await catalog.create_topic("t", n)
+    epochs = [(await owned(catalog, "t", p)).epoch for p in range(n)]
+    key = "flushes/1700000000000-0123456789abcdef.flush"
+    rows = []
+    for p in range(n):
+        epoch = epochs[p] + 1 if p % 97 == 5 else epochs[p]  # a few stale ones
+        rows.append(replace(seg("t", p, 0, 3, epoch, key=key), object_position=len(rows) * 10, size_bytes=10))
+    rows.append(replace(seg("t", 7, 3, 6, epochs[7], key=key), object_position=len(rows) * 10, size_bytes=10))
+    rows.append(replace(seg("t", 8, 4, 6, epochs[8], key=key), object_position=len(rows) * 10, size_bytes=10))
+    rows.append(replace(seg("t", 8, 6, 9, epochs[8], key=key), object_position=len(rows) * 10, size_bytes=10))
+    outcomes = await catalog.commit_segments(rows)
+    assert len(outcomes) == len(rows)
+    for p in range(n):
+        if p % 97 == 5:
+            assert isinstance(outcomes[p], StaleEpoch), p
+        else:
+            assert not isinstance(outcomes[p], Exception) and outcomes[p].high_watermark == 3, p
+            assert (outcomes[p].topic, outcomes[p].partition) == ("t", p)
+    assert not isinstance(outcomes[n], Exception) and outcomes[n].high_watermark == 6
+    assert isinstance(outcomes[n + 1], OffsetConflict) and isinstance(outcomes[n + 2], OffsetConflict)
+    marks = {p: (await catalog.get_partition("t", p)).high_watermark for p in (5, 7, 8, 9, 102)}
+    assert marks == {5: 0, 7: 6, 8: 3, 9: 3, 102: 0}
+    assert [r.end_offset for r in await catalog.list_segments("t", 7)] == [3, 6]
+    assert [r.end_offset for r in await catalog.list_segments("t", 8)] == [3]
+
+
 async def test_commit_segments_with_an_invalid_row_commits_nothing(catalog: Catalog) -> None:
     await catalog.create_topic("t", 2)
     epochs = [(await owned(catalog, "t", p)).epoch for p in range(2)]
