@@ -123,6 +123,29 @@ async def test_retention_ms_removes_old_segments_only_and_new_writes_go_on(
     assert await agent.list_offsets("keep", 0) == (0, 5)
 
 
+async def test_retention_ms_reads_the_oldest_segments_a_page_at_a_time_and_removes_every_expired_one(
+    setup: Setup, started: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time retention alone lists the oldest segments page by page up to the first one kept: with pages of
+    two rows, seven expired segments span four pages and all go; the recent ones stay."""
+    from streamhouse.agent import core
+
+    monkeypatch.setattr(core, "_SEGMENT_LIST_PAGE", 2)
+    eng = engines.load(DEFAULT_ENGINE)
+    agent = await started(setup.config(retention_ms=60_000, compaction_interval_ms=0))
+    await agent.create_topic("t", 1)
+    now = 1_800_000_000_000
+    for i in range(7):  # durable: each is committed before the next is sent, so one segment each
+        await agent.produce("t", 0, batch(eng, i * 2, 2, now - 3_600_000 + i), "durable")
+    for i in range(3):
+        await agent.produce("t", 0, batch(eng, 14 + i * 2, 2, now - 1_000), "durable")
+    await wait_committed(agent, "t", 0)
+    assert len(await agent.catalog.list_segments("t", 0)) == 10
+    assert await agent.apply_retention(now_ms=now) == 7
+    assert await agent.list_offsets("t", 0) == (14, 20)
+    assert await agent.apply_retention(now_ms=now) == 0
+
+
 async def test_topic_alter_through_grpc_changes_retention(tmp_path: Any) -> None:
     from streamhouse.agent import Agent
     from streamhouse.client import Client

@@ -1142,8 +1142,10 @@ class Agent:
                 rule = retention(info.config, cfg.retention_ms, cfg.retention_bytes)
                 if not rule.active:
                     continue
-                segments = await self.catalog.list_segments(key[0], key[1], writer.log_start_offset)
                 now = int(time.time() * 1000) if now_ms is None else now_ms
+                segments = await self._retention_candidates(
+                    key, writer.log_start_offset, rule.ms, rule.bytes, now
+                )
                 total = sum(s.size_bytes for s in segments)
                 new_start, cut, why = None, 0, ""
                 for seg in segments:
@@ -1179,6 +1181,23 @@ class Agent:
                     cut,
                 )
         return removed
+
+    async def _retention_candidates(
+        self, key: tuple[str, int], start: int, ms: int, max_bytes: int, now: int
+    ) -> list[SegmentRecord]:
+        """The segments retention must look at. With a size limit, all of them (it needs the total). With a
+        time limit alone, only the oldest, a page at a time, up to the first one still kept: a partition
+        holds thousands of flush slices until compaction merges them, and listing every one of every
+        partition at each check cost seconds of catalog work with hundreds of partitions."""
+        if max_bytes >= 0:
+            return await self.catalog.list_segments(key[0], key[1], start)
+        out: list[SegmentRecord] = []
+        while True:
+            page = await self.catalog.list_segments(key[0], key[1], start, _SEGMENT_LIST_PAGE)
+            out.extend(page)
+            if len(page) < _SEGMENT_LIST_PAGE or not page[-1].max_timestamp_ms < now - ms:
+                return out
+            start = page[-1].end_offset
 
     # ---- topics ---------------------------------------------------------------------------------
 
