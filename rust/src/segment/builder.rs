@@ -254,9 +254,10 @@ impl SegmentBuffer {
 
     /// Make room for `need` more bytes in the open block. A block that is compressed grows to the
     /// last block's size, else by doubling, never past `block_size_bytes` except for the entry that
-    /// closes it, which gets exactly its room. With codec `none` the file grows as a `Vec` does (by
-    /// doubling), always keeping room for the index and footer `seal` appends, so sealing never
-    /// copies the file to grow it.
+    /// closes it, which gets exactly its room. With codec `none` the file grows by a block at a time
+    /// (memory stays within the file plus one block, as with the other codecs; a large buffer is
+    /// grown in place by the allocator, mremap for glibc), always keeping room for the index and
+    /// footer `seal` appends, so sealing never copies the file to grow it.
     fn reserve_open(&mut self, need: usize) {
         let len = self.open.len();
         if self.opts.compression == Codec::None {
@@ -264,7 +265,8 @@ impl SegmentBuffer {
             let tail = (self.closed.len() + 2) * INDEX_ENTRY_LEN + FOOTER_SIZE;
             let need = need.saturating_add(tail);
             if self.open.capacity() - len < need {
-                self.open.reserve(need);
+                self.open
+                    .reserve_exact(need.saturating_add(self.opts.block_size_bytes));
             }
             return;
         }
