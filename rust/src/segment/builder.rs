@@ -3,14 +3,18 @@
 //!
 //! Invariants: entries are appended with dense offsets (`base_offset == next_offset`); the buffer holds
 //! its closed (compressed) blocks plus one open block; a block is closed right after the entry that
-//! brings it to `block_size_bytes`; after `seal` the buffer is spent. Closed block bodies are exactly
-//! sized (capacity == length), so the memory held is what the blocks take.
+//! brings it to `block_size_bytes`; after `seal` the buffer is spent. Compressed block bodies are
+//! exactly sized (capacity == length), so the memory held is what the blocks take. With codec `none`
+//! the buffer instead lays the file out as it goes: `open` holds the header, the closed blocks with
+//! their headers, and the open block's entries behind a 16-byte slot for its header, filled in when
+//! the block closes (`open_start` is where the open block's entries begin, 0 for the other codecs).
 //!
 //! Two appends write the same bytes: [`SegmentBuffer::append`] validates every record, and
 //! [`SegmentBuffer::append_trusted`] takes a batch that already passed that validation (the agent's
 //! WAL append) and re-reads only what offsets and timestamps need. Sealing reads nothing twice: the
-//! file's CRC is extended block by block as they close, and codec `none` hands the open block's buffer
-//! over as the body instead of copying it.
+//! file's CRC is extended block by block as they close (with `none`, entry by entry as they are
+//! copied in, while they are in cache), and codec `none` writes each entry once, where it lies in the
+//! file, so `seal` appends the index and footer to it rather than copying the blocks.
 use std::borrow::Cow;
 
 use super::format::{
@@ -68,8 +72,13 @@ pub struct SegmentBuffer {
     file_len: usize,
     /// CRC32C of the file so far (header plus closed blocks).
     file_crc: u32,
-    /// The open block's uncompressed record set.
+    /// The open block's uncompressed record set from `open_start` on; with codec `none`, the file so
+    /// far before it (see the module comment).
     open: Vec<u8>,
+    /// Where the open block's entries begin in `open`: 0, except with codec `none`.
+    open_start: usize,
+    /// With codec `none`: CRC32C of the open block's entries, extended as each is appended.
+    open_crc: u32,
     /// Uncompressed length of the last closed block: the open block is sized for it up front, so a
     /// block of like batches is allocated once rather than grown by doubling.
     open_hint: usize,
@@ -111,7 +120,13 @@ impl SegmentBuffer {
             header,
             closed: Vec::new(),
             file_len: HEADER_LEN,
-            open: Vec::new(),
+            open: if opts.compression == Codec::None {
+                header.to_vec()
+            } else {
+                Vec::new()
+            },
+            open_start: 0,
+            open_crc: 0,
             open_hint: 0,
             open_entries: 0,
             open_base: base_offset,
@@ -165,7 +180,16 @@ impl SegmentBuffer {
         self.check_next(base_offset)?;
         let (h, payload) = batch_header(batch)?;
         let (start, capacity) = (self.open.len(), self.open.capacity());
-        self.reserve_open(ENTRY_HEADER_LEN + payload.len());
+        let in_place = self.opts.compression == Codec::None;
+        let slot = if in_place && self.open_entries == 0 {
+            BLOCK_HEADER_LEN
+        } else {
+            0
+        };
+        self.reserve_open(slot + ENTRY_HEADER_LEN + payload.len());
+        // The first entry of a block laid out in place: room for the block header first.
+        self.open.resize(start + slot, 0);
+        let entry_start = start + slot;
         write_entry_header(
             &mut self.open,
             base_offset,
@@ -176,7 +200,7 @@ impl SegmentBuffer {
         self.open.extend_from_slice(payload);
         let copy = self
             .open
-            .get(start + ENTRY_HEADER_LEN..)
+            .get(entry_start + ENTRY_HEADER_LEN..)
             .unwrap_or_default();
         let max = self.opts.max_record_bytes;
         let checked = match check {
@@ -209,24 +233,43 @@ impl SegmentBuffer {
         if self.open_entries == 0 {
             self.open_base = base_offset;
             self.open_max_ts = i64::MIN;
+            self.open_start = entry_start;
+            self.open_crc = 0;
+        }
+        if in_place {
+            // The entry was just copied and checked: it is in cache.
+            let entry = self.open.get(entry_start..).unwrap_or_default();
+            self.open_crc = crc32c_append(self.open_crc, entry);
         }
         self.open_entries += 1;
         self.open_max_ts = self.open_max_ts.max(max_ts);
         self.min_ts = Some(self.min_ts.map_or(min_ts, |m| m.min(min_ts)));
         self.max_ts = Some(self.max_ts.map_or(max_ts, |m| m.max(max_ts)));
         self.next_offset = end;
-        if self.open.len() >= self.opts.block_size_bytes {
+        if self.open.len() - self.open_start >= self.opts.block_size_bytes {
             self.close_block()?;
         }
         Ok(end)
     }
 
-    /// Make room for `need` more bytes in the open block. The entry that closes the block gets
-    /// exactly its room, so a block that is handed over as it is (codec `none`) has no spare
-    /// capacity; before that the block grows to the last block's size, else by doubling, never
-    /// past `block_size_bytes`.
+    /// Make room for `need` more bytes in the open block. A block that is compressed grows to the
+    /// last block's size, else by doubling, never past `block_size_bytes` except for the entry that
+    /// closes it, which gets exactly its room. With codec `none` the file grows by a block at a time
+    /// (memory stays within the file plus one block, as with the other codecs; a large buffer is
+    /// grown in place by the allocator, mremap for glibc), always keeping room for the index and
+    /// footer `seal` appends, so sealing never copies the file to grow it.
     fn reserve_open(&mut self, need: usize) {
         let len = self.open.len();
+        if self.opts.compression == Codec::None {
+            // The blocks that can be closed by the time of `seal`: those closed, this one, one more.
+            let tail = (self.closed.len() + 2) * INDEX_ENTRY_LEN + FOOTER_SIZE;
+            let need = need.saturating_add(tail);
+            if self.open.capacity() - len < need {
+                self.open
+                    .reserve_exact(need.saturating_add(self.opts.block_size_bytes));
+            }
+            return;
+        }
         if self.open.capacity() - len >= need {
             return;
         }
@@ -250,30 +293,33 @@ impl SegmentBuffer {
             return Ok(());
         }
         let too_big = || Error::invalid("block larger than 4 GiB");
-        let uncompressed_len = self.open.len();
+        let uncompressed_len = self.open.len() - self.open_start;
         let uncompressed = u32::try_from(uncompressed_len).map_err(|_| too_big())?;
         let record_count =
             u32::try_from(self.next_offset - self.open_base).map_err(|_| too_big())?;
         u32::try_from(BLOCK_HEADER_LEN + uncompressed_len).map_err(|_| too_big())?;
-        let body = match self.opts.compression {
-            // The open block is the body: hand its buffer over rather than copy it.
-            Codec::None => {
-                let mut body = std::mem::take(&mut self.open);
-                body.shrink_to_fit();
-                body
-            }
+        let (body, body_len, body_crc) = match self.opts.compression {
+            // The body is already in place in the file, and its CRC extended entry by entry.
+            Codec::None => (Vec::new(), uncompressed_len, self.open_crc),
             codec => {
                 let mut body = compress(codec, &self.open, self.opts.compression_level)?;
                 body.shrink_to_fit();
-                body
+                self.open.clear();
+                let (len, crc) = (body.len(), crc32c(&body));
+                (body, len, crc)
             }
         };
-        // Cannot fail for `none` (checked above), so the open block taken there is never lost.
-        let compressed = u32::try_from(body.len()).map_err(|_| too_big())?;
-        let length = u32::try_from(BLOCK_HEADER_LEN + body.len()).map_err(|_| too_big())?;
-        self.open.clear();
-        let body_crc = crc32c(&body);
+        let compressed = u32::try_from(body_len).map_err(|_| too_big())?;
+        let length = u32::try_from(BLOCK_HEADER_LEN + body_len).map_err(|_| too_big())?;
         let header = encode_block_header(compressed, uncompressed, self.open_entries, body_crc);
+        if self.opts.compression == Codec::None {
+            let slot = self
+                .open
+                .get_mut(self.open_start - BLOCK_HEADER_LEN..self.open_start)
+                .ok_or_else(|| Error::invalid("block header slot out of place"))?;
+            slot.copy_from_slice(&header);
+            self.open_start = self.open.len();
+        }
         let loc = BlockLocation {
             base_offset: self.open_base,
             position: self.file_len as u64,
@@ -282,7 +328,7 @@ impl SegmentBuffer {
             max_timestamp_ms: self.open_max_ts,
         };
         // The file's CRC grows with the block's header and its body's CRC, so no byte is read twice.
-        self.file_crc = crc32c_combine(crc32c_append(self.file_crc, &header), body_crc, body.len());
+        self.file_crc = crc32c_combine(crc32c_append(self.file_crc, &header), body_crc, body_len);
         self.file_len += length as usize;
         self.closed.push(ClosedBlock {
             loc,
@@ -315,14 +361,19 @@ impl SegmentBuffer {
             .partition_point(|b| b.loc.end_offset() <= offset);
         for b in self.closed.get(first..).unwrap_or_default() {
             let set = match self.opts.compression {
-                Codec::None => Cow::Borrowed(b.body.as_slice()),
+                Codec::None => {
+                    let start = b.loc.position as usize + BLOCK_HEADER_LEN;
+                    let end = b.loc.position as usize + b.loc.length as usize;
+                    Cow::Borrowed(self.open.get(start..end).unwrap_or_default())
+                }
                 codec => Cow::Owned(decompress(codec, &b.body, b.uncompressed_len)?),
             };
             if collect_entries(&mut out, &set, offset, max_bytes)? {
                 return Ok(out);
             }
         }
-        collect_entries(&mut out, &self.open, offset, max_bytes)?;
+        let open = self.open.get(self.open_start..).unwrap_or_default();
+        collect_entries(&mut out, open, offset, max_bytes)?;
         Ok(out)
     }
 
@@ -360,11 +411,19 @@ impl SegmentBuffer {
         .encode();
         let file_crc = crc32c_append(crc32c_append(self.file_crc, &index), &footer);
         self.sealed = true;
-        self.open = Vec::new();
+        // With codec `none`, the header and blocks laid out in place.
+        let file = std::mem::take(&mut self.open);
+        debug_assert!(file.is_empty() || file.len() == self.file_len);
         Ok(SealedParts {
             len: self.file_len + index.len() + FOOTER_SIZE,
             header: self.header,
-            blocks: std::mem::take(&mut self.closed),
+            // With `none` the blocks are in `file` already.
+            blocks: if file.is_empty() {
+                std::mem::take(&mut self.closed)
+            } else {
+                Vec::new()
+            },
+            file,
             index,
             footer,
             segment: SealedSegment {
@@ -413,7 +472,7 @@ impl SegmentBuffer {
             0
         } else {
             self.file_len
-                + open_blocks * (BLOCK_HEADER_LEN + self.open.len())
+                + open_blocks * (BLOCK_HEADER_LEN + self.open.len() - self.open_start)
                 + (self.closed.len() + open_blocks) * INDEX_ENTRY_LEN
                 + FOOTER_SIZE
         };

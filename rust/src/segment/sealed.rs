@@ -36,6 +36,9 @@ pub(super) struct ClosedBlock {
 #[derive(Debug)]
 pub struct SealedParts {
     pub(super) len: usize,
+    /// The header and blocks already laid out (codec `none`); empty otherwise, and then `header`
+    /// and `blocks` are the file's start.
+    pub(super) file: Vec<u8>,
     pub(super) header: [u8; HEADER_LEN],
     pub(super) blocks: Vec<ClosedBlock>,
     pub(super) index: Vec<u8>,
@@ -60,7 +63,12 @@ impl SealedParts {
             .blocks
             .iter()
             .flat_map(|b| [&b.header[..], b.body.as_slice()]);
-        std::iter::once(&self.header[..])
+        let start: &[u8] = if self.file.is_empty() {
+            &self.header
+        } else {
+            &self.file
+        };
+        std::iter::once(start)
             .chain(blocks)
             .chain([self.index.as_slice(), &self.footer[..]])
     }
@@ -87,8 +95,12 @@ impl SealedParts {
 
     /// The segment with its file in `data`; each block is freed as soon as it is copied.
     pub fn into_segment(mut self) -> SealedSegment {
-        let mut data = Vec::with_capacity(self.len);
-        data.extend_from_slice(&self.header);
+        let mut data = std::mem::take(&mut self.file);
+        // A file laid out in place has room for the rest (see `SegmentBuffer::reserve_open`).
+        data.reserve_exact(self.len - data.len());
+        if data.is_empty() {
+            data.extend_from_slice(&self.header);
+        }
         for block in std::mem::take(&mut self.blocks) {
             data.extend_from_slice(&block.header);
             data.extend_from_slice(&block.body);
