@@ -226,6 +226,8 @@ def test_usr1_and_usr2_dump_what_the_agent_waits_on_and_it_goes_on(agent: AgentP
         time.sleep(0.1)
     assert re.search(r"SIGUSR1: \d+ asyncio tasks", text), text[-3000:]
     assert "_lease_loop" in text and "Current thread" in text, text[-3000:]
+    # Each task's awaits are followed down to what the innermost waits on (the lease loop sleeps).
+    assert re.search(r"in _lease_loop\n\s+\S+tasks\.py:\d+ in sleep\n\s+waiting on <", text), text[-3000:]
     assert sh("topic", "create", "after-dump", "--server", agent.server).returncode == 0
     assert agent.terminate() == 0
 
