@@ -614,6 +614,14 @@ KNOBS: tuple[Knob, ...] = (
         _positive,
         group="operations",
     ),
+    Knob(
+        "event_loop",
+        "uvloop",
+        "The agent's asyncio event loop: `uvloop` (libuv; less CPU per request, so lower latency near "
+        "capacity) or `asyncio` (the standard library's loop, for comparison or debugging).",
+        choices=("uvloop", "asyncio"),
+        group="operations",
+    ),
 )
 
 KNOBS_BY_NAME: Mapping[str, Knob] = {k.name: k for k in KNOBS}

@@ -136,6 +136,7 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
 
 
 def test_first_session(agent: AgentProcess) -> None:
+    assert "event loop uvloop" in agent.log.read_text()  # the default loop, named in the start line
     s = ("--server", agent.server)
     r = sh("topic", "create", "orders", "--partitions", "3", *s)
     assert r.returncode == 0, r.stderr

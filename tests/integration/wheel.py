@@ -35,6 +35,7 @@ RUNTIME_DEPENDENCIES = {
     "prometheus-client",
     "protobuf",
     "python-snappy",
+    "uvloop",  # the agent's event loop (knob event_loop)
     "zstandard",
 }
 

@@ -60,6 +60,27 @@ def test_bad_configuration_names_the_knob(overrides: dict[str, str], named: str)
         Config.from_mapping(overrides)
 
 
+def test_event_loop_knob_picks_uvloop_or_the_standard_loop() -> None:
+    import asyncio
+
+    import uvloop
+
+    from streamhouse.cli import describe_storage, event_loop_factory
+
+    default = Config.from_mapping({})
+    assert default.event_loop == "uvloop"
+    assert "event loop uvloop" in describe_storage(default)
+    for name, kind in (("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
+        loop = event_loop_factory(Config.from_mapping({"event_loop": name}).event_loop)()
+        try:
+            assert isinstance(loop, kind)
+            assert (name == "uvloop") == isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+    with pytest.raises(ConfigError, match="event_loop"):
+        Config.from_mapping({"event_loop": "trio"})
+
+
 def test_unknown_knob_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown"):
         Config.from_mapping({"segment_max_sise": "1MiB"})
