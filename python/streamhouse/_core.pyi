@@ -22,6 +22,7 @@ __all__ = [
     "FOOTER_SIZE",
     "FORMAT_VERSION",
     "MAX_FRAME_BYTES",
+    "RELEASE_THRESHOLD_BYTES",
     "BatchInfo",
     "BlockLocation",
     "SealedSegment",
@@ -59,6 +60,9 @@ DEFAULT_MAX_RECORD_BYTES: Final[int]  # 1 MiB
 DEFAULT_BLOCK_SIZE_BYTES: Final[int]  # 256 KiB
 DEFAULT_WAL_MAX_FILE_BYTES: Final[int]  # 64 MiB
 MAX_FRAME_BYTES: Final[int]  # 64 MiB: a frame payload above this is refused on append and on read
+# 16 KiB: the Rust engine works on an input this large or larger with the GIL released, on a smaller one
+# without giving the GIL up (the pure-Python engine never gives it up and exports the same figure)
+RELEASE_THRESHOLD_BYTES: Final[int]
 
 # ---- checksums and codecs ---------------------------------------------------------------------
 

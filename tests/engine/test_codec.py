@@ -84,6 +84,7 @@ def test_constants_match_spec(engine: ModuleType) -> None:
     assert engine.DEFAULT_WAL_MAX_FILE_BYTES == 64 << 20
     assert engine.MAX_FRAME_BYTES == 64 << 20
     assert engine.FOOTER_SIZE == 64
+    assert engine.RELEASE_THRESHOLD_BYTES == 16 << 10
 
 
 def test_engine_exports_exactly_the_stub_names(engine: ModuleType) -> None:

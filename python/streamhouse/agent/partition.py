@@ -75,13 +75,6 @@ log = get_logger(__name__)
 # (docs/format.md 4.2).
 _FRAME_OVERHEAD = 56 - 20
 _MIN_DURABLE_REPORT_S = 1.0
-# A batch below this size is appended on the event loop when the append cannot fsync (the WAL is opened
-# with policy "never" unless wal_sync_policy is "interval"): the WAL write to the page cache and the
-# buffer's copy take a few microseconds, and the Rust engine does them without giving the GIL up below this
-# size, while a hop to a worker thread costs two GIL handovers and queues behind every other thread job
-# (at 1,000 small requests a second it made the flush's own thread steps wait tens of milliseconds,
-# measured). Larger batches, and appends that may fsync, still go to a thread.
-INLINE_APPEND_MAX_BYTES = 16 << 10
 WAL_IDLE_DELETE_S = 2.0  # a committed WAL file still in use is deleted once the partition is this idle
 
 
@@ -150,6 +143,16 @@ class PartitionWriter:
         self._flusher = flusher
         self._metrics = metrics
         self._on_commit = on_commit
+        # A batch smaller than the engine's RELEASE_THRESHOLD_BYTES (16 KiB) is appended on the event loop
+        # when the append cannot fsync (the WAL is opened with policy "never" unless wal_sync_policy is
+        # "interval"): the WAL write to the page cache and the buffer's copy take a few microseconds, and
+        # the Rust engine does them without giving the GIL up below that size, while a hop to a worker
+        # thread costs two GIL handovers and queues behind every other thread job (at 1,000 small requests
+        # a second it made the flush's own thread steps wait tens of milliseconds, measured). Larger
+        # batches, and appends that may fsync, still go to a thread.
+        self._inline_append_below = (
+            0 if config.wal_sync_policy == "interval" else int(engine.RELEASE_THRESHOLD_BYTES)
+        )
         self.wal_dir = partition_dir(wal_root, topic, partition)
 
         self._lock = threading.Lock()
@@ -583,10 +586,8 @@ class PartitionWriter:
                 "written again once the lease is renewed, or by the agent that takes it over"
             )
         try:
-            if (
-                len(batch) < INLINE_APPEND_MAX_BYTES
-                and self._cfg.wal_sync_policy != "interval"
-                and (producer is None or not self._idempotent_order.locked())
+            if len(batch) < self._inline_append_below and (
+                producer is None or not self._idempotent_order.locked()
             ):
                 # Small and cannot fsync: appended on the event loop at once (an idempotent batch only
                 # when no earlier one is still being appended in a thread, which it must not overtake).

@@ -302,13 +302,13 @@ class SqliteCatalog(Catalog):
             with _write(conn):
                 now = self._now()
                 for round_ in _rounds(rows):
-                    for chunk in _chunks(round_, _CAS_ROWS_PER_STATEMENT):
+                    for chunk in _per_statement(round_, _CAS_COLUMNS):
                         params = [
                             x
                             for _i, s in chunk
                             for x in (s.topic, s.partition, s.epoch, s.base_offset, s.end_offset)
                         ]
-                        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+                        values = ", ".join([_CAS_ROW] * len(chunk))
                         states = {
                             (st.topic, st.partition): st
                             for st in map(
@@ -338,10 +338,8 @@ class SqliteCatalog(Catalog):
     def _insert_segments(self, conn: sqlite3.Connection, segments: Sequence[SegmentRecord]) -> None:
         """Insert segment rows, many per statement (under SQLite's historical limit of 999 parameters)."""
         now = self._now()
-        per_statement = 999 // SEGMENT_COLUMN_COUNT
         one = f"({', '.join('?' * SEGMENT_COLUMN_COUNT)})"
-        for i in range(0, len(segments), per_statement):
-            chunk = segments[i : i + per_statement]
+        for chunk in _per_statement(segments, SEGMENT_COLUMN_COUNT):
             values = [x for seg in chunk for x in segment_values(seg, now)]
             try:
                 conn.execute(
@@ -873,7 +871,8 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-_CAS_ROWS_PER_STATEMENT = 999 // 5  # under SQLite's historical limit of 999 parameters
+_CAS_COLUMNS = 5
+_CAS_ROW = f"({', '.join('?' * _CAS_COLUMNS)})"
 # The compare-and-set of many segment rows at once: (topic, partition, epoch, base, end) per row.
 _CAS_SQL = (
     "UPDATE partitions SET high_watermark = v.column5 FROM (VALUES {values}) AS v "
@@ -897,7 +896,10 @@ def _rounds(rows: Sequence[SegmentRecord]) -> list[list[tuple[int, SegmentRecord
     return rounds
 
 
-def _chunks(items: list[tuple[int, SegmentRecord]], n: int) -> list[list[tuple[int, SegmentRecord]]]:
+def _per_statement(items: Sequence[T], columns: int) -> list[Sequence[T]]:
+    """``items`` split into the rows of multi-row statements of ``columns`` parameters a row, each under
+    SQLite's historical limit of 999 parameters a statement."""
+    n = 999 // columns
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 

@@ -39,6 +39,7 @@ from streamhouse.pyengine.wal import (
 
 ENGINE: Final[str] = "python"
 FORMAT_VERSION: Final[int] = 1  # batches, record sets, segments; WAL files carry their own (wal.WAL_VERSION)
+RELEASE_THRESHOLD_BYTES: Final[int] = 16 << 10  # the Rust engine's; this engine always holds the GIL
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE_BYTES",
@@ -48,6 +49,7 @@ __all__ = [
     "FOOTER_SIZE",
     "FORMAT_VERSION",
     "MAX_FRAME_BYTES",
+    "RELEASE_THRESHOLD_BYTES",
     "BatchInfo",
     "BlockLocation",
     "SealedSegment",

@@ -138,6 +138,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("MAX_FRAME_BYTES", crate::MAX_FRAME_BYTES)?;
     m.add("FOOTER_SIZE", crate::FOOTER_SIZE)?;
+    m.add("RELEASE_THRESHOLD_BYTES", RELEASE_THRESHOLD_BYTES)?;
     codec::register(m)?;
     wal::register(m)?;
     segment::register(m)?;
