@@ -162,3 +162,34 @@ def test_records_waiting_long_for_their_commit_mean_slow_uploads() -> None:
         m.uncommitted_age.labels("orders", "0").set(12)
 
     assert any(c.startswith("Slow S3 Uploads") for c in causes(look(nothing, after)))
+
+
+def test_uploads_taking_seconds_mean_slow_uploads_before_records_wait_long() -> None:
+    """A slow store shows in the uploads that finish before anything waits SLOW_COMMIT_S: each upload here
+    takes 3 s and the oldest record waits 3 s."""
+
+    def after(m: AgentMetrics) -> None:
+        m.memory_budget_used.set(79 * MiB)
+        m.produce_refused.labels("memory").inc(5)
+        m.uncommitted_age.labels("orders", "0").set(3)
+        for _ in range(4):
+            m.upload_latency.observe(3.0)
+
+    d = look(nothing, after)
+    assert [c for c in causes(d) if c.startswith("Slow S3 Uploads")], doctor.render(d)
+    assert "upload p99 5s" in doctor.render(d)  # the bucket the uploads fell in: (2.5 s, 5 s]
+
+
+def test_uploads_of_a_second_or_so_are_not_slow() -> None:
+    def before(m: AgentMetrics) -> None:
+        for _ in range(100):
+            m.upload_latency.observe(30.0)  # an incident before the sample does not count
+
+    def after(m: AgentMetrics) -> None:
+        for _ in range(100):
+            m.upload_latency.observe(0.8)
+        m.upload_latency.observe(2.0)
+
+    d = look(before, after)
+    assert d.ok, doctor.render(d)
+    assert "upload p99 1s" in doctor.render(d)

@@ -98,6 +98,11 @@ def quantile(samples: Samples, name: str, q: float, before: Samples | None = Non
 
 S = "streamhouse_"
 SLOW_COMMIT_S = 5.0  # an uncommitted record older than this means uploads are not keeping up
+# Uploads (a flush's PUT and catalog commit) whose p99 is above this mean a slow object store: a healthy
+# one takes well under a second (a few hundred milliseconds for one object of a few MiB). The flush interval
+# does not count in it, so the figure holds whatever segment_max_age_ms is. It is a bucket bound of
+# streamhouse_upload_latency_seconds, whose quantiles are read as bucket bounds.
+SLOW_UPLOAD_S = 2.5
 
 
 def diagnose(first: Samples, second: Samples, interval_s: float) -> Diagnosis:
@@ -112,11 +117,21 @@ def diagnose(first: Samples, second: Samples, interval_s: float) -> Diagnosis:
     breaker = total(now, S + "objstore_breaker_state")
     throttled_per_s = rate(S + "objstore_throttled_total")
     oldest_uncommitted = max(by_label(now, S + "uncommitted_age_seconds", "partition").values(), default=0.0)
-    # Failing, or so slow that records wait seconds for their commit (flushes run every 250 ms or so).
-    uploads_failing = retries_per_s > 0 or breaker >= 1 or oldest_uncommitted > SLOW_COMMIT_S
+    # The uploads that finished between the two looks (none finished: no figure, the other signs decide).
+    upload_p99 = quantile(second, S + "upload_latency_seconds", 0.99, first)
+    # Failing, or slow: each upload takes seconds, or records wait seconds for their commit (flushes run
+    # every 250 ms or so). The first sign appears as soon as an upload finishes; the age of what waits only
+    # once uploads fall behind.
+    uploads_failing = (
+        retries_per_s > 0
+        or breaker >= 1
+        or oldest_uncommitted > SLOW_COMMIT_S
+        or (upload_p99 is not None and upload_p99 > SLOW_UPLOAD_S)
+    )
     store_line = (
         f"circuit breaker {['closed', 'half-open', 'open'][int(min(breaker, 2))]}, "
-        f"{retries_per_s:.2f} upload retries/s, {throttled_per_s:.2f} SlowDown/s, oldest uncommitted record "
+        f"{retries_per_s:.2f} upload retries/s, {throttled_per_s:.2f} SlowDown/s, upload p99 "
+        f"{'n/a' if upload_p99 is None else f'{upload_p99:g}s'}, oldest uncommitted record "
         f"{oldest_uncommitted:.0f}s old"
     )
 
