@@ -79,6 +79,12 @@ METRICS: Final[dict[str, tuple[str, tuple[str, ...], str]]] = {
         "Time from taking a flush's records to the commit of its object (seal, put, commit).",
     ),
     "unflushed_bytes": ("gauge", (), "Bytes appended that no flush has taken yet (the flush trigger)."),
+    "flush_oldest_seconds": (
+        "gauge",
+        (),
+        "Age of the oldest flush not yet committed (its put and commit under way or being retried; 0 when "
+        "none): a slow object store shows here before any upload finishes.",
+    ),
     "objstore_requests_total": (
         "counter",
         ("operation",),
@@ -301,6 +307,7 @@ class AgentMetrics:
             registry=r,
         )
         self.unflushed_bytes = Gauge(PREFIX + "unflushed_bytes", doc("unflushed_bytes"), registry=r)
+        self.flush_oldest = Gauge(PREFIX + "flush_oldest_seconds", doc("flush_oldest_seconds"), registry=r)
         self.objstore_requests = Counter(
             PREFIX + "objstore_requests", doc("objstore_requests_total"), ("operation",), registry=r
         )

@@ -114,6 +114,11 @@ def test_slowdown_hang_and_return_of_the_store_lose_nothing(
             "the circuit breaker to open",
             lambda: series_sum(scrape(metrics_at), "streamhouse_objstore_breaker_state") == 2,
         )
+        # The flush that cannot finish is seen ageing before any upload ends.
+        wait_for(
+            "the oldest flush under way to be seconds old",
+            lambda: series_sum(scrape(metrics_at), "streamhouse_flush_oldest_seconds") > 2.0,
+        )
         for _ in range(10):  # the breaker goes half-open now and then to probe: ask until it is open
             rc, diagnosis = doctor(metrics_at)
             if "cause: Circuit Breaker Open" in diagnosis:
@@ -148,6 +153,10 @@ def test_slowdown_hang_and_return_of_the_store_lose_nothing(
             lambda: all(
                 p.committed_offset == p.high_watermark for p in client.describe_topic("trouble").partitions
             ),
+        )
+        wait_for(
+            "no flush under way",
+            lambda: series_sum(scrape(metrics_at), "streamhouse_flush_oldest_seconds") == 0,
         )
         log = agent.log_tail(10**7)
         assert "circuit breaker open" in log and "circuit breaker closed" in log

@@ -193,3 +193,14 @@ def test_uploads_of_a_second_or_so_are_not_slow() -> None:
     d = look(before, after)
     assert d.ok, doctor.render(d)
     assert "upload p99 1s" in doctor.render(d)
+
+
+def test_a_flush_under_way_for_seconds_means_slow_uploads_before_any_finishes() -> None:
+    def after(m: AgentMetrics) -> None:
+        m.memory_budget_used.set(79 * MiB)
+        m.produce_refused.labels("memory").inc(5)
+        m.flush_oldest.set(4.0)
+
+    d = look(nothing, after)
+    assert [c for c in causes(d) if c.startswith("Slow S3 Uploads")], doctor.render(d)
+    assert "upload p99 n/a, oldest flush under way 4.0s" in doctor.render(d)

@@ -287,6 +287,8 @@ class Admission:
             m.partition_gauge(m.uncommitted_bytes, topic, partition).set(w.buffer_size_bytes)
             m.partition_gauge(m.uncommitted_age, topic, partition).set(now - oldest if oldest else 0.0)
         m.partitions_refusing_writes.set(refusing)
+        if self._flusher is not None:
+            m.flush_oldest.set(self._flusher.oldest_flush_age(now))
 
 
 __all__ = ["Admission"]

@@ -135,6 +135,10 @@ class Flusher:
         if self._writers.get(key) is writer:
             del self._writers[key]
 
+    def oldest_flush_age(self, now: float) -> float:
+        """Seconds since the oldest flush still on its way to the catalog took its records (0: none)."""
+        return max((now - job.started for job in self._active), default=0.0)
+
     @property
     def unflushed_bytes(self) -> int:
         return self._unflushed

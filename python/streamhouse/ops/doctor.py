@@ -119,19 +119,22 @@ def diagnose(first: Samples, second: Samples, interval_s: float) -> Diagnosis:
     oldest_uncommitted = max(by_label(now, S + "uncommitted_age_seconds", "partition").values(), default=0.0)
     # The uploads that finished between the two looks (none finished: no figure, the other signs decide).
     upload_p99 = quantile(second, S + "upload_latency_seconds", 0.99, first)
-    # Failing, or slow: each upload takes seconds, or records wait seconds for their commit (flushes run
-    # every 250 ms or so). The first sign appears as soon as an upload finishes; the age of what waits only
-    # once uploads fall behind.
+    oldest_flush = total(now, S + "flush_oldest_seconds")  # under way, not finished
+    # Failing, or slow: uploads take seconds (those that finished, or the oldest still under way, which a
+    # sample too short to see one finish still shows), or records wait seconds for their commit (flushes
+    # run every 250 ms or so).
     uploads_failing = (
         retries_per_s > 0
         or breaker >= 1
         or oldest_uncommitted > SLOW_COMMIT_S
         or (upload_p99 is not None and upload_p99 > SLOW_UPLOAD_S)
+        or oldest_flush > SLOW_UPLOAD_S
     )
     store_line = (
         f"circuit breaker {['closed', 'half-open', 'open'][int(min(breaker, 2))]}, "
         f"{retries_per_s:.2f} upload retries/s, {throttled_per_s:.2f} SlowDown/s, upload p99 "
-        f"{'n/a' if upload_p99 is None else f'{upload_p99:g}s'}, oldest uncommitted record "
+        f"{'n/a' if upload_p99 is None else f'{upload_p99:g}s'}, oldest flush under way "
+        f"{oldest_flush:.1f}s, oldest uncommitted record "
         f"{oldest_uncommitted:.0f}s old"
     )
 
