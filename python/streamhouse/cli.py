@@ -275,6 +275,9 @@ async def serve_agent(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, log_task_stacks)
+    from streamhouse.agent.pressure import tune_gc
+
+    tune_gc()  # after start-up: what it made is frozen out of every later collection
     if ready is not None:
         ready.set()
     fatal = getattr(agent, "fatal", None)

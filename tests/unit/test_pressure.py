@@ -193,3 +193,25 @@ def test_log_file_rotates_by_size(tmp_path: Path) -> None:
     assert all((tmp_path / f).stat().st_size <= 4096 + 200 for f in files)
     assert "line 1999" in path.read_text()
     assert handler is not None
+
+
+def test_tune_gc_freezes_what_exists_and_keeps_the_thresholds() -> None:
+    import gc
+
+    from streamhouse.agent.pressure import tune_gc
+
+    before = gc.get_threshold()
+    survivor = [object()]  # tracked by the collector when tune_gc runs
+    try:
+        tune_gc()
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() > 0
+        assert not any(survivor is o for o in gc.get_objects())  # frozen: no collection looks at it
+        cycle: list[object] = []
+        cycle.append(cycle)  # made afterwards: still collected
+        assert any(cycle is o for o in gc.get_objects())
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

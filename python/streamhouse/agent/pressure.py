@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ctypes
 import enum
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -226,6 +227,21 @@ def tune_allocator() -> None:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, 2)  # M_ARENA_MAX
         libc.mallopt(-3, 256 << 10)  # M_MMAP_THRESHOLD (also stops glibc raising it dynamically)
+
+
+def tune_gc() -> None:
+    """Shorter pauses of Python's cyclic garbage collector, which stop the event loop (and every request
+    with it): what exists when this is called (modules, configuration, the servers) is frozen out of all
+    later collections. A full collection walks every object it tracks; start-up's objects no longer count
+    in it. The thresholds stay Python's: young cyclic garbage (a refused request's exception and traceback
+    hold its bytes) is collected as soon as before.
+
+    Measured with ``bench cost --partitions 500`` (1,000 requests a second): the agent's full collections
+    went from 1.5 s in total to 0.45 s, the longest pause from 98 ms to 33 ms. Collecting the youngest
+    generation every 10,000 allocations instead of 700 cut the total further, to 0.7 s for all generations,
+    but let a memory-limited agent's resident size rise from 80% to 94% of its limit under refusals
+    (tests/integration/test_pressure_memory.py), and is not done."""
+    gc.freeze()
 
 
 def release_free_memory() -> None:
