@@ -19,12 +19,20 @@ from streamhouse import errors, recordset
 from streamhouse.client import Client, Record, _raise, decode_record_set
 from streamhouse.proto.streamhouse.v1 import streamhouse_pb2 as pb
 
+_RETRY_BACKOFF_S = 0.2  # the wait of a long poll whose every fetch failed retriably
+
 
 class Consumer:
     """Reads one topic's partitions from positions it keeps; optionally commits them for a consumer group.
 
     Starting position per partition: the group's committed offset if there is one, else
     ``auto_offset_reset`` ("earliest": the log start; "latest": the high watermark). ``seek`` overrides it.
+
+    A retriable error of a partition (its agent restarting, unreachable, moving the partition) is retried
+    by the next polls, which return what the other partitions have. A long poll whose every fetch failed
+    that way waits out a short backoff first, so that a loop of polls does not spin. Once a partition has
+    failed for ``retry_timeout_s`` seconds with no answer in between, ``poll`` raises its error (the
+    partition's next poll starts the clock again).
     """
 
     def __init__(
@@ -36,9 +44,14 @@ class Consumer:
         group: str | None = None,
         auto_offset_reset: str = "latest",
         max_bytes: int = 0,
+        retry_timeout_s: float = 60.0,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest"):
             raise errors.InvalidArgument("auto_offset_reset must be 'earliest' or 'latest'")
+        if not retry_timeout_s >= 0:
+            raise errors.InvalidArgument(f"retry_timeout_s must be 0 or more, not {retry_timeout_s}")
+        self.retry_timeout_s = retry_timeout_s
+        self._failing_since: dict[int, float] = {}  # partition -> first retriable failure since an answer
         self._owns_client = not isinstance(client, Client)
         self.client = client if isinstance(client, Client) else Client(client)
         self.topic = topic
@@ -162,6 +175,7 @@ class Consumer:
             time.sleep(0.002)
         answers: list[tuple[int, bytes]] = []
         error: errors.StreamhouseError | None = None
+        failed_retriably = 0
         for p, call in calls:
             if wait_ms and not call.done():
                 call.cancel()
@@ -174,10 +188,22 @@ class Consumer:
                 exc = _raise(rpc, f"consume {self.topic}/{p} at offset {positions[p]}")
                 if isinstance(exc, errors.NotLeader):
                     self.client.note_leader(self.topic, p, exc.owner_address)
-                if not exc.retriable and error is None:
+                failed_retriably += exc.retriable
+                if exc.retriable:
+                    since = self._failing_since.setdefault(p, time.monotonic())
+                    if time.monotonic() - since >= self.retry_timeout_s:
+                        del self._failing_since[p]
+                        exc.args = (
+                            f"{exc} (retried for {self.retry_timeout_s:g}s, the consumer's "
+                            "retry_timeout_s, with no answer)",
+                        )
+                    else:
+                        continue
+                if error is None:
                     exc.__cause__ = rpc
                     error = exc
                 continue
+            self._failing_since.pop(p, None)
             data = resp.record_set  # each access copies the bytes out of the reply: once
             answers.append((p, data))
             end = recordset.end_offset(data)
@@ -196,6 +222,10 @@ class Consumer:
                 out.extend(take)
         if error is not None and not out:
             raise error
+        if wait_ms and calls and failed_retriably == len(calls):
+            # Every fetch failed at once, retriably: the long poll would return at once, and a loop of
+            # polls would spin against an agent that is down. Wait a little of the poll's time instead.
+            time.sleep(min(wait_ms / 1000, _RETRY_BACKOFF_S))
         return out
 
     def close(self) -> None:

@@ -92,7 +92,9 @@ class Producer:
     ``max_block_s`` (60 s by default, as Kafka's ``max.block.ms``) bounds how long ``send`` waits for a
     topic's partition count when it picks a partition (the first send to a topic without ``partition=``):
     the look-up retries retriable errors (a reset connection, an agent restarting) with backoff until
-    then, and raises ``Unavailable`` naming the bound after it. An unknown topic raises at once.
+    then, and raises ``Unavailable`` naming the bound after it. An unknown topic raises at once. It bounds
+    the backpressure wait too: a ``send`` that finds ``max_buffered_records`` waiting for longer than
+    ``max_block_s`` raises ``Unavailable`` naming both bounds (the record is not queued).
     """
 
     def __init__(
@@ -174,8 +176,7 @@ class Producer:
         size = len(v) + (len(k) if k else 0) + 16
         with self._cond:
             self._check_open()
-            while self._pending_records >= self.max_buffered_records:
-                self._cond.wait()
+            self._wait_for_room(topic, partition)
             batch = self._open.get((topic, partition))
             if batch is None:
                 batch = _Batch(topic, partition, time.monotonic())
@@ -201,8 +202,7 @@ class Producer:
         batch.done = concurrent.futures.Future()
         with self._cond:
             self._check_open()
-            while self._pending_records >= self.max_buffered_records:
-                self._cond.wait()
+            self._wait_for_room(topic, partition)
             self._pending_records += len(batch.records)
             self._pending_batches += 1
             self._ready.append(batch)
@@ -242,6 +242,23 @@ class Producer:
         self.close()
 
     # -- internals (all under self._cond unless said otherwise) --
+
+    def _wait_for_room(self, topic: str, partition: int) -> None:
+        """Block (holding ``_cond``) while ``max_buffered_records`` records wait, for up to ``max_block_s``;
+        then raise ``Unavailable`` naming both bounds."""
+        deadline = time.monotonic() + self.max_block_s
+        while self._pending_records >= self.max_buffered_records:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.Unavailable(
+                    f"send to {topic}/{partition}: the producer has held max_buffered_records="
+                    f"{self.max_buffered_records} unacknowledged records for "
+                    f"max_block_s={self.max_block_s:g}s; "
+                    "the agent does not acknowledge them fast enough (is it reachable? see the earlier "
+                    "sends' errors)"
+                )
+            self._cond.wait(left)
+            self._check_open()
 
     def _check_open(self) -> None:
         if self._closed:
