@@ -31,8 +31,8 @@ class Consumer:
     A retriable error of a partition (its agent restarting, unreachable, moving the partition) is retried
     by the next polls, which return what the other partitions have. A long poll whose every fetch failed
     that way waits out a short backoff first, so that a loop of polls does not spin. Once a partition has
-    failed for ``retry_timeout_s`` seconds with no answer in between, ``poll`` raises its error (the
-    partition's next poll starts the clock again).
+    failed for ``retry_timeout_s`` seconds with no answer in between, the first ``poll`` that returns no
+    records raises its error (and the partition's clock starts again).
     """
 
     def __init__(
@@ -175,6 +175,7 @@ class Consumer:
             time.sleep(0.002)
         answers: list[tuple[int, bytes]] = []
         error: errors.StreamhouseError | None = None
+        expired: list[int] = []  # partitions whose retry_timeout_s ran out in this round
         failed_retriably = 0
         for p, call in calls:
             if wait_ms and not call.done():
@@ -191,14 +192,13 @@ class Consumer:
                 failed_retriably += exc.retriable
                 if exc.retriable:
                     since = self._failing_since.setdefault(p, time.monotonic())
-                    if time.monotonic() - since >= self.retry_timeout_s:
-                        del self._failing_since[p]
-                        exc.args = (
-                            f"{exc} (retried for {self.retry_timeout_s:g}s, the consumer's "
-                            "retry_timeout_s, with no answer)",
-                        )
-                    else:
+                    if time.monotonic() - since < self.retry_timeout_s:
                         continue
+                    expired.append(p)
+                    exc.args = (
+                        f"{exc} (retried for {self.retry_timeout_s:g}s, the consumer's retry_timeout_s, "
+                        "with no answer)",
+                    )
                 if error is None:
                     exc.__cause__ = rpc
                     error = exc
@@ -221,6 +221,11 @@ class Consumer:
                 self._positions[p] = take[-1].offset + 1
                 out.extend(take)
         if error is not None and not out:
+            # The clocks that ran out start again only now (the raise reports them): a partition whose
+            # bound ran out in a poll that returned other partitions' records is raised by the next poll
+            # that returns none.
+            for p in expired:
+                del self._failing_since[p]
             raise error
         if wait_ms and calls and failed_retriably == len(calls):
             # Every fetch failed at once, retriably: the long poll would return at once, and a loop of
