@@ -217,6 +217,11 @@ class Wal:
         4.2). Raises InvalidArgument/InvalidArgumentType for a bad producer, InvalidBatch/EmptyBatch/
         RecordTooLarge (nothing written in each case), DiskFull (nothing written, WAL still valid),
         WalClosed, WalPoisoned."""
+    def try_append(self, batch: bytes, producer: tuple[int, int, int] | None = None) -> int | None:
+        """`append`, only if it needs neither a new WAL file (the first append, or a rotation) nor an
+        fsync under the sync policy: then the base offset. Else None and nothing is written. The batch
+        is validated either way (the same errors as `append`). For a caller that must not wait for the
+        disk: the agent appends small batches on its event loop with this, and the rest in a thread."""
     def sync(self) -> None:
         """fdatasync everything appended so far (shared with concurrent callers)."""
     def truncate(self, committed_next_offset: int) -> int:

@@ -144,15 +144,15 @@ class PartitionWriter:
         self._metrics = metrics
         self._on_commit = on_commit
         # A batch smaller than the engine's RELEASE_THRESHOLD_BYTES (16 KiB) is appended on the event loop
-        # when the append cannot fsync (the WAL is opened with policy "never" unless wal_sync_policy is
-        # "interval"): the WAL write to the page cache and the buffer's copy take a few microseconds, and
-        # the Rust engine does them without giving the GIL up below that size, while a hop to a worker
-        # thread costs two GIL handovers and queues behind every other thread job (at 1,000 small requests
-        # a second it made the flush's own thread steps wait tens of milliseconds, measured). Larger
-        # batches, and appends that may fsync, still go to a thread.
-        self._inline_append_below = (
-            0 if config.wal_sync_policy == "interval" else int(engine.RELEASE_THRESHOLD_BYTES)
-        )
+        # when the append needs no disk operation: ``Wal.try_append`` writes only into the active file,
+        # when it has room and the sync policy calls for no fsync, else it writes nothing and the append
+        # goes to a thread (a WAL's first file, a rotation: a create and two fsyncs, a millisecond or
+        # more each, measured 0.5 s of a stalled loop when 500 partitions took their first batch). The
+        # write to the page cache and the buffer's copy take a few microseconds, and the Rust engine does
+        # them without giving the GIL up below that size, while a hop to a worker thread costs two GIL
+        # handovers and queues behind every other thread job (at 1,000 small requests a second it made
+        # the flush's own thread steps wait tens of milliseconds, measured). Larger batches go to a thread.
+        self._inline_append_below = int(engine.RELEASE_THRESHOLD_BYTES)
         self.wal_dir = partition_dir(wal_root, topic, partition)
 
         self._lock = threading.Lock()
@@ -586,12 +586,16 @@ class PartitionWriter:
                 "written again once the lease is renewed, or by the agent that takes it over"
             )
         try:
+            appended = None
             if len(batch) < self._inline_append_below and (
                 producer is None or not self._idempotent_order.locked()
             ):
-                # Small and cannot fsync: appended on the event loop at once (an idempotent batch only
-                # when no earlier one is still being appended in a thread, which it must not overtake).
-                base, end, added, duplicate = self._append(batch, producer)
+                # Small: appended on the event loop at once if that needs no disk operation (an
+                # idempotent batch only when no earlier one is still being appended in a thread, which
+                # it must not overtake).
+                appended = self._try_append(batch, producer)
+            if appended is not None:
+                base, end, added, duplicate = appended
             elif producer is None:
                 base, end, added, duplicate = await asyncio.to_thread(self._append, batch, None)
             else:
@@ -623,13 +627,28 @@ class PartitionWriter:
         return int(base), int(end), duplicate
 
     def _append(self, batch: bytes, producer: ProducerStamp | None) -> tuple[int, int, int, bool]:
+        """Append to the WAL and the buffer: (base, end, bytes added to the buffer, duplicate)."""
+        appended = self._append_timed(batch, producer, False)
+        assert appended is not None
+        return appended
+
+    def _try_append(self, batch: bytes, producer: ProducerStamp | None) -> tuple[int, int, int, bool] | None:
+        """``_append`` if the WAL append needs no disk operation (a new file, an fsync), else None and
+        nothing done: for the event loop."""
+        return self._append_timed(batch, producer, True)
+
+    def _append_timed(
+        self, batch: bytes, producer: ProducerStamp | None, in_place_only: bool
+    ) -> tuple[int, int, int, bool] | None:
         started = time.perf_counter()
         try:
-            return self._append_locked(batch, producer)
+            return self._append_locked(batch, producer, in_place_only)
         finally:
             self.append_seconds = time.perf_counter() - started
 
-    def _append_locked(self, batch: bytes, producer: ProducerStamp | None) -> tuple[int, int, int, bool]:
+    def _append_locked(
+        self, batch: bytes, producer: ProducerStamp | None, in_place_only: bool
+    ) -> tuple[int, int, int, bool] | None:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
@@ -657,12 +676,16 @@ class PartitionWriter:
                     retry_after_ms=max(self._cfg.upload_retry_initial_ms, 1000),
                     reason="wal_limit",
                 )
+            stamp = (
+                None if producer is None else (producer.producer_id, producer.epoch, producer.base_sequence)
+            )
             try:
-                if producer is None:
-                    base = self._wal.append(batch)
+                if in_place_only:
+                    base = self._wal.try_append(batch, stamp)
+                    if base is None:
+                        return None  # needs a new file or an fsync: the caller appends in a thread
                 else:
-                    stamp = (producer.producer_id, producer.epoch, producer.base_sequence)
-                    base = self._wal.append(batch, producer=stamp)
+                    base = self._wal.append(batch, stamp)
             except WalPoisoned as exc:
                 self._fence_locked(exc)
                 raise

@@ -485,6 +485,22 @@ class Wal:
             raise errors.WalClosed(f"WAL {self._dir} is closed")
 
     def append(self, batch: bytes, producer: tuple[int, int, int] | None = None) -> int:
+        base = self._append(batch, producer, in_place_only=False)
+        assert base is not None
+        return base
+
+    def try_append(self, batch: bytes, producer: tuple[int, int, int] | None = None) -> int | None:
+        """``append`` only if it needs neither a new file nor an fsync now; else None, nothing written."""
+        return self._append(batch, producer, in_place_only=True)
+
+    def _sync_due(self) -> bool:
+        return self._sync_policy == "batch" or (
+            self._sync_policy == "interval" and time.monotonic() - self._last_sync >= self._sync_interval_s
+        )
+
+    def _append(
+        self, batch: bytes, producer: tuple[int, int, int] | None, *, in_place_only: bool
+    ) -> int | None:
         pid, pepoch, seq0 = check_producer(producer)
         self._check_open()
         view, info, _min_ts = scan_batch(batch, self._max_record_bytes)
@@ -502,9 +518,12 @@ class Wal:
             if end > OFFSET_LIMIT:
                 raise errors.InvalidArgument(f"offsets from {base} overflow 2**63")
             active = self._files[-1] if self._fd is not None else None
+            rotate = active is not None and active.frames and active.size + frame_len > self._max_file_bytes
+            if in_place_only and (active is None or rotate or self._sync_due()):
+                return None
             if active is None:
                 self._new_file(base)
-            elif active.frames and active.size + frame_len > self._max_file_bytes:
+            elif rotate:
                 self._rotate(base)
             active = self._files[-1]
             rest = FRAME_REST.pack(
@@ -526,9 +545,7 @@ class Wal:
             self._next = end
             with self._cond:
                 self._written = end
-        if self._sync_policy == "batch" or (
-            self._sync_policy == "interval" and time.monotonic() - self._last_sync >= self._sync_interval_s
-        ):
+        if self._sync_due():
             self._sync_through(end)
         return base
 

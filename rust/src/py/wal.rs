@@ -297,6 +297,23 @@ impl PyWal {
         release(py, heavy, || wal.append_with_producer(&batch, producer)).py_err(py)
     }
 
+    /// `append`, only if it needs no new WAL file and no fsync (else None, nothing written): see
+    /// `Wal::try_append`. Never gives the GIL up for a small batch, whatever the sync policy: it cannot
+    /// block on the disk.
+    #[pyo3(signature = (batch, producer=None))]
+    fn try_append(
+        &self,
+        py: Python<'_>,
+        batch: &Bound<'_, PyAny>,
+        producer: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<u64>> {
+        let producer = producer_arg(producer)?;
+        let batch = bytes_arg(batch, "batch")?;
+        let wal = &self.inner;
+        let heavy = batch.len() >= RELEASE_THRESHOLD_BYTES;
+        release(py, heavy, || wal.try_append(&batch, producer)).py_err(py)
+    }
+
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         let wal = &self.inner;
         release(py, true, || wal.sync()).py_err(py)

@@ -226,6 +226,25 @@ impl Wal {
     /// base sequence (`None`: no producer). A `producer` whose id is outside `[1, 2^63 - 1]` is
     /// `InvalidArgument` and nothing is written.
     pub fn append_with_producer(&self, batch: &[u8], producer: Option<Producer>) -> Result<u64> {
+        self.append_inner(batch, producer, false)?
+            .ok_or_else(|| Error::invalid("an append that may create files always writes"))
+    }
+
+    /// [`Wal::append_with_producer`] only if it needs no file operation and no fsync: the frame goes
+    /// into the active file, which has room for it, and the sync policy does not call for an fsync
+    /// now. Otherwise `Ok(None)` and nothing is written (the batch is still validated first, so a bad
+    /// batch is an error either way). For a caller that must not block on the disk (the agent appends
+    /// small batches on its event loop and sends the others to a thread).
+    pub fn try_append(&self, batch: &[u8], producer: Option<Producer>) -> Result<Option<u64>> {
+        self.append_inner(batch, producer, true)
+    }
+
+    fn append_inner(
+        &self,
+        batch: &[u8],
+        producer: Option<Producer>,
+        in_place_only: bool,
+    ) -> Result<Option<u64>> {
         let producer = match producer {
             Some(p) => Producer::new(p.id, p.epoch, p.base_sequence)?,
             None => Producer::NONE,
@@ -252,6 +271,9 @@ impl Wal {
                     .files
                     .last()
                     .is_some_and(|f| f.frames > 0 && f.len + frame_len > self.opts.max_file_bytes);
+            if in_place_only && (rotate || st.active.is_none() || self.sync_due()) {
+                return Ok(None);
+            }
             if rotate {
                 self.rotate(&mut st)?;
             }
@@ -287,7 +309,19 @@ impl Wal {
             }
             SyncPolicy::Never => {}
         }
-        Ok(base)
+        Ok(Some(base))
+    }
+
+    /// Whether an append now would fsync under the sync policy.
+    fn sync_due(&self) -> bool {
+        match self.opts.sync_policy {
+            SyncPolicy::Batch => true,
+            SyncPolicy::Interval => {
+                lock(&self.sync).last_sync.elapsed()
+                    >= Duration::from_millis(self.opts.sync_interval_ms)
+            }
+            SyncPolicy::Never => false,
+        }
     }
 
     /// One positioned vectored write (header and payload, no copy) at the end of the active file; on

@@ -1,0 +1,83 @@
+"""The produce path never makes the event loop wait for the disk: a small batch is appended on the loop
+only when the WAL can take it in place (``Wal.try_append``); a WAL's first file, a rotation or an fsync
+happen in a worker thread. Every WAL call is watched through a proxy that notes the thread it ran on.
+Real parts: the embedded set-up driven through ``Agent``, both engines."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamhouse import engine as engines
+from streamhouse.agent import Agent
+from tests.integration.test_agent_e2e import TOPIC, batch, read_all, values, wait_committed, wal_files
+from tests.integration.test_partition_failures import ENGINES, make_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+class WatchedWal:
+    """Delegates to a WAL; notes (method, thread ident, result) of every append and try_append."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: list[tuple[str, int, Any]] = []
+
+    def append(self, *args: Any, **kwargs: Any) -> Any:
+        base = self._inner.append(*args, **kwargs)
+        self.calls.append(("append", threading.get_ident(), base))
+        return base
+
+    def try_append(self, *args: Any, **kwargs: Any) -> Any:
+        base = self._inner.try_append(*args, **kwargs)
+        self.calls.append(("try_append", threading.get_ident(), base))
+        return base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+async def test_wal_files_are_created_off_the_event_loop(engine_name: str, tmp_path: Path) -> None:
+    eng = engines.load(engine_name)
+    cfg = make_config(tmp_path, engine=engine_name, wal_file_size="1KiB", wal_max_size="1MiB")
+    agent = await Agent.start(cfg)
+    try:
+        await agent.create_topic(TOPIC, 1)
+        writer = agent._writers[(TOPIC, 0)]
+        watched = WatchedWal(writer._wal)
+        writer._wal = watched
+        loop_thread = threading.get_ident()
+        assert wal_files(tmp_path) == []  # a partition's first WAL file comes with its first batch
+
+        offset = 0
+        for _ in range(12):  # 12 batches of about 200 bytes: several 1 KiB files
+            await agent.produce(TOPIC, 0, batch(eng, offset, 5), "buffered")
+            offset += 5
+        await wait_committed(agent, TOPIC, 0)
+        assert [r[3] for r in await read_all(agent, eng, TOPIC, 0)] == values(0, offset)
+
+        appends = [c for c in watched.calls if c[0] == "append"]
+        tries = [c for c in watched.calls if c[0] == "try_append"]
+        assert all(thread == loop_thread for _m, thread, _r in tries)
+        assert all(thread != loop_thread for _m, thread, _r in appends), watched.calls
+        # The first batch needed a file and went to a thread; later ones went in place on the loop,
+        # except those that needed a rotation (1 KiB files).
+        assert tries[0][2] is None and appends[0][2] == 0
+        assert any(base is not None for _m, _t, base in tries)
+        assert 2 <= len(appends) < 12
+        assert len(appends) + sum(1 for *_x, base in tries if base is not None) == 12
+
+        # Once committed and idle, the partition's WAL file goes; the next batch makes it again, in a thread.
+        writer.truncate_committed(force=True)
+        assert wal_files(tmp_path) == []
+        watched.calls.clear()
+        await agent.produce(TOPIC, 0, batch(eng, offset, 5), "durable")
+        assert [(m, base) for m, _t, base in watched.calls] == [("try_append", None), ("append", offset)]
+        assert watched.calls[1][1] != loop_thread
+        assert len(wal_files(tmp_path)) == 1
+    finally:
+        await agent.stop()
