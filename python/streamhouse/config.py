@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamhouse.errors import ConfigError
+from streamhouse.pyengine.wal import MAX_FRAME_BYTES
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -185,7 +186,8 @@ KNOBS: tuple[Knob, ...] = (
         "max_request_size",
         64 * 2**20,
         "Largest gRPC request accepted (a produce request: its batch and a few bytes of fields); replies "
-        "may be up to 1 KiB larger, so that the one carrying the largest batch is sent.",
+        "may be up to 1 KiB larger, so that the one carrying the largest batch is sent. At most 64 MiB, "
+        "the most records one WAL frame holds.",
         parse_size,
         _positive,
         group="network",
@@ -688,6 +690,12 @@ class Config:
             )
         if values["max_record_size"] > values["segment_max_size"]:
             raise ConfigError("max_record_size must not exceed segment_max_size")
+        if values["max_request_size"] > MAX_FRAME_BYTES:
+            raise ConfigError(
+                f"max_request_size ({format_size(values['max_request_size'])}) must not exceed "
+                f"{format_size(MAX_FRAME_BYTES)}: a produce request's batch is written to the WAL as one frame, "
+                "and a frame holds at most that many bytes of records (STREAMHOUSE_MAX_REQUEST_SIZE)"
+            )
         return cls(values)
 
     def replace(self, **changes: Any) -> Config:

@@ -53,6 +53,7 @@ def test_flag_beats_environment_beats_default() -> None:
         ({"compression_level": "40"}, "compression_level"),
         ({"wal_file_size": "1GiB", "wal_max_size": "10MiB"}, "wal_file_size"),
         ({"lease_ttl_ms": "10"}, "lease_ttl_ms"),
+        ({"max_request_size": "65MiB"}, "max_request_size .65MiB. must not exceed 64MiB"),
     ],
 )
 def test_bad_configuration_names_the_knob(overrides: dict[str, str], named: str) -> None:
