@@ -31,8 +31,11 @@ class Consumer:
     A retriable error of a partition (its agent restarting, unreachable, moving the partition) is retried
     by the next polls, which return what the other partitions have. A long poll whose every fetch failed
     that way waits out a short backoff first, so that a loop of polls does not spin. Once a partition has
-    failed for ``retry_timeout_s`` seconds with no answer in between, the first ``poll`` that returns no
-    records raises its error (and the partition's clock starts again).
+    failed for ``retry_timeout_s`` seconds with no answer in between, ``poll`` raises its error (and the
+    partition's clock starts again). A poll that meets an error (that one, or any error that is not
+    retriable) while other partitions answered with records returns the records and the next poll raises
+    the error, as Kafka's consumer does: a partition that keeps failing is reported however busy the
+    others are, and no record is lost to the raise. Seeking the failing partition drops its error.
     """
 
     def __init__(
@@ -52,6 +55,9 @@ class Consumer:
             raise errors.InvalidArgument(f"retry_timeout_s must be 0 or more, not {retry_timeout_s}")
         self.retry_timeout_s = retry_timeout_s
         self._failing_since: dict[int, float] = {}  # partition -> first retriable failure since an answer
+        # An error met by a poll that returned records: (error, its partition, expired clocks), raised
+        # by the next poll.
+        self._deferred: tuple[errors.StreamhouseError, int, list[int]] | None = None
         self._owns_client = not isinstance(client, Client)
         self.client = client if isinstance(client, Client) else Client(client)
         self.topic = topic
@@ -74,6 +80,8 @@ class Consumer:
     def seek(self, partition: int, offset: int) -> None:
         self._positions[partition] = offset
         self._drop_prefetch(partition)
+        if self._deferred is not None and self._deferred[1] == partition:
+            self._deferred = None  # about the position left behind
 
     def _drop_prefetch(self, partition: int) -> None:
         self._pending.pop(partition, None)
@@ -121,7 +129,13 @@ class Consumer:
 
     def poll(self, max_records: int = 500, timeout_ms: int = 0) -> list[Record]:
         """Records from the current positions (advancing them), at most ``max_records``. When nothing is
-        available, waits up to ``timeout_ms`` (long poll on every partition at once)."""
+        available, waits up to ``timeout_ms`` (long poll on every partition at once). Raises a partition's
+        error met by the previous poll, which returned other partitions' records instead."""
+        if self._deferred is not None:
+            error, _partition, expired = self._deferred
+            self._deferred = None
+            self._restart_clocks(expired)
+            raise error
         order = self._partitions[self._next :] + self._partitions[: self._next]
         if self._partitions:
             self._next = (self._next + 1) % len(self._partitions)
@@ -175,6 +189,7 @@ class Consumer:
             time.sleep(0.002)
         answers: list[tuple[int, bytes]] = []
         error: errors.StreamhouseError | None = None
+        error_partition = -1
         expired: list[int] = []  # partitions whose retry_timeout_s ran out in this round
         failed_retriably = 0
         for p, call in calls:
@@ -201,7 +216,7 @@ class Consumer:
                     )
                 if error is None:
                     exc.__cause__ = rpc
-                    error = exc
+                    error, error_partition = exc, p
                 continue
             self._failing_since.pop(p, None)
             data = resp.record_set  # each access copies the bytes out of the reply: once
@@ -220,18 +235,23 @@ class Consumer:
             if take:
                 self._positions[p] = take[-1].offset + 1
                 out.extend(take)
-        if error is not None and not out:
-            # The clocks that ran out start again only now (the raise reports them): a partition whose
-            # bound ran out in a poll that returned other partitions' records is raised by the next poll
-            # that returns none.
-            for p in expired:
-                del self._failing_since[p]
+        if error is not None:
+            if out:
+                # The records first, the error at the next poll. The clocks that ran out start again
+                # only when the raise reports them.
+                self._deferred = (error, error_partition, expired)
+                return out
+            self._restart_clocks(expired)
             raise error
         if wait_ms and calls and failed_retriably == len(calls):
             # Every fetch failed at once, retriably: the long poll would return at once, and a loop of
             # polls would spin against an agent that is down. Wait a little of the poll's time instead.
             time.sleep(min(wait_ms / 1000, _RETRY_BACKOFF_S))
         return out
+
+    def _restart_clocks(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self._failing_since.pop(p, None)
 
     def close(self) -> None:
         for p in list(self._prefetched):
