@@ -693,8 +693,8 @@ class Config:
         if values["max_request_size"] > MAX_FRAME_BYTES:
             raise ConfigError(
                 f"max_request_size ({format_size(values['max_request_size'])}) must not exceed "
-                f"{format_size(MAX_FRAME_BYTES)}: a produce request's batch is written to the WAL as one frame, "
-                "and a frame holds at most that many bytes of records (STREAMHOUSE_MAX_REQUEST_SIZE)"
+                f"{format_size(MAX_FRAME_BYTES)}: a produce request's batch is written to the WAL as one "
+                "frame, and a frame holds at most that many bytes of records (STREAMHOUSE_MAX_REQUEST_SIZE)"
             )
         return cls(values)
 
