@@ -1,10 +1,12 @@
 """The produce path never makes the event loop wait for the disk: a small batch is appended on the loop
 only when the WAL can take it in place (``Wal.try_append``); a WAL's first file, a rotation or an fsync
-happen in a worker thread. Every WAL call is watched through a proxy that notes the thread it ran on.
-Real parts: the embedded set-up driven through ``Agent``, both engines."""
+happen in a worker thread. Every WAL call is watched through a proxy that notes the thread it ran on. And a
+durable wait leaves nothing behind when its request goes away. Real parts: the embedded set-up driven
+through ``Agent``."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,15 @@ import pytest
 
 from streamhouse import engine as engines
 from streamhouse.agent import Agent
-from tests.integration.test_agent_e2e import TOPIC, batch, read_all, values, wait_committed, wal_files
+from tests.integration.test_agent_e2e import (
+    DEFAULT_ENGINE,
+    TOPIC,
+    batch,
+    read_all,
+    values,
+    wait_committed,
+    wal_files,
+)
 from tests.integration.test_partition_failures import ENGINES, make_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -79,5 +89,38 @@ async def test_wal_files_are_created_off_the_event_loop(engine_name: str, tmp_pa
         assert [(m, base) for m, _t, base in watched.calls] == [("try_append", None), ("append", offset)]
         assert watched.calls[1][1] != loop_thread
         assert len(wal_files(tmp_path)) == 1
+    finally:
+        await agent.stop()
+
+
+async def test_a_cancelled_durable_produce_leaves_no_waiter_behind(tmp_path: Path) -> None:
+    """A durable request whose client went away (its task cancelled) stops waiting at once; the commit that
+    follows releases the others and keeps no trace of it; a waiter's timer that runs out re-arms it."""
+    eng = engines.load(DEFAULT_ENGINE)
+    cfg = make_config(tmp_path, segment_max_age_ms=3_600_000, upload_retry_max_ms=100)
+    agent = await Agent.start(cfg)
+    try:
+        await agent.create_topic(TOPIC, 1)
+        writer = agent._writers[(TOPIC, 0)]
+        gone = asyncio.create_task(agent.produce(TOPIC, 0, batch(eng, 0, 5), "durable"))
+        kept = asyncio.create_task(agent.produce(TOPIC, 0, batch(eng, 5, 5), "durable"))
+        for _ in range(500):
+            if len(writer._durable) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(writer._durable) == 2
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert writer._durable[0][1].cancelled()
+        # Past report_after (1 s here) the kept request's timer runs out: it looks, and waits on.
+        await asyncio.sleep(1.5)
+        assert not kept.done()
+        assert [end for end, fut in writer._durable if not fut.done()] == [10]
+        await agent.flusher.flush_and_wait()
+        result = await kept
+        assert (result.base_offset, result.record_count) == (5, 5)
+        assert writer._durable == []
+        assert [r[3] for r in await read_all(agent, eng, TOPIC, 0)] == values(0, 10)
     finally:
         await agent.stop()

