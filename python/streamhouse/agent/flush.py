@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import secrets
 import time
@@ -447,8 +446,12 @@ def _build(slots: list[tuple[PartitionWriter, Slot]]) -> tuple[bytes, list[flush
 
 def _record(writer: PartitionWriter, slot: Slot, key: str, entry: flushobj.SliceEntry) -> SegmentRecord:
     """The catalog row of a slot's slice: its segment at ``entry``'s byte range of the object ``key``."""
-    return dataclasses.replace(
-        segment_record(writer.topic, writer.partition, writer.epoch, key, slot.sealed),
+    return segment_record(
+        writer.topic,
+        writer.partition,
+        writer.epoch,
+        key,
+        slot.sealed,
         object_position=entry.position,
         producers=slot.producers,
     )

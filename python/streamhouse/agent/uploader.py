@@ -47,8 +47,11 @@ def fresh_key(topic: str, partition: int, base_offset: int, epoch: int) -> str:
     return segment_key("", topic, partition, base_offset, epoch, nonce=secrets.token_hex(8))
 
 
-def segment_record(topic: str, partition: int, epoch: int, key: str, sealed: Any) -> SegmentRecord:
-    """The catalog row of a sealed segment (a SealedSegment of either engine) stored at ``key``."""
+def segment_record(
+    topic: str, partition: int, epoch: int, key: str, sealed: Any, **more: Any
+) -> SegmentRecord:
+    """The catalog row of a sealed segment (a SealedSegment of either engine) stored at ``key``; ``more``:
+    the row's other fields (its position in a flush object, its producers)."""
     return SegmentRecord(
         topic=topic,
         partition=partition,
@@ -63,6 +66,7 @@ def segment_record(topic: str, partition: int, epoch: int, key: str, sealed: Any
         crc32c=sealed.crc32c,
         compression=str(sealed.compression),
         created_at_ms=int(time.time() * 1000),
+        **more,
     )
 
 
