@@ -435,8 +435,14 @@ class AgentMetrics:
         return child
 
     def set_partition_sizes(self, topic: str, partition: int, buffer_bytes: int, wal_bytes: int) -> None:
-        self.partition_gauge(self.segment_buffer_size_bytes, topic, partition).set(buffer_bytes)
-        self.partition_gauge(self.wal_size_bytes, topic, partition).set(wal_bytes)
+        self.set_partition_buffer_size(topic, partition, buffer_bytes)
+        self.set_partition_wal_size(topic, partition, wal_bytes)
+
+    def set_partition_buffer_size(self, topic: str, partition: int, nbytes: int) -> None:
+        self.partition_gauge(self.segment_buffer_size_bytes, topic, partition).set(nbytes)
+
+    def set_partition_wal_size(self, topic: str, partition: int, nbytes: int) -> None:
+        self.partition_gauge(self.wal_size_bytes, topic, partition).set(nbytes)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop a partition's series (topic deleted or lease lost) so it stops being reported."""

@@ -63,10 +63,10 @@ class Admission:
         self.cpu_limit, self.cpu_limit_source = detect_cpu_limit()
         self.baseline_memory = resident_bytes()
         room = max(self.memory_limit - self.baseline_memory, 0)
-        self.budget = MemoryBudget(
-            max(int(config.memory_budget_fraction * room), _MIN_BUDGET),
-            on_change=metrics.memory_budget_used.set,
-        )
+        self.budget = MemoryBudget(max(int(config.memory_budget_fraction * room), _MIN_BUDGET))
+        # Read when scraped: the budget changes several times per request, and setting a gauge each time
+        # (a lock and a store) cost more than the change itself.
+        metrics.memory_budget_used.set_function(lambda: self.budget.used)
         # The read cache and compaction hold memory outside the budget's accounting: a quarter of it each
         # at most (compaction holds its input and its output, hence an eighth for its input).
         self.cache_capacity = min(config.segment_cache_size, self.budget.limit // 4)

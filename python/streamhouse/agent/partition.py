@@ -184,7 +184,7 @@ class PartitionWriter:
         self._abandoned = False
         self.last_upload_error: BaseException | None = None
 
-        self._gauged: tuple[int, int] | None = None  # (buffer, WAL) sizes the gauges last showed
+        self._gauged: tuple[int, int] = (-1, -1)  # (buffer, WAL) sizes the gauges last showed
         self._accounted = 0  # bytes of records this partition holds, as drawn from the memory budget
         self.append_seconds = 0.0  # duration of the latest append (the agent's append latency metric)
         # Offsets below this were acknowledged with acks=wal: reported to the catalog at each lease
@@ -898,10 +898,14 @@ class PartitionWriter:
         # Called several times per partition and flush (after the take, the commit and the truncation):
         # the gauges are set only when a size changed, which with hundreds of partitions spares most of
         # the label look-ups (about 5 us each) on the event loop.
-        sizes = (self.buffer_size_bytes, self._wal_bytes)
-        if sizes != self._gauged:
-            self._gauged = sizes
-            self._metrics.set_partition_sizes(self.topic, self.partition, *sizes)
+        # Each gauge on its own: a commit changes the buffer's size, rarely the WAL's.
+        buffer_bytes, wal_bytes = self.buffer_size_bytes, self._wal_bytes
+        shown_buffer, shown_wal = self._gauged
+        if buffer_bytes != shown_buffer:
+            self._metrics.set_partition_buffer_size(self.topic, self.partition, buffer_bytes)
+        if wal_bytes != shown_wal:
+            self._metrics.set_partition_wal_size(self.topic, self.partition, wal_bytes)
+        self._gauged = (buffer_bytes, wal_bytes)
 
     def reaccount(self) -> None:
         """Bring this partition's share of the memory budget up to date with what it holds (the active
