@@ -30,7 +30,10 @@ fn try_append_never_creates_rotates_or_syncs() {
     assert_eq!(wal.stats().unwrap().next_offset, next);
     assert_eq!(wal.append(&batch(next, 2)).unwrap(), next); // rotates
     assert_eq!(wal_files(dir.path()).len(), 2);
-    assert_eq!(std::fs::metadata(&wal_files(dir.path())[0]).unwrap().len(), len);
+    assert_eq!(
+        std::fs::metadata(&wal_files(dir.path())[0]).unwrap().len(),
+        len
+    );
     wal.close().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
