@@ -85,6 +85,7 @@ class _TimeUp(Exception):
 def _time_up(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_exception(_TimeUp())
+        fut.exception()  # retrieved: no warning if its waiter was cancelled meanwhile; the await still raises
 
 
 def is_local_failure(error: BaseException | None) -> bool:
