@@ -434,10 +434,6 @@ class AgentMetrics:
             child = self._partition_children[key] = gauge.labels(topic, str(partition))
         return child
 
-    def set_partition_sizes(self, topic: str, partition: int, buffer_bytes: int, wal_bytes: int) -> None:
-        self.set_partition_buffer_size(topic, partition, buffer_bytes)
-        self.set_partition_wal_size(topic, partition, wal_bytes)
-
     def set_partition_buffer_size(self, topic: str, partition: int, nbytes: int) -> None:
         self.partition_gauge(self.segment_buffer_size_bytes, topic, partition).set(nbytes)
 

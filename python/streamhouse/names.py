@@ -12,6 +12,7 @@ Only exact ``str`` (and ``int``) instances are accepted: a ``str`` subclass can 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -63,29 +64,20 @@ def _require_int(value: object, what: str) -> int:
     return value
 
 
-# Names and keys that passed, so that the same ones are not checked again on every request and every flush
-# row (a few microseconds each; a flush of 500 partitions checked 500 topic names and object keys). Bounded:
-# emptied when full.
-_PASSED_NAMES: set[str] = set()
-_PASSED_KEYS: set[str] = set()
-_PASSED_KEPT = 4096
-
-
-def _passed(memo: set[str], value: str) -> None:
-    if len(memo) >= _PASSED_KEPT:
-        memo.clear()
-    memo.add(value)
-
-
 def _check_name(value: object, what: str) -> str:
-    if type(value) is str and value in _PASSED_NAMES:
-        return value
     name = _require_str(value, what)
-    if _NAME_RE.fullmatch(name) is None or name in (".", ".."):
+    if len(name) > MAX_NAME_CHARS or not _name_ok(name):  # a long one is not kept
         shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
         raise InvalidArgument(f"invalid {what} {shown}: a {what} is {_ALLOWED_NAME}")
-    _passed(_PASSED_NAMES, name)
     return name
+
+
+# Names and keys are checked on every request and every flush row, and are nearly always the same few:
+# the answers are kept (a few microseconds each otherwise; a flush of 500 partitions checked 500 topic
+# names and object keys).
+@functools.lru_cache(maxsize=4096)
+def _name_ok(name: str) -> bool:
+    return _NAME_RE.fullmatch(name) is not None and name not in (".", "..")
 
 
 def validate_topic_name(name: object) -> str:
@@ -125,11 +117,14 @@ _BAD_KEY_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")  # control characters and 
 
 def _check_key_chars(text: str, what: str) -> None:
     bad = _BAD_KEY_CHAR.search(text)
-    if bad is None:
-        return
-    if bad.group() == "\\":
-        raise InvalidArgument(f"invalid {what} {text!r}: backslashes are not allowed")
-    raise InvalidArgument(f"invalid {what} {text!r}: control characters are not allowed")
+    if bad is not None:
+        raise InvalidArgument(_bad_key_char_message(text, what, bad.group()))
+
+
+def _bad_key_char_message(text: str, what: str, ch: str) -> str:
+    if ch == "\\":
+        return f"invalid {what} {text!r}: backslashes are not allowed"
+    return f"invalid {what} {text!r}: control characters are not allowed"
 
 
 def normalize_prefix(prefix: object) -> str:
@@ -154,27 +149,35 @@ def validate_object_key(key: object) -> str:
     """Return ``key`` if it is a relative key both backends store at the same place: non-empty, at most
     1024 UTF-8 bytes, '/'-separated segments that are non-empty and not '.' or '..', no leading '/', no
     backslash, no NUL or other control character."""
-    if type(key) is str and key in _PASSED_KEYS:
-        return key
     text = _require_str(key, "object key")
-    if not text:
-        raise InvalidArgument("invalid object key '': keys are non-empty")
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    if len(text) > MAX_KEY_BYTES:  # too long whatever its characters; not kept
         raise InvalidArgument(f"invalid object key: longer than {MAX_KEY_BYTES} bytes")
-    _check_key_chars(text, "object key")
+    problem = _object_key_problem(text)
+    if problem is not None:
+        raise InvalidArgument(problem)
+    return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _object_key_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid object key, or None (kept: see ``_name_ok``)."""
+    if not text:
+        return "invalid object key '': keys are non-empty"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"invalid object key: longer than {MAX_KEY_BYTES} bytes"
+    bad = _BAD_KEY_CHAR.search(text)
+    if bad is not None:
+        return _bad_key_char_message(text, "object key", bad.group())
     if text.startswith("/"):
-        raise InvalidArgument(f"invalid object key {text!r}: keys are relative (no leading '/')")
+        return f"invalid object key {text!r}: keys are relative (no leading '/')"
     for part in text.split("/"):
         if part in ("", ".", ".."):
-            raise InvalidArgument(
-                f"invalid object key {text!r}: segments between '/' must be non-empty and not '.' or '..'"
-            )
+            return f"invalid object key {text!r}: segments between '/' must be non-empty and not '.' or '..'"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidArgument(f"invalid object key {text!r}: not valid Unicode (lone surrogate)") from None
-    _passed(_PASSED_KEYS, text)
-    return text
+        return f"invalid object key {text!r}: not valid Unicode (lone surrogate)"
+    return None
 
 
 def validate_list_prefix(prefix: object) -> str:

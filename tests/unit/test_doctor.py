@@ -26,7 +26,8 @@ def healthy(m: AgentMetrics) -> None:
     m.disk_reserve.set(1 << 30)
     m.cpu_limit.set(2)
     m.partitions_owned.set(10)
-    m.set_partition_sizes("orders", 0, 1 * MiB, 2 * MiB)
+    m.set_partition_buffer_size("orders", 0, 1 * MiB)
+    m.set_partition_wal_size("orders", 0, 2 * MiB)
     m.uncommitted_bytes.labels("orders", "0").set(1 * MiB)
     m.lease_renewal.observe(0.01)
 
@@ -104,7 +105,8 @@ def test_full_disk_with_working_uploads_is_pvc_too_small() -> None:
 
 def test_wal_far_bigger_than_what_is_uncommitted_is_wal_rotation() -> None:
     def after(m: AgentMetrics) -> None:
-        m.set_partition_sizes("orders", 0, 1 * MiB, 5 << 30)
+        m.set_partition_buffer_size("orders", 0, 1 * MiB)
+        m.set_partition_wal_size("orders", 0, 5 << 30)
 
     assert any(c.startswith("WAL Rotation Disabled") for c in causes(look(nothing, after)))
 

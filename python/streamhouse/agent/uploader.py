@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-from streamhouse.catalog.base import SegmentRecord
+from streamhouse.catalog.base import ProducerSnapshot, SegmentRecord
 from streamhouse.errors import (
     ObjectExists,
     SegmentCorrupted,
@@ -48,10 +48,17 @@ def fresh_key(topic: str, partition: int, base_offset: int, epoch: int) -> str:
 
 
 def segment_record(
-    topic: str, partition: int, epoch: int, key: str, sealed: Any, **more: Any
+    topic: str,
+    partition: int,
+    epoch: int,
+    key: str,
+    sealed: Any,
+    *,
+    object_position: int = 0,
+    producers: tuple[ProducerSnapshot, ...] = (),
 ) -> SegmentRecord:
-    """The catalog row of a sealed segment (a SealedSegment of either engine) stored at ``key``; ``more``:
-    the row's other fields (its position in a flush object, its producers)."""
+    """The catalog row of a sealed segment (a SealedSegment of either engine) stored at ``key``, at
+    ``object_position`` in it (a slice of a flush object)."""
     return SegmentRecord(
         topic=topic,
         partition=partition,
@@ -66,7 +73,8 @@ def segment_record(
         crc32c=sealed.crc32c,
         compression=str(sealed.compression),
         created_at_ms=int(time.time() * 1000),
-        **more,
+        object_position=object_position,
+        producers=producers,
     )
 
 
