@@ -222,6 +222,13 @@ class Wal:
         fsync under the sync policy: then the base offset. Else None and nothing is written. The batch
         is validated either way (the same errors as `append`). For a caller that must not wait for the
         disk: the agent appends small batches on its event loop with this, and the rest in a thread."""
+    def prepare(self) -> bool:
+        """Create the file appends go to now if there is none (a new WAL, or one whose files were all
+        truncated away): True if it did, False if one was open (nothing done). The creation (a write, an
+        fsync and a directory fsync) then happens when the caller chooses, and the next `try_append` can
+        write in place. The agent calls it when it opens a partition, in a thread, so that a new
+        partition's first batch is appended on the event loop like every other. It fails as that first
+        append would have (StorageError, DiskFull, WalClosed, WalPoisoned)."""
     def sync(self) -> None:
         """fdatasync everything appended so far (shared with concurrent callers)."""
     def truncate(self, committed_next_offset: int) -> int:

@@ -42,3 +42,23 @@ fn try_append_never_creates_rotates_or_syncs() {
     assert_eq!(wal.try_append(&batch(1, 1), None).unwrap(), None); // every append syncs
     assert_eq!(wal.stats().unwrap().next_offset, 1);
 }
+
+/// `prepare` creates the active file ahead of the first append, which then goes in place; a second
+/// `prepare` while the file is open does nothing.
+#[test]
+fn prepare_makes_the_first_append_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), opts(SyncPolicy::Never)).unwrap();
+    assert!(wal.prepare().unwrap());
+    assert_eq!(wal_files(dir.path()).len(), 1);
+    assert!(!wal.prepare().unwrap());
+    assert_eq!(wal_files(dir.path()).len(), 1);
+    assert_eq!(wal.try_append(&batch(0, 2), None).unwrap(), Some(0));
+    assert_eq!(wal.try_append(&batch(2, 2), None).unwrap(), Some(2));
+    assert_eq!(wal.truncate(4).unwrap(), 1);
+    assert!(wal_files(dir.path()).is_empty());
+    assert!(wal.prepare().unwrap()); // after truncation took every file
+    assert_eq!(wal.try_append(&batch(4, 1), None).unwrap(), Some(4));
+    wal.close().unwrap();
+    assert!(wal.prepare().is_err());
+}

@@ -100,3 +100,63 @@ def test_try_append_validates_like_append_and_writes_nothing_on_error(
     wal.close()
     with pytest.raises(errors.WalClosed):
         wal.try_append(offset_batch(engine, 1, 1))
+
+
+# ---- prepare: the file made ahead of the first append -------------------------------------------------
+
+
+def test_prepare_creates_the_file_so_the_first_append_goes_in_place(
+    engine: ModuleType, tmp_path: Path
+) -> None:
+    wal, _ = engine.Wal.open(str(tmp_path), epoch=1, sync_policy="never")
+    assert wal.prepare() is True
+    assert len(wal_files(tmp_path)) == 1
+    assert _stats(wal)[:3] == (1, 0, 0)
+    on_disk = dir_snapshot(tmp_path)
+    assert wal.prepare() is False  # one is open: nothing done
+    assert dir_snapshot(tmp_path) == on_disk
+    assert wal.try_append(offset_batch(engine, 0, 3)) == 0  # the first batch, in place
+    assert wal.try_append(offset_batch(engine, 3, 2)) == 3
+    assert _stats(wal)[:3] == (1, 2, 5)
+    wal.close()
+    _, rec = engine.Wal.open(str(tmp_path), epoch=1)
+    assert check_offset_records(engine, rec.frames, 0) == 5
+    with pytest.raises(errors.WalClosed):
+        wal.prepare()
+
+
+def test_prepare_after_truncation_deleted_every_file(engine: ModuleType, tmp_path: Path) -> None:
+    wal, _ = engine.Wal.open(str(tmp_path), epoch=1, sync_policy="never")
+    wal.append(offset_batch(engine, 0, 3))
+    assert wal.truncate(3) == 1
+    assert wal_files(tmp_path) == []
+    assert wal.prepare() is True
+    assert wal.try_append(offset_batch(engine, 3, 3)) == 3  # the new file starts at the next offset
+    wal.close()
+    _, rec = engine.Wal.open(str(tmp_path), epoch=1, committed_next_offset=3)
+    assert check_offset_records(engine, rec.frames, 3) == 6
+
+
+def test_an_empty_prepared_file_recovers_as_an_empty_wal(engine: ModuleType, tmp_path: Path) -> None:
+    wal, _ = engine.Wal.open(str(tmp_path), epoch=1, committed_next_offset=40, sync_policy="never")
+    wal.prepare()
+    wal.close()
+    again, rec = engine.Wal.open(str(tmp_path), epoch=2, committed_next_offset=40)
+    assert list(rec.frames) == [] and rec.torn_tail_bytes == 0
+    assert again.next_offset == 40
+    assert again.append(offset_batch(engine, 40, 1)) == 40
+    again.close()
+
+
+def test_prepare_makes_the_same_bytes_in_both_engines(
+    engines: tuple[ModuleType, ModuleType], tmp_path: Path
+) -> None:
+    snapshots = []
+    for eng in engines:
+        d = tmp_path / eng.__name__
+        wal, _ = eng.Wal.open(str(d), epoch=3, committed_next_offset=17, sync_policy="never")
+        wal.prepare()
+        wal.try_append(offset_batch(eng, 17, 2))
+        wal.close()
+        snapshots.append(dir_snapshot(d))
+    assert snapshots[0] == snapshots[1]

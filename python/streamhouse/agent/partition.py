@@ -128,6 +128,19 @@ def seal_in_thread(slot: Slot) -> Exception | None:
     return None
 
 
+def _truncate_and_prepare(wal: Any, committed_next_offset: int) -> None:
+    """In a worker thread, when a partition opens: delete the WAL files the catalog covers, then create
+    the file appends go to. Its creation (a write, an fsync and a directory fsync) is done here rather
+    than at the partition's first batch: that batch would need a worker thread instead of being
+    appended on the event loop, and when a topic of 500 partitions took its first batches those
+    creations queued in the thread pool ahead of the flush's own steps (durable acks over a second
+    late, measured). Failures are left to the first append, which meets them again and reports them."""
+    with contextlib.suppress(StorageError):
+        wal.truncate(committed_next_offset)
+    with contextlib.suppress(StorageError):
+        wal.prepare()
+
+
 class PartitionWriter:
     """The owned state of one partition. Create, then ``await open(state)`` to recover the WAL."""
 
@@ -306,8 +319,7 @@ class PartitionWriter:
                 f"{self.next_offset}",
                 path=str(self.wal_dir),
             )
-        with contextlib.suppress(StorageError):
-            await asyncio.to_thread(wal.truncate, hw)
+        await asyncio.to_thread(_truncate_and_prepare, wal, hw)
         with contextlib.suppress(StorageError):
             self._wal_bytes = int(wal.stats().bytes_on_disk)
         if frames:

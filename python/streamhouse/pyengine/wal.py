@@ -493,6 +493,16 @@ class Wal:
         """``append`` only if it needs neither a new file nor an fsync now; else None, nothing written."""
         return self._append(batch, producer, in_place_only=True)
 
+    def prepare(self) -> bool:
+        """Create the file appends go to if there is none; True if it did (see ``_core.Wal.prepare``)."""
+        self._check_open()
+        with self._lock:
+            self._check_open()
+            if self._fd is not None:
+                return False
+            self._new_file(self._next)
+            return True
+
     def _sync_due(self) -> bool:
         return self._sync_policy == "batch" or (
             self._sync_policy == "interval" and time.monotonic() - self._last_sync >= self._sync_interval_s

@@ -314,6 +314,13 @@ impl PyWal {
         release(py, heavy, || wal.try_append(&batch, producer)).py_err(py)
     }
 
+    /// Create the file appends go to if there is none (an fsync and a directory fsync, GIL released):
+    /// see `Wal::prepare`.
+    fn prepare(&self, py: Python<'_>) -> PyResult<bool> {
+        let wal = &self.inner;
+        release(py, true, || wal.prepare()).py_err(py)
+    }
+
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         let wal = &self.inner;
         release(py, true, || wal.sync()).py_err(py)

@@ -473,6 +473,20 @@ impl Wal {
         out
     }
 
+    /// Create the file appends go to now if there is none (a new WAL, or one whose files were all
+    /// truncated away), so that the next [`Wal::try_append`] can write in place: the file's creation
+    /// (a write, an fsync and a directory fsync) happens when the caller chooses instead of at the
+    /// first append. `Ok(true)` if a file was created, `Ok(false)` if one was already open (nothing
+    /// done). It fails as that first append would have: a failed fsync poisons the WAL.
+    pub fn prepare(&self) -> Result<bool> {
+        let mut st = self.live_state()?;
+        if st.active.is_some() {
+            return Ok(false);
+        }
+        self.create_file(&mut st)?;
+        Ok(true)
+    }
+
     /// fdatasync everything appended so far.
     pub fn sync(&self) -> Result<()> {
         let end = self.live_state()?.next_offset;
