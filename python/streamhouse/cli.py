@@ -221,6 +221,7 @@ async def serve_agent(
     ``object_store`` replaces the store the configuration names (the agent owns and closes it): ``bench
     cost`` passes a wrapper that counts requests."""
     from streamhouse.agent import Agent
+    from streamhouse.front.relay import RelayedServer
     from streamhouse.server import GrpcServer
 
     # The gRPC server needs the agent, and the agent takes its partitions' leases as it starts: find a
@@ -236,17 +237,35 @@ async def serve_agent(
         if exc.errno == errno.EADDRINUSE and cfg.metrics_listen:  # taken since the check
             raise ListenError(cfg.metrics_listen, "metrics_listen") from exc
         raise
+    grace_s = min(10.0, cfg.shutdown_timeout_ms / 1000)
+    server: GrpcServer | RelayedServer
     try:
-        server = await GrpcServer.start(
-            agent,
-            listen=cfg.listen,
-            max_request_size=cfg.max_request_size,
-            default_acks=cfg.default_acks,
-            max_fetch_bytes=cfg.max_fetch_size,
-            stop_broker=agent.stop,
-            on_error=agent.count_error,
-            admission=agent,
-        )
+        if cfg.front_processes:
+            server = await RelayedServer.start(
+                agent,
+                count=cfg.front_processes,
+                listen=cfg.listen,
+                max_request_size=cfg.max_request_size,
+                default_acks=cfg.default_acks,
+                max_fetch_bytes=cfg.max_fetch_size,
+                stop_broker=agent.stop,
+                on_error=agent.count_error,
+                admission=agent,
+                log_level=cfg.log_level,
+                event_loop=cfg.event_loop,
+                grace_s=grace_s,
+            )
+        else:
+            server = await GrpcServer.start(
+                agent,
+                listen=cfg.listen,
+                max_request_size=cfg.max_request_size,
+                default_acks=cfg.default_acks,
+                max_fetch_bytes=cfg.max_fetch_size,
+                stop_broker=agent.stop,
+                on_error=agent.count_error,
+                admission=agent,
+            )
     except RuntimeError as exc:
         await agent.stop()
         if "Failed to bind" in str(exc):  # grpcio raises this instead of returning port 0
@@ -262,11 +281,13 @@ async def serve_agent(
     registry_at = getattr(getattr(agent, "schemas", None), "address", None)
     if registry_at:
         metrics += f", schema registry http://{registry_at[0]}:{registry_at[1]}"
+    fronts = f", {cfg.front_processes} front processes" if cfg.front_processes else ""
     log.info(
-        "StreamHouse agent %s listening on %s:%d (gRPC), %s; %s",
+        "StreamHouse agent %s listening on %s:%d (gRPC%s), %s; %s",
         cfg.agent_id,
         host,
         server.port,
+        fronts,
         metrics,
         describe_storage(cfg),
     )
@@ -294,7 +315,7 @@ async def serve_agent(
         log.info(
             "Shutting down: refusing new produce, finishing in-flight requests, committing buffered data"
         )
-        await server.stop(grace_s=min(10.0, cfg.shutdown_timeout_ms / 1000))
+        await server.stop(grace_s=grace_s)
         log.info("StreamHouse agent %s stopped", cfg.agent_id)
     if fatal is not None and fatal.is_set():
         print(f"streamhouse agent: stopped: {agent.fatal_reason}", file=sys.stderr)

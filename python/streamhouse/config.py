@@ -17,7 +17,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from streamhouse.errors import ConfigError
 from streamhouse.pyengine.wal import MAX_FRAME_BYTES
@@ -58,6 +58,9 @@ def parse_host_port(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT (example: 127.0.0.1:50051)")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+MAX_FRONT_PROCESSES: Final = 16
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,17 @@ KNOBS: tuple[Knob, ...] = (
         "the most records one WAL frame holds.",
         parse_size,
         _positive,
+        group="network",
+    ),
+    Knob(
+        "front_processes",
+        0,
+        "gRPC front processes. 0: the agent serves gRPC itself. N (1-16): N processes share the `listen` "
+        "port (SO_REUSEPORT) and pass every request to the agent over a local socket, so that gRPC's "
+        "per-request work runs beside the agent's instead of on its one interpreter lock. Worth it from "
+        "about 500 requests a second; one per spare core is plenty.",
+        int,
+        lambda v: None if 0 <= v <= MAX_FRONT_PROCESSES else f"must be 0 to {MAX_FRONT_PROCESSES}",
         group="network",
     ),
     # -- write path --

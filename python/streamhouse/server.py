@@ -305,7 +305,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
         return await _call(context, "DescribeTopic", work(), self._on_error)
 
     async def Produce(self, request: pb.ProduceRequest | bytes, context: Any) -> pb.ProduceResponse:
-        """Registered with the raw request bytes (``_add_servicer``): they are drawn from the memory
+        """Registered with the raw request bytes (``service_handlers``): they are drawn from the memory
         budget before they are decoded into a message and a batch (two more copies), and bytes that do
         not parse are INVALID_ARGUMENT. What was drawn goes to the broker with the request, or back."""
         prepaid = [0]  # drawn and not yet handed to the broker
@@ -367,7 +367,7 @@ class StreamHouseServicer(pb_grpc.StreamHouseServicer):
                 self._admission.release_request(prepaid[0])
 
     async def Consume(self, request: pb.ConsumeRequest, context: Any) -> bytes:
-        """Registered without a response serializer (``_add_servicer``): the reply is encoded here by
+        """Registered without a response serializer (``service_handlers``): the reply is encoded here by
         ``encode_consume_response``, one copy of the record set instead of protobuf's."""
 
         async def work() -> bytes:
@@ -491,12 +491,13 @@ def _parsing(
     return behavior
 
 
-def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> None:
-    """Register the service like the generated ``add_StreamHouseServicer_to_server``, except that every
-    handler receives the raw request bytes: Produce parses them itself, after drawing them from the memory
-    budget (see ``StreamHouseServicer.Produce``); the others through ``_parsing``. Either way, bytes that
-    do not parse are INVALID_ARGUMENT. Consume returns its reply already encoded (see
-    ``encode_consume_response``)."""
+def service_handlers(servicer: StreamHouseServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The StreamHouse service's method handlers by method name, like the generated
+    ``add_StreamHouseServicer_to_server`` registers, except that every handler receives the raw request
+    bytes: Produce parses them itself, after drawing them from the memory budget (see
+    ``StreamHouseServicer.Produce``); the others through ``_parsing``. Either way, bytes that do not parse
+    are INVALID_ARGUMENT. Consume returns its reply already encoded (see ``encode_consume_response``). The
+    agent's gRPC server registers them, and so does its relay for front processes (``front.relay``)."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in pb.DESCRIPTOR.services_by_name["StreamHouse"].methods:
         request_cls = getattr(pb, method.input_type.name)
@@ -509,8 +510,28 @@ def _add_servicer(servicer: StreamHouseServicer, server: grpc.aio.Server) -> Non
             request_deserializer=None,
             response_serializer=None if method.name == "Consume" else response_cls.SerializeToString,
         )
+    return handlers
+
+
+def add_service(server: grpc.aio.Server, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    """Register the StreamHouse service's ``handlers`` (by method name) on ``server``."""
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def add_health_and_reflection(server: grpc.aio.Server) -> Any:
+    """The standard health service (returned, NOT_SERVING until set) and reflection, on ``server``."""
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    return health_servicer
 
 
 class GrpcServer:
@@ -565,17 +586,8 @@ class GrpcServer:
             admission=admission,
             max_request_size=max_request_size,
         )
-        _add_servicer(servicer, server)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        add_service(server, service_handlers(servicer))
+        health_servicer = add_health_and_reflection(server)
         try:
             port = server.add_insecure_port(listen)
         except RuntimeError:  # grpcio raises "Failed to bind" where older versions returned port 0

@@ -54,6 +54,8 @@ def test_flag_beats_environment_beats_default() -> None:
         ({"wal_file_size": "1GiB", "wal_max_size": "10MiB"}, "wal_file_size"),
         ({"lease_ttl_ms": "10"}, "lease_ttl_ms"),
         ({"max_request_size": "65MiB"}, "max_request_size .65MiB. must not exceed 64MiB"),
+        ({"front_processes": "17"}, "front_processes .* must be 0 to 16"),
+        ({"front_processes": "-1"}, "front_processes .* must be 0 to 16"),
     ],
 )
 def test_bad_configuration_names_the_knob(overrides: dict[str, str], named: str) -> None:
