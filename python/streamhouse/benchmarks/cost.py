@@ -2,7 +2,9 @@
 
 For each partition count N (``--partitions``, repeatable or comma-separated; default 1,50,500) a fresh agent
 on the embedded default (SQLite, local objects) in a temporary directory, with ``max_partitions_per_agent``
-raised to N when N exceeds its default of 50:
+raised to N when N exceeds its default of 50, and ``front_processes`` set to ``--front-processes`` (default
+2: gRPC served by two processes beside the agent; 0 serves it in the agent's own process, the knob's
+default; docs/architecture.md, "One process, one interpreter lock", has both figures):
 
 1. ingest: ``--clients`` producers (default 16), each with a gRPC connection of its own, send batches of
    ``--batch-records`` 100-byte records (default 20) as one request each, acks ``durable``, paced so that
@@ -38,10 +40,10 @@ state (at most one PUT per partition per delay, plus one per ``compaction_max_si
 below 95% of the target is reported as a warning (``achieved_rate_bytes_per_s``).
 
 ``STREAMHOUSE_*`` variables reach the agent (for example ``STREAMHOUSE_SEGMENT_MAX_AGE_MS=1000``) except
-those the bench sets itself: storage (pinned to the embedded default), addresses, engine, agent id and
-max_partitions_per_agent. ``--json`` prints one object ``{"results": [...]}``; ``--quick`` is a CI smoke of
-a few seconds (2 partitions, 200 kB/s, 2 s). Progress goes to stderr; ``--work-dir`` keeps the data
-directories and agent logs.
+those the bench sets itself: storage (pinned to the embedded default), addresses, engine, agent id,
+max_partitions_per_agent and front_processes. ``--json`` prints one object ``{"results": [...]}``;
+``--quick`` is a CI smoke of a few seconds (2 partitions, 200 kB/s, 2 s). Progress goes to stderr;
+``--work-dir`` keeps the data directories and agent logs.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ TOPIC = "bench-cost"
 SECONDS_PER_MONTH = 30 * 86_400
 DEFAULT_PARTITIONS = (1, 50, 500)
 DEFAULT_MAX_PARTITIONS_PER_AGENT = 50
+DEFAULT_FRONT_PROCESSES = 2
 RATE_SHORTFALL = 0.95
 
 
@@ -84,6 +87,7 @@ class Options:
     put_price_per_1000: float
     get_price_per_1000: float
     engine: str
+    front_processes: int = 0
 
 
 def _diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
@@ -168,6 +172,8 @@ def run_one(opts: Options, partitions: int, root: Path) -> dict[str, Any]:
             "",
             "--metadata-url",
             "",
+            "--front-processes",
+            str(opts.front_processes),
         ],
     )
     ingest_counts = work / "counts-ingest.json"
@@ -337,7 +343,7 @@ def _table(opts: Options, results: list[dict[str, Any]]) -> str:
     lines = [
         f"{RECORD_SIZE}-byte records in batches of {opts.batch_records} from {opts.clients} clients "
         f"(up to {opts.in_flight} requests in flight each), acks durable, {opts.seconds:g} s per row; "
-        f"agent engine {opts.engine}, embedded default",
+        f"agent engine {opts.engine}, embedded default, front_processes {opts.front_processes}",
         f"{'partitions':>10} {'MB/s':>6} {'PUTs/min':>9} {'requests/GiB':>12} {'avg object':>11} "
         f"{'durable p50':>11} {'p99':>8} {'catch-up GETs/GiB':>17} {'$/month':>9}",
     ]
@@ -378,6 +384,18 @@ def _partition_counts(values: list[str]) -> list[int]:
             if n not in counts:
                 counts.append(n)
     return counts
+
+
+def _front_count(text: str) -> int:
+    from streamhouse.config import MAX_FRONT_PROCESSES
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= n <= MAX_FRONT_PROCESSES:
+        raise argparse.ArgumentTypeError(f"{n} is not in 0..{MAX_FRONT_PROCESSES}")
+    return n
 
 
 def _positive_size(text: str) -> int:
@@ -440,6 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         "--engine", choices=("rust", "python"), default=None, help="agent engine (default: rust when built)"
     )
     parser.add_argument(
+        "--front-processes",
+        type=_front_count,
+        default=DEFAULT_FRONT_PROCESSES,
+        metavar="N",
+        help=f"the agent's front_processes knob (default {DEFAULT_FRONT_PROCESSES}; 0: gRPC in the agent's "
+        "own process)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep data and agent logs here (default: a temporary dir)"
     )
     parser.add_argument("--quick", action="store_true", help="a few seconds in total (CI smoke)")
@@ -462,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         put_price_per_1000=args.put_price_per_1000,
         get_price_per_1000=args.get_price_per_1000,
         engine=args.engine or available_engines()[0],
+        front_processes=args.front_processes,
     )
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
