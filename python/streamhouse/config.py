@@ -201,7 +201,7 @@ KNOBS: tuple[Knob, ...] = (
         "gRPC front processes. 0: the agent serves gRPC itself. N (1-16): N processes share the `listen` "
         "port (SO_REUSEPORT) and pass every request to the agent over a local socket, so that gRPC's "
         "per-request work runs beside the agent's instead of on its one interpreter lock "
-        "(docs/architecture.md, \"Serving\"). For an agent near its request capacity (about 1,000 small "
+        '(docs/architecture.md, "Serving"). For an agent near its request capacity (about 1,000 small '
         "requests a second on 2 cores); each front is a process of its own (about 75 MB).",
         int,
         lambda v: None if 0 <= v <= MAX_FRONT_PROCESSES else f"must be 0 to {MAX_FRONT_PROCESSES}",
