@@ -239,33 +239,27 @@ async def serve_agent(
         raise
     grace_s = min(10.0, cfg.shutdown_timeout_ms / 1000)
     server: GrpcServer | RelayedServer
+    serving: dict[str, Any] = {
+        "max_request_size": cfg.max_request_size,
+        "default_acks": cfg.default_acks,
+        "max_fetch_bytes": cfg.max_fetch_size,
+        "stop_broker": agent.stop,
+        "on_error": agent.count_error,
+        "admission": agent,
+    }
     try:
         if cfg.front_processes:
             server = await RelayedServer.start(
                 agent,
                 count=cfg.front_processes,
                 listen=cfg.listen,
-                max_request_size=cfg.max_request_size,
-                default_acks=cfg.default_acks,
-                max_fetch_bytes=cfg.max_fetch_size,
-                stop_broker=agent.stop,
-                on_error=agent.count_error,
-                admission=agent,
                 log_level=cfg.log_level,
                 event_loop=cfg.event_loop,
                 grace_s=grace_s,
+                **serving,
             )
         else:
-            server = await GrpcServer.start(
-                agent,
-                listen=cfg.listen,
-                max_request_size=cfg.max_request_size,
-                default_acks=cfg.default_acks,
-                max_fetch_bytes=cfg.max_fetch_size,
-                stop_broker=agent.stop,
-                on_error=agent.count_error,
-                admission=agent,
-            )
+            server = await GrpcServer.start(agent, listen=cfg.listen, **serving)
     except RuntimeError as exc:
         await agent.stop()
         if "Failed to bind" in str(exc):  # grpcio raises this instead of returning port 0
