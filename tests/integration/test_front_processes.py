@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -217,21 +216,26 @@ def test_the_relay_refuses_a_process_that_is_not_a_front(agent: tuple[AgentProce
 
 
 def test_frames_round_trip_and_bad_ones_are_refused() -> None:
-    body = b"".join(
+    error = b"".join(
         wire.reply_error(9, grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down ü", [("retry-after-ms", "250")])
-    )[wire.HEAD.size :]
-    assert wire.parse_reply(body) == (
+    )
+    _length, kind, status, call_id = wire.HEAD.unpack_from(error)
+    assert (kind, call_id) == (wire.REPLY, 9)
+    assert wire.parse_reply(status, error[wire.HEAD.size :]) == (
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         b"",
         "slow down ü",
         (("retry-after-ms", "250"),),
     )
     ok = b"".join(wire.reply_ok(3, b"\x08\x01"))
-    assert struct.unpack_from("<IBQ", ok) == (len(ok) - 4, wire.REPLY, 3)
-    assert wire.parse_reply(ok[wire.HEAD.size :]) == (grpc.StatusCode.OK, b"\x08\x01", "", ())
+    assert wire.HEAD.unpack_from(ok) == (len(ok) - 4, wire.REPLY, 0, 3)
+    assert wire.parse_reply(0, ok[wire.HEAD.size :]) == (grpc.StatusCode.OK, b"\x08\x01", "", ())
+    request = b"".join(wire.call(5, 2, b"req"))
+    assert wire.HEAD.unpack_from(request) == (len(request) - 4, wire.CALL, 2, 5)
+    assert request[wire.HEAD.size :] == b"req"  # the request bytes as they are
     with pytest.raises(wire.FrameError):
-        wire.parse_call(bytes([len(wire.METHODS)]) + b"x")
+        wire.check_method(len(wire.METHODS))
     with pytest.raises(wire.FrameError):
-        wire.parse_reply(b"\xfe")  # no such status
+        wire.parse_reply(0xFE, b"")  # no such status
     with pytest.raises(wire.FrameError):
-        wire.parse_reply(b"\x08\x00")  # an error without its details length
+        wire.parse_reply(8, b"\x00")  # an error without its details length

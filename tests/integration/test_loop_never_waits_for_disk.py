@@ -128,6 +128,22 @@ async def test_a_cancelled_durable_produce_leaves_no_waiter_behind(tmp_path: Pat
         await agent.stop()
 
 
+async def _produce_watched(
+    agent: Agent, eng: Any, partitions: int, base: int, count: int
+) -> list[list[tuple[str, int, Any]]]:
+    """One durable batch of ``count`` records at ``base`` to each partition, its WAL watched: each
+    partition's WAL calls."""
+    watched = []
+    for p in range(partitions):
+        writer = agent._writers[(TOPIC, p)]
+        writer._wal = WatchedWal(writer._wal)
+        watched.append(writer._wal)
+    await asyncio.gather(
+        *(agent.produce(TOPIC, p, batch(eng, base, count), "durable") for p in range(partitions))
+    )
+    return [w.calls for w in watched]
+
+
 @pytest.mark.parametrize("engine_name", ENGINES)
 async def test_the_first_batch_of_every_new_partition_is_appended_on_the_loop(
     engine_name: str, tmp_path: Path
@@ -143,31 +159,15 @@ async def test_the_first_batch_of_every_new_partition_is_appended_on_the_loop(
     try:
         await agent.create_topic(TOPIC, partitions)
         assert len(wal_files(tmp_path)) == partitions
-        watched = []
-        for p in range(partitions):
-            writer = agent._writers[(TOPIC, p)]
-            writer._wal = WatchedWal(writer._wal)
-            watched.append(writer._wal)
-        await asyncio.gather(
-            *(agent.produce(TOPIC, p, batch(eng, 0, 3), "durable") for p in range(partitions))
-        )
-        loop_thread = threading.get_ident()
-        assert [w.calls for w in watched] == [[("try_append", loop_thread, 0)]] * partitions
+        calls = await _produce_watched(agent, eng, partitions, 0, 3)
+        assert calls == [[("try_append", threading.get_ident(), 0)]] * partitions
     finally:
         await agent.stop()
 
     agent = await Agent.start(cfg)  # reopened: recovery truncated what was committed, then made a file
     try:
-        watched = []
-        for p in range(partitions):
-            writer = agent._writers[(TOPIC, p)]
-            writer._wal = WatchedWal(writer._wal)
-            watched.append(writer._wal)
-        await asyncio.gather(
-            *(agent.produce(TOPIC, p, batch(eng, 3, 2), "durable") for p in range(partitions))
-        )
-        loop_thread = threading.get_ident()
-        assert [w.calls for w in watched] == [[("try_append", loop_thread, 3)]] * partitions
+        calls = await _produce_watched(agent, eng, partitions, 3, 2)
+        assert calls == [[("try_append", threading.get_ident(), 3)]] * partitions
         for p in range(partitions):
             assert [r[3] for r in await read_all(agent, eng, TOPIC, p)] == values(0, 5)
     finally:

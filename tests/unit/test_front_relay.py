@@ -26,6 +26,19 @@ class Context:
         raise Aborted(code, details, tuple(trailing_metadata))
 
 
+async def connected(
+    handlers: dict[str, Any],
+) -> tuple[Relay, RelayClient, asyncio.StreamWriter, asyncio.Task[None]]:
+    """A relay over ``handlers`` that takes this process's connections, and a client connected to it
+    (with its reply reader running)."""
+    relay = Relay(handlers, 1 << 20)
+    await relay.start()
+    relay.allowed.add(os.getpid())
+    reader, writer = await asyncio.open_unix_connection(relay.name)
+    client = RelayClient(reader, writer, 1 << 20)
+    return relay, client, writer, asyncio.create_task(client.read_replies())
+
+
 async def test_calls_aborts_and_cancellation_cross_the_relay() -> None:
     started = asyncio.Event()
     outcome: list[str] = []
@@ -50,12 +63,7 @@ async def test_calls_aborts_and_cancellation_cross_the_relay() -> None:
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(behaviours.get(name, echo)) for name in wire.METHODS
     }
-    relay = Relay(handlers, 1 << 20)
-    await relay.start()
-    relay.allowed.add(os.getpid())
-    reader, writer = await asyncio.open_unix_connection(relay.name)
-    client = RelayClient(reader, writer, 1 << 20)
-    replies = asyncio.create_task(client.read_replies())
+    relay, client, writer, replies = await connected(handlers)
     try:
         assert await client.call(wire.METHODS.index("ListTopics"), b"abc", Context()) == b"cba"
         with pytest.raises(Aborted) as refused:
@@ -88,12 +96,7 @@ async def test_a_relay_that_goes_away_fails_the_calls_in_flight_as_unavailable()
         return b""
 
     handlers = {name: grpc.unary_unary_rpc_method_handler(never) for name in wire.METHODS}
-    relay = Relay(handlers, 1 << 20)
-    await relay.start()
-    relay.allowed.add(os.getpid())
-    reader, writer = await asyncio.open_unix_connection(relay.name)
-    client = RelayClient(reader, writer, 1 << 20)
-    replies = asyncio.create_task(client.read_replies())
+    relay, client, writer, replies = await connected(handlers)
     pending = asyncio.create_task(client.call(0, b"", Context()))
     await asyncio.sleep(0.1)
     relay.close()  # the agent is gone

@@ -62,7 +62,7 @@ from typing import Any
 from streamhouse.benchmarks._cost_agent import OPERATIONS, read_counts, wait_counts
 from streamhouse.benchmarks._cost_load import RECORD_SIZE, Ingest, catch_up, produce
 from streamhouse.benchmarks._harness import AgentProcess, available_engines, percentile
-from streamhouse.config import parse_size
+from streamhouse.config import MAX_FRONT_PROCESSES, parse_size
 
 TOPIC = "bench-cost"
 SECONDS_PER_MONTH = 30 * 86_400
@@ -387,8 +387,6 @@ def _partition_counts(values: list[str]) -> list[int]:
 
 
 def _front_count(text: str) -> int:
-    from streamhouse.config import MAX_FRONT_PROCESSES
-
     try:
         n = int(text)
     except ValueError:

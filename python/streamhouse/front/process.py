@@ -42,9 +42,8 @@ class RelayClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame: int) -> None:
         self._reader = reader
         self._sender = wire.Sender(writer)
-        self._writer = writer
         self._max_frame = max_frame
-        self._pending: dict[int, asyncio.Future[tuple[grpc.StatusCode, bytes, str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[wire.Reply]] = {}
         self._next_id = 0
         self.closed = asyncio.Event()
 
@@ -54,12 +53,12 @@ class RelayClient:
     async def read_replies(self) -> None:
         try:
             while True:
-                kind, call_id, body = await wire.read_frame(self._reader, self._max_frame)
+                kind, arg, call_id, body = await wire.read_frame(self._reader, self._max_frame)
                 if kind != wire.REPLY:
                     raise wire.FrameError(f"unexpected frame kind {kind}")
                 fut = self._pending.pop(call_id, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(wire.parse_reply(body))
+                    fut.set_result(wire.parse_reply(arg, body))
         except (asyncio.IncompleteReadError, ConnectionError):
             log.error("The agent closed the relay connection; this front process exits")
         except wire.FrameError as exc:
@@ -77,7 +76,7 @@ class RelayClient:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the agent is not reachable; retry")
         self._next_id += 1
         call_id = self._next_id
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = fut
         self._sender.send(wire.call(call_id, method, request))
         try:
@@ -87,7 +86,7 @@ class RelayClient:
                 self._sender.send(wire.cancel(call_id))  # the client went away: the agent stops the call
             raise
         if status is grpc.StatusCode.OK:
-            return bytes(data)
+            return data
         await context.abort(status, details, metadata)
         raise AssertionError("abort returned")  # pragma: no cover
 

@@ -103,10 +103,10 @@ class Relay:
         calls: dict[int, asyncio.Task[None]] = {}
         try:
             while True:
-                kind, call_id, body = await wire.read_frame(reader, self._max_frame)
+                kind, arg, call_id, body = await wire.read_frame(reader, self._max_frame)
                 if kind == wire.CALL:
-                    method, request = wire.parse_call(body)
-                    call = asyncio.create_task(self._call(sender, call_id, method, request))
+                    method = wire.check_method(arg)
+                    call = asyncio.create_task(self._call(sender, call_id, method, body))
                     calls[call_id] = call
                     call.add_done_callback(functools.partial(_forget, calls, call_id))
                 elif kind == wire.CANCEL:
@@ -191,7 +191,6 @@ class RelayedServer:
         self._stopping = False
         self._stopped = False
         self._supervisor: asyncio.Task[None] | None = None
-        self.restarts = 0
 
     @classmethod
     async def start(
@@ -246,10 +245,6 @@ class RelayedServer:
         server._supervisor = asyncio.create_task(server._supervise())
         return server
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
-
     def _spawn(self) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamhouse.front.process", "--listen", self._listen, *self._front_args],
@@ -289,7 +284,6 @@ class RelayedServer:
                 self._procs.remove(proc)
                 self._relay.allowed.discard(proc.pid)
                 self._relay.ready.pop(proc.pid, None)
-                self.restarts += 1
                 log.error(
                     "gRPC front process %d exited with status %s; starting another in %g s",
                     proc.pid,
